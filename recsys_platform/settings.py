@@ -1,0 +1,98 @@
+"""The platform's configuration: profile URLs from the environment, validated once.
+
+Read at definitions-load or CLI time (never at module import), so tests build `Settings` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from recsys_platform.core.errors import ConfigError
+
+ENV_VARS = {
+    "home": "RECSYS_HOME",
+    "source_url": "RECSYS_SOURCE_URL",
+    "lake_url": "RECSYS_LAKE_URL",
+    "artifacts_url": "RECSYS_ARTIFACTS_URL",
+    "recommendations_url": "RECSYS_RECOMMENDATIONS_URL",
+    "vector_dsn": "RECSYS_VECTOR_DSN",
+    "stream": "RECSYS_STREAM",
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "jdbc_driver_jar": "RECSYS_JDBC_DRIVER_JAR",
+    "hash_buckets": "RECSYS_HASH_BUCKETS",
+    "spark_master": "RECSYS_SPARK_MASTER",
+}
+
+
+def _validate_bucket_url(name: str, url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in ("file", "s3"):
+        raise ConfigError(f"{ENV_VARS[name]} must be a file:// or s3:// URL, got {url!r}")
+    if scheme == "s3" and not urlsplit(url).netloc:
+        raise ConfigError(f"{ENV_VARS[name]} names no bucket: {url!r} (expected s3://bucket/prefix)")
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where every part of the platform lives. Empty values fall back to the embedded default."""
+
+    home: str
+    source_url: str
+    lake_url: str
+    artifacts_url: str
+    recommendations_url: str
+    vector_dsn: str = ""
+    stream: str = "local"
+    aws_endpoint_url: str = ""
+    jdbc_driver_jar: str = ""
+    hash_buckets: int = 0
+    spark_master: str = "local[2]"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> Settings:
+        """Build from environment variables (or `env`), then apply explicit overrides."""
+        env = os.environ if env is None else env
+        raw = {field: env.get(var, "") for field, var in ENV_VARS.items()}
+        raw.update({k: v for k, v in overrides.items() if v not in (None, "")})
+        return cls.build(**raw)
+
+    @classmethod
+    def build(cls, home: str = "", **values: str) -> Settings:
+        home_path = Path(home or "./.recsys").expanduser().resolve()
+        home_uri = home_path.as_uri()
+        buckets = {
+            "lake_url": values.get("lake_url") or f"{home_uri}/lake",
+            "artifacts_url": values.get("artifacts_url") or f"{home_uri}/ml-artifacts",
+            "recommendations_url": values.get("recommendations_url") or f"{home_uri}/recommendations",
+        }
+        buckets = {k: _validate_bucket_url(k, v) for k, v in buckets.items()}
+        source_url = values.get("source_url") or f"sqlite:///{home_path / 'classicmodels.db'}"
+        stream = values.get("stream") or "local"
+        if stream != "local" and not stream.startswith("kinesis://"):
+            raise ConfigError(f"RECSYS_STREAM must be 'local' or 'kinesis://<stream-name>', got {stream!r}")
+        raw_buckets = str(values.get("hash_buckets") or "0")
+        try:
+            hash_buckets = int(raw_buckets)
+        except ValueError:
+            raise ConfigError(f"RECSYS_HASH_BUCKETS must be a whole number, got {raw_buckets!r}") from None
+        if hash_buckets < 0:
+            raise ConfigError(f"RECSYS_HASH_BUCKETS must be 0 (one folder per customer) or positive, got {hash_buckets}")
+        return cls(
+            home=str(home_path),
+            source_url=source_url,
+            stream=stream,
+            vector_dsn=values.get("vector_dsn") or "",
+            aws_endpoint_url=values.get("aws_endpoint_url") or "",
+            jdbc_driver_jar=values.get("jdbc_driver_jar") or "",
+            hash_buckets=hash_buckets,
+            spark_master=values.get("spark_master") or "local[2]",
+            **buckets,
+        )
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **changes)
