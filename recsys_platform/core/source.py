@@ -149,17 +149,20 @@ class SourceDatabase:
                 'ORDER BY customerNumber'))
             return [int(r[0]) for r in rows]
 
-    def customer_versions(self) -> dict[int, str]:
+    def customer_versions(self, customers: Sequence[int] | None = None,
+                          bucket: tuple[int, Sequence[int]] | None = None) -> dict[int, str]:
         """Per customer: a version string `<count>-<sha1 prefix>` of that customer's ratings.
 
         Computed from the ordered rows so it is the same on SQLite and MySQL; one streaming pass.
         """
+        where, params = customer_filter(customers, bucket)
+        where = (where + " AND" if where else " WHERE") + " customerNumber IS NOT NULL"
         versions: dict[int, str] = {}
         current, digest, count = None, hashlib.sha1(), 0
         with self.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=50_000).execute(sa.text(
-                "SELECT customerNumber, productCode, productRating FROM ratings "
-                "WHERE customerNumber IS NOT NULL ORDER BY customerNumber, productCode"))
+                f"SELECT customerNumber, productCode, productRating FROM ratings{where} "
+                "ORDER BY customerNumber, productCode"), params)
             for customer, product, rating in result:
                 if customer != current:
                     if current is not None:

@@ -1,0 +1,1 @@
+"""Dagster definitions by domain: batch, ml, vectors, streaming."""

@@ -1,0 +1,141 @@
+"""The batch domain's assets: the observed source and `ratings_ml_training`."""
+
+
+import dagster as dg
+
+from recsys_platform.assets.batch.partitions import partition_versions, partitions_for
+from recsys_platform.core import lake, training_checks
+from recsys_platform.core.batch import DATASET, Layout, build, source_row_count
+from recsys_platform.core.errors import DataQualityError, RecsysError
+from recsys_platform.core.training_data import COLUMN_DESCRIPTIONS, TRAINING_SCHEMA
+from recsys_platform.resources import ObjectStoreResource, SourceDatabaseResource, SparkResource
+
+OWNERS = ["team:data-platform"]
+SOURCE_KEY = dg.AssetKey("classicmodels_ratings")
+TRAINING_KEY = dg.AssetKey(DATASET)
+SOURCE_VERSION = "source_version"  # observation metadata: the source version a partition was built from
+
+
+def column_schema() -> dg.TableSchema:
+    return dg.TableSchema(columns=[
+        dg.TableColumn(f.name, f.dataType.simpleString(), description=COLUMN_DESCRIPTIONS[f.name],
+                       constraints=dg.TableColumnConstraints(nullable=f.nullable))
+        for f in TRAINING_SCHEMA.fields
+    ])
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_no rows_"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def build_batch_assets(layout: Layout) -> list:
+    partitions_def = partitions_for(layout)
+
+    @dg.observable_source_asset(
+        key=SOURCE_KEY,
+        group_name="batch",
+        partitions_def=partitions_def,
+        description=(
+            "The `ratings` table of the operational `classicmodels` database, joined in the lab's "
+            "Glue job with `customers` and `products`. Each observation reports a data version per "
+            "partition (count and checksum of the customer's ratings), so Dagster marks exactly "
+            "the changed customers' training data stale."),
+        tags={"dagster/kind/sql": ""},
+    )
+    def classicmodels_ratings(context, source: SourceDatabaseResource) -> dg.DataVersionsByPartition:
+        versions = partition_versions(layout, source.db.customer_versions())
+        if not layout.buckets:  # report only registered partitions; the sensor adds new ones
+            known = set(context.instance.get_dynamic_partitions(partitions_def.name))
+            versions = {k: v for k, v in versions.items() if k in known}
+        context.log.info(f"observed {len(versions)} partition versions from {source.masked_url}")
+        return dg.DataVersionsByPartition(versions)
+
+    check_specs = [
+        dg.AssetCheckSpec(name, asset=TRAINING_KEY, description=training_checks.DESCRIPTIONS[name],
+                          blocking=True)
+        for name in training_checks.ALL_CHECKS
+    ]
+
+    @dg.asset(
+        key=TRAINING_KEY,
+        deps=[SOURCE_KEY],
+        group_name="batch",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=check_specs,
+        kinds={"spark", "parquet"},
+        owners=OWNERS,
+        description=(
+            "One row per rating with the customer's and the product's features: the lab's Glue "
+            "join (`ratings r join products p using productCode join customers c using "
+            "customerNumber`), 13 columns, snappy Parquet written by PySpark under "
+            "`<lake>/ratings_ml_training/customerNumber=<n>/` (or `customer_bucket=<k>/` with hash "
+            "buckets). Each partition is one file replaced atomically; a backfill of any set of "
+            "customers is one Spark job. The source is validated first: a bad source writes "
+            "nothing."),
+        metadata={"dagster/column_schema": column_schema(), "partition_column": layout.column},
+    )
+    def ratings_ml_training(context: dg.AssetExecutionContext, source: SourceDatabaseResource,
+                            lake_store: ObjectStoreResource, spark: SparkResource) -> dg.MaterializeResult:
+        keys = list(context.partition_keys)
+        store = lake_store.store
+        context.log.info(
+            f"building {len(keys)} partition(s) from {source.masked_url} into {store.uri(DATASET)} "
+            f"via {'Spark JDBC' if source.use_jdbc else 'SQLAlchemy to Arrow'}")
+        # Versions first: if the source moves during the build, the recorded version is the older
+        # one and the next scheduled check rebuilds the partition (never the reverse).
+        versions = partition_versions(layout, source.db.customer_versions(**layout.filter(keys)))
+        try:
+            result = build(spark.spark_session, source.db, store, keys, layout=layout,
+                           use_jdbc=source.use_jdbc, num_partitions=source.jdbc_partitions,
+                           log=context.log.info)
+        except DataQualityError as e:
+            raise dg.Failure(description=str(e), metadata={
+                "violations": dg.MetadataValue.json(e.violations)}) from None
+        except RecsysError as e:
+            raise dg.Failure(description=str(e)) from None
+
+        for key in keys:
+            context.log_event(dg.AssetObservation(
+                asset_key=TRAINING_KEY, partition=key,
+                metadata={SOURCE_VERSION: versions.get(key, "absent"),
+                          "rows": result.rows_per_partition.get(key, 0)}))
+
+        # Read the published partitions back and check them against the contract and the source.
+        written = lake.read_partitions(store, DATASET, layout.column, keys)
+        if layout.buckets and written.num_columns:  # the bucket is a folder, not a contract column
+            written = written.drop_columns([layout.column])
+        products = source.db.read_arrow("products")
+        outcomes = training_checks.evaluate(
+            written, set(products["productCode"].to_pylist()), source_row_count(source.db, layout, keys))
+        check_results = [
+            dg.AssetCheckResult(check_name=o.name, asset_key=TRAINING_KEY, passed=o.passed,
+                                severity=dg.AssetCheckSeverity.ERROR,
+                                description=o.message, metadata=o.metadata)
+            for o in outcomes
+        ]
+        ratings = written["productRating"].value_counts().to_pylist() if written.num_rows else []
+        distribution = {str(d["values"]): d["counts"] for d in sorted(ratings, key=lambda d: d["values"])}
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.rows,
+                "dagster/column_schema": column_schema(),
+                "partitions_written": result.written,
+                "partitions_removed": result.removed,
+                "extraction": result.extraction,
+                "source": source.masked_url,
+                "location": dg.MetadataValue.url(store.uri(DATASET)) if store.url.startswith("s3")
+                else dg.MetadataValue.path(store.path(DATASET)),
+                "rating_distribution": dg.MetadataValue.json(distribution),
+                "preview": dg.MetadataValue.md(_markdown_table(result.preview)),
+                **{k: dg.MetadataValue.float(round(v, 3)) for k, v in result.timings.items()},
+            },
+            check_results=check_results,
+        )
+
+    return [classicmodels_ratings, ratings_ml_training]

@@ -1,0 +1,36 @@
+"""The one `Definitions` of the platform: every domain's objects plus resources for the profile."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from recsys_platform.assets.batch import build_batch_defs
+from recsys_platform.core.batch import Layout
+from recsys_platform.resources import ObjectStoreResource, SourceDatabaseResource, SparkResource
+from recsys_platform.resources.spark import spark_config
+from recsys_platform.settings import Settings
+
+
+def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
+    """Resources for a profile. The embedded default and AWS differ only in these URLs."""
+    return {
+        "source": SourceDatabaseResource(url=settings.source_url, jdbc_driver_jar=settings.jdbc_driver_jar),
+        "lake_store": ObjectStoreResource(url=settings.lake_url, endpoint_url=settings.aws_endpoint_url),
+        "spark": SparkResource(
+            spark_config=spark_config(settings.spark_master, jars=settings.jdbc_driver_jar),
+            stop_after_run=not keep_spark),
+    }
+
+
+def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Definitions:
+    layout = Layout(buckets=settings.hash_buckets)
+    return dg.Definitions.merge(
+        build_batch_defs(layout),
+        dg.Definitions(resources=build_resources(settings, keep_spark=keep_spark)),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded by `dagster dev` / `dagster asset materialize`: settings come from the environment."""
+    return build_definitions(Settings.from_env())
