@@ -156,7 +156,9 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     preview = [r.asDict() for r in df.select(TRAINING_COLUMNS).orderBy("customerNumber", "productCode").limit(10).collect()]
     staging = tempfile.mkdtemp(prefix=f"{DATASET}-{uuid.uuid4().hex[:8]}-", dir=staging_root)
     try:
-        (df.repartition(layout.column).write.mode("overwrite")
+        # Sorted within each file so that the same source gives byte-identical partitions.
+        (df.repartition(layout.column).sortWithinPartitions(layout.column, "customerNumber", "productCode")
+           .write.mode("overwrite")
            .option("compression", "snappy").partitionBy(layout.column).parquet(staging))
         timings["transform_write_s"] = time.perf_counter() - t2
         df.unpersist()

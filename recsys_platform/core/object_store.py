@@ -1,9 +1,9 @@
 """Buckets as one interface over pyarrow's filesystem layer: a local folder or S3.
 
-pyarrow.fs is already a dependency (Parquet), speaks S3 with a custom endpoint, and avoids
-s3fs/aiobotocore, whose botocore pins fight boto3's. The two backends differ only in how a
+pyarrow.fs is already a dependency (Parquet), reads and lists S3 with a custom endpoint, and
+avoids s3fs/aiobotocore, whose botocore pins fight boto3's. The two backends differ only in how a
 write is made atomic: a local write goes to a temporary name and is renamed into place; an S3
-PUT is atomic per object by itself.
+upload (through boto3) is atomic per object by itself.
 """
 
 from __future__ import annotations
@@ -149,9 +149,21 @@ class S3ObjectStore(ObjectStore):
         fs = pafs.S3FileSystem(**kwargs)
         root = f"{parts.netloc}{parts.path}".rstrip("/")
         super().__init__(url, fs, root)
+        self.bucket = parts.netloc
+        self._endpoint = endpoint
+        self._region = kwargs["region"]
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3", endpoint_url=self._endpoint or None, region_name=self._region)
+        return self._client
 
     def put_stream(self, key: str, src) -> None:
-        # An S3 object becomes visible only when its upload completes.
-        with self.fs.open_output_stream(self.path(key)) as dst:
-            while chunk := src.read(8 << 20):
-                dst.write(chunk)
+        # Writes go through boto3: its transfer manager does single PUTs for small objects and
+        # multipart for large ones, and works with S3-compatible servers on which Arrow's
+        # CompleteMultipartUpload fails. An S3 object is visible only once its upload completes.
+        self.client.upload_fileobj(src, self.bucket, self.path(key)[len(self.bucket) + 1 :])

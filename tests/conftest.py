@@ -1,0 +1,111 @@
+"""Session fixtures that start or connect the real engines: Spark local, MariaDB, an S3 endpoint.
+
+MariaDB and the S3-compatible endpoint (moto's server) are started by `scripts/services.sh`,
+which writes their addresses to `.services/env`; `make test` and `.ci/run` source it. Without
+them, the tests that need them skip with the reason, unless RECSYS_REQUIRE_SERVICES=1 (CI),
+where a missing server is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from recsys_platform.core.seed import seed
+from recsys_platform.resources.spark import spark_config
+from recsys_platform.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _service(var: str, what: str) -> str:
+    value = os.environ.get(var, "")
+    if not value:
+        message = f"{what} is not running: start it with scripts/services.sh and source .services/env ({var} unset)"
+        if os.environ.get("RECSYS_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return value
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole test run (6 s to start), with the MariaDB JDBC jar."""
+    from pyspark.sql import SparkSession
+
+    jar = os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar")
+    builder = SparkSession.builder
+    for key, value in spark_config("local[2]", jars=jar if os.path.exists(jar) else "").items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def jdbc_jar() -> str:
+    jar = os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar")
+    if not os.path.exists(jar):
+        message = f"MariaDB JDBC driver not found at {jar} (apt-get install libmariadb-java)"
+        if os.environ.get("RECSYS_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return jar
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url() -> str:
+    return _service("RECSYS_TEST_MYSQL_URL", "MariaDB")
+
+
+@pytest.fixture
+def mysql_url(mysql_server_url: str):
+    """A fresh, empty database on the MariaDB server for one test, dropped afterwards."""
+    server = sa.engine.make_url(mysql_server_url)
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server.set(database=""))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    return _service("RECSYS_TEST_S3_ENDPOINT", "The S3-compatible endpoint (moto server)")
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch) -> str:
+    """A fresh bucket on the S3 endpoint; returns its name."""
+    import boto3
+
+    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(var, value)
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def seeded_sqlite_template(tmp_path_factory) -> Path:
+    """A scale-1 SQLite source, seeded once; tests copy it so they may change it freely."""
+    path = tmp_path_factory.mktemp("template") / "classicmodels.db"
+    seed(sa.create_engine(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, seeded_sqlite_template: Path) -> Settings:
+    """Embedded-default settings in a private RECSYS_HOME with a seeded SQLite source."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "classicmodels.db").write_bytes(seeded_sqlite_template.read_bytes())
+    return Settings.build(home=str(home))

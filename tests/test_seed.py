@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from recsys_platform.core import seed as seed_mod
+from recsys_platform.core.source import SourceDatabase
+
+
+def test_same_seed_and_scale_give_identical_data():
+    assert seed_mod.generate(1, seed=7) == seed_mod.generate(1, seed=7)
+    assert seed_mod.generate(1, seed=7)["ratings"] != seed_mod.generate(1, seed=8)["ratings"]
+
+
+def test_scale_one_is_the_labs_size():
+    data = seed_mod.generate(1)
+    assert len(data["customers"]) == 122
+    assert len(data["products"]) == 110
+    assert 1_500 <= len(data["ratings"]) <= 5_000
+    assert {r["productLine"] for r in data["productlines"]} == {p[0] for p in seed_mod.PRODUCT_LINES}
+
+
+def test_ratings_come_from_purchases_and_respect_the_contract():
+    data = seed_mod.generate(2, seed=3)
+    order_customer = {o["orderNumber"]: o["customerNumber"] for o in data["orders"]}
+    bought = {(order_customer[d["orderNumber"]], d["productCode"]) for d in data["orderdetails"]}
+    pairs = [(r["customerNumber"], r["productCode"]) for r in data["ratings"]]
+    assert len(pairs) == len(set(pairs)), "one rating per customer and product"
+    assert set(pairs) == bought, "every rating is for something the customer bought"
+    assert {r["productRating"] for r in data["ratings"]} <= {1, 2, 3, 4, 5}
+
+
+def test_ratings_carry_learnable_structure():
+    """Expensive models are rated higher by customers with high credit limits, and lower by
+    the others: a content model can learn it, uniform noise would show no correlation."""
+    data = seed_mod.generate(5, seed=11)
+    credit = {c["customerNumber"]: c["creditLimit"] for c in data["customers"]}
+    msrp = {p["productCode"]: p["MSRP"] for p in data["products"]}
+    c = np.array([credit[r["customerNumber"]] for r in data["ratings"]])
+    m = np.array([msrp[r["productCode"]] for r in data["ratings"]])
+    y = np.array([r["productRating"] for r in data["ratings"]], dtype=float)
+    interaction = (c - c.mean()) / c.std() * (m - m.mean()) / m.std()
+    assert np.corrcoef(interaction, y)[0, 1] > 0.15
+    assert y.std() > 0.8, "ratings use the scale, not one value"
+
+
+def test_seed_refuses_to_overwrite_unless_replace(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    seed_mod.seed(engine)
+    with pytest.raises(FileExistsError, match="--replace"):
+        seed_mod.seed(engine)
+    summary = seed_mod.seed(engine, seed=5, replace=True)
+    assert summary.counts["ratings"] == len(seed_mod.generate(1, seed=5)["ratings"])
+
+
+def test_scale_must_be_positive():
+    with pytest.raises(ValueError, match="scale must be positive"):
+        seed_mod.generate(0)
+
+
+@pytest.mark.mariadb
+def test_mariadb_and_sqlite_hold_the_same_data(mysql_url, tmp_path):
+    """Same seed, two engines: every customer's rating version is identical."""
+    seed_mod.seed(sa.create_engine(mysql_url))
+    seed_mod.seed(sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    maria = SourceDatabase(mysql_url).customer_versions()
+    lite = SourceDatabase(f"sqlite:///{tmp_path / 'db.sqlite'}").customer_versions()
+    assert maria == lite
+    assert len(maria) == 122

@@ -1,0 +1,78 @@
+import pytest
+import sqlalchemy as sa
+
+from recsys_platform.core.errors import DataQualityError, SourceSchemaError, SourceUnavailableError
+from recsys_platform.core.source import SourceDatabase, masked_url
+
+
+def _exec(settings, *statements):
+    engine = sa.create_engine(settings.source_url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def test_seeded_source_passes_validation(settings):
+    SourceDatabase(settings.source_url).validate_schema()
+
+
+def test_missing_table_is_named(settings):
+    _exec(settings, "DROP TABLE ratings")
+    with pytest.raises(SourceSchemaError, match="table ratings is missing"):
+        SourceDatabase(settings.source_url).validate_schema()
+
+
+def test_missing_column_is_named_with_what_was_found(settings):
+    _exec(settings, "ALTER TABLE products DROP COLUMN MSRP")
+    with pytest.raises(SourceSchemaError, match=r"column products\.MSRP is missing \(found: .*buyPrice"):
+        SourceDatabase(settings.source_url).validate_schema()
+
+
+def test_wrong_column_type_is_named(settings):
+    _exec(settings,
+          "ALTER TABLE ratings RENAME TO ratings_old",
+          "CREATE TABLE ratings (customerNumber INTEGER, productCode VARCHAR(15), productRating VARCHAR(10))",
+          "INSERT INTO ratings SELECT * FROM ratings_old")
+    with pytest.raises(SourceSchemaError, match=r"column ratings\.productRating has type VARCHAR\(10\), expected integer"):
+        SourceDatabase(settings.source_url).validate_schema()
+
+
+def test_a_value_of_the_wrong_type_names_table_column_and_value(settings):
+    # SQLite's dynamic typing lets a string into an INTEGER column: the reader must say so.
+    _exec(settings, "UPDATE ratings SET productRating = 'five' WHERE rowid = 1")
+    with pytest.raises(DataQualityError, match=r"column ratings\.productRating holds a value that is not int32: 'five'"):
+        SourceDatabase(settings.source_url).read_arrow("ratings")
+
+
+def test_unreachable_database_error_masks_the_password():
+    db = SourceDatabase("mysql+pymysql://recsys:s3cret-pw@127.0.0.1:1/classicmodels")
+    with pytest.raises(SourceUnavailableError) as err:
+        db.validate_schema()
+    assert "s3cret-pw" not in str(err.value)
+    assert "mysql+pymysql://recsys:***@127.0.0.1:1/classicmodels" in str(err.value)
+
+
+def test_masked_url_hides_only_the_password():
+    assert masked_url("mysql+pymysql://u:pw@h:3306/db") == "mysql+pymysql://u:***@h:3306/db"
+    assert masked_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_customer_version_changes_only_for_the_changed_customer(settings):
+    db = SourceDatabase(settings.source_url)
+    before = db.customer_versions()
+    customer = sorted(before)[3]
+    _exec(settings, f"UPDATE ratings SET productRating = 6 - productRating WHERE customerNumber = {customer}")
+    after = db.customer_versions()
+    assert {c for c in before if before[c] != after[c]} == {customer}
+
+
+def test_arrow_extraction_filters_by_customer_and_bucket(settings):
+    db = SourceDatabase(settings.source_url)
+    customers = db.customer_numbers()[:3]
+    table = db.read_arrow("ratings", customers=customers)
+    assert set(table["customerNumber"].to_pylist()) == set(customers)
+    assert table.num_rows == db.count_ratings(customers=customers)
+    bucket = db.read_arrow("ratings", bucket=(4, [1, 3]))
+    assert {c % 4 for c in bucket["customerNumber"].to_pylist()} == {1, 3}
+    assert db.read_arrow("ratings", customers=[]).num_rows == 0
