@@ -71,7 +71,7 @@ def run_batch(settings: Settings, instance: dg.DagsterInstance, report: DemoRepo
     report.timings["seed_and_observe_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    job = defs.get_job_def("ratings_ml_training_job")
+    job = defs.resolve_job_def("ratings_ml_training_job")
     result = job.execute_in_process(
         instance=instance, raise_on_error=False,
         tags={"dagster/asset_partition_range_start": keys[0],

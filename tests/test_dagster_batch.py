@@ -1,0 +1,143 @@
+"""The batch domain through Dagster: definitions, a single-run backfill, sensor, schedule."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from recsys_platform.assets.batch.assets import SOURCE_KEY, SOURCE_VERSION, TRAINING_KEY
+from recsys_platform.assets.batch.partitions import CUSTOMERS, partition_versions
+from recsys_platform.assets.batch.schedules import STALE_SCHEDULE, plan_ranges, stale_keys
+from recsys_platform.core import lake, training_checks
+from recsys_platform.core.batch import DATASET, Layout
+from recsys_platform.core.object_store import ObjectStore
+from recsys_platform.core.source import SourceDatabase
+from recsys_platform.definitions import build_definitions
+
+
+@pytest.fixture
+def defs(settings, spark):  # `spark` first: the resource reuses the session instead of a new one
+    return build_definitions(settings, keep_spark=True)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _keys(settings):
+    return [str(c) for c in SourceDatabase(settings.source_url).customer_numbers()]
+
+
+def _run(defs, instance, start, end):
+    return defs.resolve_job_def("ratings_ml_training_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
+
+
+def test_definitions_describe_every_asset_for_the_ui(defs):
+    repo = defs.get_repository_def()
+    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    training = specs[TRAINING_KEY]
+    assert training.group_name == "batch"
+    assert {"spark", "parquet"} <= set(training.kinds)
+    assert training.owners == ["team:data-platform"]
+    assert "13 columns" in training.description
+    assert training.metadata["dagster/column_schema"].columns[0].name == "customerNumber"
+    assert len(training.metadata["dagster/column_schema"].columns) == 13
+    assert specs[SOURCE_KEY].group_name == "batch"
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == set(training_checks.ALL_CHECKS)
+    assert {s.name for s in repo.schedule_defs} == {STALE_SCHEDULE}
+    assert {s.name for s in repo.sensor_defs} == {"customer_partitions_sensor"}
+
+
+def test_single_run_backfill_builds_every_partition_with_passing_checks(defs, settings, instance):
+    keys = _keys(settings)
+    instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+    result = _run(defs, instance, keys[0], keys[-1])
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == set(training_checks.ALL_CHECKS)
+    assert all(e.passed for e in evaluations), [(e.check_name, e.description) for e in evaluations if not e.passed]
+    assert len(instance.get_run_records()) == 1, "one run (one Spark job) for the whole backfill"
+
+    mats = result.asset_materializations_for_node(DATASET)
+    assert {m.partition for m in mats} == set(keys)
+    meta = mats[0].metadata
+    assert meta["dagster/row_count"].value == SourceDatabase(settings.source_url).count_ratings()
+    assert "| customerNumber | city |" in meta["preview"].value
+    assert meta["partitions_written"].value == len(keys)
+    store = ObjectStore.from_url(settings.lake_url)
+    assert lake.list_partition_keys(store, DATASET, "customerNumber") == sorted(keys)
+
+    observations = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=TRAINING_KEY), limit=1000).records
+    recorded = {r.partition_key: r.asset_observation.metadata[SOURCE_VERSION].value for r in observations}
+    assert recorded == partition_versions(Layout(), SourceDatabase(settings.source_url).customer_versions())
+
+
+def test_a_bad_source_fails_the_run_with_the_violation_and_writes_nothing(defs, settings, instance):
+    keys = _keys(settings)
+    instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+    engine = sa.create_engine(settings.source_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ratings SET productRating = 11 WHERE rowid = 3"))
+    result = _run(defs, instance, keys[0], keys[-1])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "rating_range" in failure.step_failure_data.user_failure_data.description
+    assert "ratings.productRating" in failure.step_failure_data.user_failure_data.description
+    assert not ObjectStore.from_url(settings.lake_url).exists(DATASET)
+
+
+def test_sensor_registers_new_customers_once(defs, settings, instance):
+    sensor = defs.resolve_sensor_def("customer_partitions_sensor")
+    with dg.build_sensor_context(instance=instance, resources={"source": defs.resources["source"]}) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    (request,) = result.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == sorted(_keys(settings))
+    instance.add_dynamic_partitions(CUSTOMERS.name, list(request.partition_keys))
+    with dg.build_sensor_context(instance=instance, resources={"source": defs.resources["source"]}) as ctx:
+        again = sensor(ctx)
+    assert isinstance(again, dg.SkipReason)
+
+
+def test_daily_schedule_backfills_only_stale_partitions(defs, settings, instance):
+    keys = _keys(settings)
+    instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+    schedule = defs.resolve_schedule_def(STALE_SCHEDULE)
+
+    def tick():
+        with dg.build_schedule_context(instance=instance, resources={"source": defs.resources["source"]},
+                                       scheduled_execution_time=dt.datetime(2026, 11, 28, 3, tzinfo=dt.timezone.utc)) as ctx:
+            return schedule.evaluate_tick(ctx)
+
+    first = tick().run_requests
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in first] == [(keys[0], keys[-1])]
+    assert _run(defs, instance, keys[0], keys[-1]).success
+    assert tick().skip_message and "up to date" in tick().skip_message
+
+    changed = keys[40]
+    with sa.create_engine(settings.source_url).begin() as conn:
+        conn.execute(sa.text(f"UPDATE ratings SET productRating = 6 - productRating WHERE customerNumber = {changed}"))
+    (request,) = tick().run_requests
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (changed, changed)
+    assert request.run_key == f"stale-2026-11-28-{changed}-{changed}"
+
+
+def test_stale_keys_include_never_built_changed_and_vanished_partitions():
+    assert stale_keys(["1", "2", "3", "4"], {"1": "a", "2": "b", "3": "c"}, {"1": "a", "2": "x", "4": "d"}) == ["2", "3", "4"]
+
+
+@pytest.mark.parametrize(("stale", "max_runs", "expected"), [
+    (set(), 4, []),
+    ({"b", "c", "d"}, 4, [("b", "d")]),
+    ({"a", "c", "g"}, 4, [("a", "a"), ("c", "c"), ("g", "g")]),
+    ({"a", "c", "g"}, 2, [("a", "c"), ("g", "g")]),
+    ({"a", "c", "g"}, 1, [("a", "g")]),
+])
+def test_stale_partitions_are_covered_by_few_contiguous_ranges(stale, max_runs, expected):
+    assert plan_ranges(list("abcdefg"), stale, max_runs) == expected
