@@ -59,7 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_known_warnings() -> None:
+    """Dagster's beta notices (observable sources, backfill policies) are not the user's concern."""
+    import warnings
+
+    try:
+        from dagster._utils.warnings import BetaWarning
+
+        warnings.filterwarnings("ignore", category=BetaWarning)
+    except ImportError:  # a future Dagster without the class: nothing to silence
+        pass
+    warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is deprecated")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_known_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -12,6 +12,7 @@ import dagster as dg
 from recsys_platform.assets.batch.assets import SOURCE_KEY, TRAINING_KEY
 from recsys_platform.assets.batch.partitions import CUSTOMERS
 from recsys_platform.core.batch import DATASET, Layout
+from recsys_platform.core.errors import RunFailedError
 from recsys_platform.core.seed import is_seeded, seed
 from recsys_platform.core.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
@@ -47,7 +48,7 @@ def _observe(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
     result = observe([source_asset], instance=instance,
                      resources={"source": defs.resources["source"]})
     if not result.success:
-        raise RuntimeError("observing the source failed")
+        raise RunFailedError("observing the source failed; see the run in the Dagster UI")
 
 
 def run_batch(settings: Settings, instance: dg.DagsterInstance, report: DemoReport) -> None:
@@ -83,7 +84,7 @@ def run_batch(settings: Settings, instance: dg.DagsterInstance, report: DemoRepo
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         reason = failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
-        raise RuntimeError(f"building {DATASET} failed: {reason}")
+        raise RunFailedError(f"building {DATASET} failed: {reason}")
     materialization = result.asset_materializations_for_node(TRAINING_KEY.path[-1])[0]
     rows = materialization.metadata["dagster/row_count"].value
     location = materialization.metadata["location"].value

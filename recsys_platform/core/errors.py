@@ -25,3 +25,7 @@ class DataQualityError(RecsysError):
     def __init__(self, message: str, violations: list[dict] | None = None):
         super().__init__(message)
         self.violations = violations or []
+
+
+class RunFailedError(RecsysError):
+    """A Dagster run of the platform failed; the message carries the step's reason."""

@@ -1,0 +1,33 @@
+# The two commands of the README, and a few helpers. Python: $(PYTHON) (default python3).
+PYTHON ?= python3
+export PYTHON
+
+.PHONY: demo test setup services services-stop lint bench-batch ui
+
+demo: ## set up, then run the whole platform end to end on the embedded default
+	scripts/setup.sh
+	$(PYTHON) -m recsys_platform.cli demo
+
+test: ## set up (Python packages, MariaDB server), start the test servers, run the tests
+	scripts/setup.sh --services
+	scripts/services.sh start
+	. .services/env && $(PYTHON) -m pytest
+
+setup:
+	scripts/setup.sh
+
+services: ## start MariaDB and the S3-compatible endpoint for the tests (variables in .services/env)
+	scripts/services.sh start
+
+services-stop:
+	scripts/services.sh stop
+
+lint:
+	$(PYTHON) -m ruff check .
+
+bench-batch: ## the batch benchmark at scale 100 against MariaDB (writes benchmarks/results/batch.json)
+	scripts/services.sh start
+	. .services/env && $(PYTHON) benchmarks/batch.py --scale 100
+
+ui: ## the Dagster UI over the demo's state
+	DAGSTER_HOME=$${RECSYS_HOME:-$$PWD/.recsys}/dagster_home RECSYS_HOME=$${RECSYS_HOME:-$$PWD/.recsys} $(PYTHON) -m dagster dev -w workspace.yaml
