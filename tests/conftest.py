@@ -20,6 +20,15 @@ from recsys_platform.resources.spark import spark_config
 from recsys_platform.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+
+
+def pytest_configure(config):
+    # Dummy credentials for the local S3 endpoint, set before Spark forks its Python workers
+    # (they inherit the environment of that moment). Tests never reach real AWS.
+    for var, value in TEST_AWS_ENV.items():
+        os.environ.setdefault(var, value)
 
 
 def _service(var: str, what: str) -> str:
@@ -82,13 +91,10 @@ def s3_endpoint() -> str:
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str, monkeypatch) -> str:
+def s3_bucket(s3_endpoint: str) -> str:
     """A fresh bucket on the S3 endpoint; returns its name."""
     import boto3
 
-    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(var, value)
     name = f"lake-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name

@@ -1,6 +1,8 @@
 """`ratings_ml_training` built end to end by the core pipeline on real engines."""
 
 import hashlib
+import os
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -9,7 +11,7 @@ import sqlalchemy as sa
 from recsys_platform.core import lake
 from recsys_platform.core.batch import DATASET, Layout, build
 from recsys_platform.core.errors import DataQualityError
-from recsys_platform.core.object_store import LocalObjectStore, ObjectStore
+from recsys_platform.core.object_store import ObjectStore
 from recsys_platform.core.seed import seed
 from recsys_platform.core.source import SourceDatabase
 from recsys_platform.core.training_data import TRAINING_COLUMNS
@@ -111,37 +113,28 @@ def test_a_bad_source_writes_nothing(spark, settings, store, statements, message
     assert _snapshot(store) == before
 
 
-class FailingStore(LocalObjectStore):
-    """A real local store that dies after `n` uploads: a crash in the middle of a publish."""
-
-    def __init__(self, url, n):
-        super().__init__(url)
-        self.left = n
-
-    def upload_file(self, local_path, key):
-        if self.left <= 0:
-            raise OSError("disk gone")
-        self.left -= 1
-        super().upload_file(local_path, key)
-
-
-def test_a_crash_mid_publish_leaves_every_partition_old_or_new(spark, settings, tmp_path):
+def test_a_crash_mid_write_leaves_every_partition_old_or_new(spark, settings, tmp_path):
     db = SourceDatabase(settings.source_url)
     keys = [str(c) for c in db.customer_numbers()][:20]
-    url = (tmp_path / "lake").as_uri()
-    build(spark, db, ObjectStore.from_url(url), keys)
-    old = _lake_rows(ObjectStore.from_url(url))
+    store = ObjectStore.from_url((tmp_path / "lake").as_uri())
+    build(spark, db, store, keys)
+    old = _lake_rows(store)
     _exec(settings.source_url, "UPDATE ratings SET productRating = 6 - productRating")
-    with pytest.raises(OSError, match="disk gone"):
-        build(spark, db, FailingStore(url, 7), keys)
-    store = ObjectStore.from_url(url)
+    # A real fault: one partition's target path becomes a folder, so its write fails mid-job.
+    broken = keys[7]
+    target = store.path(lake.partition_file(DATASET, "customerNumber", broken))
+    os.remove(target)
+    os.makedirs(os.path.join(target, "blocker"))
+    with pytest.raises(Exception, match="Is a directory|IsADirectoryError"):
+        build(spark, db, store, keys)
     new = _source_rows(db)
     for key in keys:  # each partition is a whole file, entirely old or entirely new
+        if key == broken:
+            continue
         rows = _lake_rows_for(store, key)
-        old_part = {r for r in old if str(r[0]) == key}
-        new_part = {r for r in new if str(r[0]) == key}
-        assert rows in (old_part, new_part)
+        assert rows in ({r for r in old if str(r[0]) == key}, {r for r in new if str(r[0]) == key})
     assert not [o for o in store.list(DATASET) if ".tmp-" in o.key], "no temporary file left visible"
+    shutil.rmtree(target)
     build(spark, db, store, keys)  # the rerun completes the job
     assert _lake_rows(store) == {r for r in new if str(r[0]) in keys}
 
@@ -207,3 +200,14 @@ def test_s3_lake_through_an_s3_compatible_endpoint(spark, settings, s3_bucket, s
     before = _snapshot(store)
     build(spark, db, store, keys)
     assert _snapshot(store) == before
+
+
+@pytest.mark.mariadb
+def test_jdbc_extraction_with_hash_buckets(spark, jdbc_jar, mysql_url, tmp_path):
+    seed(sa.create_engine(mysql_url))
+    db = SourceDatabase(mysql_url)
+    layout = Layout(buckets=5)
+    store = ObjectStore.from_url((tmp_path / "lake").as_uri())
+    result = build(spark, db, store, ["1", "4"], layout=layout, use_jdbc=True)
+    assert result.rows == db.count_ratings(bucket=(5, [1, 4]))
+    assert lake.list_partition_keys(store, DATASET, "customer_bucket") == ["1", "4"]

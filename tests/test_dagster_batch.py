@@ -141,3 +141,29 @@ def test_stale_keys_include_never_built_changed_and_vanished_partitions():
 ])
 def test_stale_partitions_are_covered_by_few_contiguous_ranges(stale, max_runs, expected):
     assert plan_ranges(list("abcdefg"), stale, max_runs) == expected
+
+
+def test_hash_bucket_layout_runs_through_dagster_with_static_partitions(settings, spark):
+    defs = build_definitions(settings.with_(hash_buckets=4), keep_spark=True)
+    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    assert specs[TRAINING_KEY].partitions_def.get_partition_keys() == ["0", "1", "2", "3"]
+    with dg.instance_for_test() as instance:
+        result = _run(defs, instance, "0", "3")
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+    store = ObjectStore.from_url(settings.lake_url)
+    assert lake.list_partition_keys(store, DATASET, "customer_bucket") == ["0", "1", "2", "3"]
+
+
+def test_definitions_load_through_the_dagster_cli(settings):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "RECSYS_HOME": settings.home}
+    proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Validation successful" in proc.stdout + proc.stderr

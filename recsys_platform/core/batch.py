@@ -5,10 +5,7 @@ No Dagster import: the asset, the benchmarks and (in the AWS profile) the Glue j
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -93,12 +90,13 @@ def extract_jdbc(spark: SparkSession, source: SourceDatabase, table: str, where:
                  num_partitions: int = 4) -> DataFrame:
     """Read a source table the way Glue does: Spark JDBC, split on customerNumber when keyed."""
     cols = ", ".join(SOURCE_COLUMNS[table])
-    clause, params = customer_filter(**where) if table in ("ratings", "customers") else ("", {})
+    keyed = table in ("ratings", "customers")
+    clause, params = customer_filter(where.get("customers"), where.get("bucket")) if keyed else ("", {})
     for name, value in params.items():  # bucket filters: only integers, inlined for JDBC
         clause = clause.replace(f":{name}", str(int(value)))
     reader = spark.read.format("jdbc").options(**jdbc_options(source.url)).option(
         "dbtable", f"(SELECT {cols} FROM {table}{clause}) AS src")
-    if table in ("ratings", "customers") and num_partitions > 1:
+    if keyed and num_partitions > 1:
         with source.connect() as conn:
             import sqlalchemy as sa
 
@@ -124,7 +122,7 @@ def extract(spark: SparkSession, source: SourceDatabase, where: dict, use_jdbc: 
 
 # -- the build ----------------------------------------------------------------------------------
 def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys: Sequence[str],
-          layout: Layout = Layout(), use_jdbc: bool = False, staging_root: str | None = None,
+          layout: Layout = Layout(), use_jdbc: bool = False,
           num_partitions: int = 4, log=print) -> BuildResult:
     """Replace the partitions `keys` of `<store>/ratings_ml_training/` with fresh data.
 
@@ -151,27 +149,23 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     df = build_training_data(ratings, customers, products)
     if layout.buckets:
         df = with_bucket(df, layout.buckets)
-    df = df.cache()
-    counts = {str(r[0]): int(r[1]) for r in df.groupBy(layout.column).count().collect()}
-    preview = [r.asDict() for r in df.select(TRAINING_COLUMNS).orderBy("customerNumber", "productCode").limit(10).collect()]
-    staging = tempfile.mkdtemp(prefix=f"{DATASET}-{uuid.uuid4().hex[:8]}-", dir=staging_root)
-    try:
-        # Sorted within each file so that the same source gives byte-identical partitions.
-        (df.repartition(layout.column).sortWithinPartitions(layout.column, "customerNumber", "productCode")
-           .write.mode("overwrite")
-           .option("compression", "snappy").partitionBy(layout.column).parquet(staging))
-        timings["transform_write_s"] = time.perf_counter() - t2
-        df.unpersist()
-        ratings.unpersist()
-        t3 = time.perf_counter()
-        partitions = lake.publish_partitions(store, DATASET, staging, layout.column, keys)
-        timings["publish_s"] = time.perf_counter() - t3
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    rows = sum(counts.get(k, 0) for k in keys)
+    preview = [r.asDict() for r in df.orderBy("customerNumber", "productCode").limit(10).select(TRAINING_COLUMNS).collect()]
+    # Each group (a customer or a bucket) is encoded and published by the Spark task that holds
+    # it, straight into its final place: one atomic object per partition, written in parallel.
+    writer = lake.PartitionWriter(store.url, store.endpoint_url, DATASET, layout.column)
+    written = df.groupBy(layout.column).applyInArrow(writer.as_function(), writer.RESULT_SCHEMA).collect()
+    ratings.unpersist()
+    counts = {r["key"]: int(r["rows"]) for r in written}
+    timings["transform_write_s"] = time.perf_counter() - t2
     extra = set(counts) - set(keys)
     if extra:  # cannot happen with a correct filter; refuse to hide it
         raise RuntimeError(f"extraction returned rows outside the requested partitions: {sorted(extra)[:5]}")
+
+    t3 = time.perf_counter()
+    partitions = {k: "written" for k in counts}
+    partitions.update(lake.remove_partitions(store, DATASET, layout.column, [k for k in keys if k not in counts]))
+    timings["publish_s"] = time.perf_counter() - t3
+    rows = sum(counts.values())
     log(f"{DATASET}: {rows} rows in {len(partitions)} partitions ({timings})")
     return BuildResult(rows, partitions, {k: counts.get(k, 0) for k in keys}, preview,
                        "spark-jdbc" if use_jdbc else "sqlalchemy-arrow", timings)

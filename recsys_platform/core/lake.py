@@ -1,4 +1,4 @@
-"""Hive-partitioned Parquet datasets in the lake: staged by Spark, published one partition at a time.
+"""Hive-partitioned Parquet datasets in the lake, written one atomic file per partition.
 
 Each partition folder holds exactly one file with a fixed name, so replacing a partition is one
 atomic object write (a rename locally, one PUT on S3): a reader sees the old partition or the new
@@ -7,7 +7,6 @@ one, never a mix, and a failed run leaves every partition as it was or fully rep
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,49 +23,70 @@ def partition_dir(column: str, key: str) -> str:
     return f"{column}={key}"
 
 
-def staged_files(staging_dir: str, column: str, key: str) -> list[str]:
-    folder = os.path.join(staging_dir, partition_dir(column, key))
-    if not os.path.isdir(folder):
-        return []
-    return sorted(
-        os.path.join(folder, f) for f in os.listdir(folder)
-        if f.endswith(".parquet") and not f.startswith((".", "_"))
-    )
+def partition_file(dataset: str, column: str, key: str) -> str:
+    return f"{dataset}/{partition_dir(column, key)}/{PART_FILE}"
 
 
-def _single_file(files: list[str], workdir: str) -> str:
-    """One Parquet file for a partition (Spark writes one per task; merge if it wrote more)."""
-    if len(files) == 1:
-        return files[0]
-    merged = os.path.join(workdir, f"merged-{os.getpid()}-{abs(hash(tuple(files)))}.parquet")
-    pq.write_table(pa.concat_tables(pq.read_table(f) for f in files), merged, compression="snappy")
-    return merged
+def encode_parquet(table: pa.Table) -> bytes:
+    """Snappy Parquet bytes; the same table always gives the same bytes."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")
+    return sink.getvalue().to_pybytes()
 
 
-def publish_partitions(store: ObjectStore, dataset: str, staging_dir: str, column: str,
-                       keys: Iterable[str], threads: int = 8) -> dict[str, str]:
-    """Replace each partition of `keys` in `<store>/<dataset>/` with its staged file.
+_STORES: dict[tuple[str, str], ObjectStore] = {}
 
-    A key with no staged rows loses its partition (its source rows are gone). Returns, per key,
-    'written' or 'removed'. Every partition write is atomic; partitions are independent.
+
+class PartitionWriter:
+    """A Spark `applyInArrow` function: writes one group as its partition's single file.
+
+    Picklable (it carries the store's URL, not a client), so Spark can ship it to executors;
+    each Python worker opens the store once. The partition column lives in the folder name and
+    is dropped from the file; rows are sorted so the bytes are reproducible.
     """
+
+    RESULT_SCHEMA = "key string, rows long"
+
+    def __init__(self, store_url: str, endpoint_url: str, dataset: str, column: str,
+                 sort_by: tuple[str, ...] = ("customerNumber", "productCode")):
+        self.store_url, self.endpoint_url = store_url, endpoint_url
+        self.dataset, self.column, self.sort_by = dataset, column, sort_by
+
+    def _store(self) -> ObjectStore:
+        ident = (self.store_url, self.endpoint_url)
+        if ident not in _STORES:
+            _STORES[ident] = ObjectStore.from_url(self.store_url, endpoint_url=self.endpoint_url)
+        return _STORES[ident]
+
+    def as_function(self):
+        """A plain annotated function (PySpark infers the UDF kind from the type hints)."""
+
+        def write_partition(group: pa.Table) -> pa.Table:
+            return self(group)
+
+        return write_partition
+
+    def __call__(self, group: pa.Table) -> pa.Table:
+        key = str(group[self.column][0].as_py())
+        body = group.sort_by([(c, "ascending") for c in self.sort_by]).drop_columns([self.column])
+        self._store().write_bytes(partition_file(self.dataset, self.column, key), encode_parquet(body))
+        return pa.table({"key": [key], "rows": [body.num_rows]})
+
+
+def remove_partitions(store: ObjectStore, dataset: str, column: str, keys: Iterable[str],
+                      threads: int = 8) -> dict[str, str]:
+    """Delete the partitions of `keys` (their source rows are gone); returns key -> 'removed'."""
     keys = list(keys)
 
     def one(key: str) -> tuple[str, str]:
         folder = f"{dataset}/{partition_dir(column, key)}"
-        files = staged_files(staging_dir, column, key)
-        target = f"{folder}/{PART_FILE}"
-        if files:
-            store.upload_file(_single_file(files, staging_dir), target)
-            stale = [o.key for o in store.list(folder) if o.key != target]
-            for key_ in stale:  # leftovers of an older writer; ours is already in place
-                store.delete(key_)
-            return key, "written"
         for obj in store.list(folder):
             store.delete(obj.key)
         store.delete_dir(folder)
         return key, "removed"
 
+    if not keys:
+        return {}
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(keys)))) as pool:
         return dict(pool.map(one, keys))
 
@@ -80,7 +100,7 @@ def read_partitions(store: ObjectStore, dataset: str, column: str, keys: Iterabl
             return pa.table({})
         ds = pads.dataset(base, filesystem=store.fs, format="parquet", partitioning=partitioning)
     else:
-        paths = [store.path(f"{dataset}/{partition_dir(column, k)}/{PART_FILE}") for k in keys]
+        paths = [store.path(partition_file(dataset, column, k)) for k in keys]
         paths = [p for p in paths if store.fs.get_file_info(p).type.name == "File"]
         if not paths:
             return pa.table({})

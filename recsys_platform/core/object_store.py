@@ -41,6 +41,8 @@ class ObjectStore(ABC):
             return S3ObjectStore(url, endpoint_url=endpoint_url, region=region)
         raise ValueError(f"unsupported object store URL {url!r}: expected file:// or s3://")
 
+    endpoint_url = ""  # an S3-compatible endpoint, for the S3 backend
+
     def path(self, key: str = "") -> str:
         """The filesystem path of `key` for pyarrow (no scheme)."""
         return f"{self.root}/{key.strip('/')}" if key.strip("/") else self.root
@@ -150,7 +152,7 @@ class S3ObjectStore(ObjectStore):
         root = f"{parts.netloc}{parts.path}".rstrip("/")
         super().__init__(url, fs, root)
         self.bucket = parts.netloc
-        self._endpoint = endpoint
+        self.endpoint_url = endpoint
         self._region = kwargs["region"]
         self._client = None
 
@@ -159,7 +161,7 @@ class S3ObjectStore(ObjectStore):
         if self._client is None:
             import boto3
 
-            self._client = boto3.client("s3", endpoint_url=self._endpoint or None, region_name=self._region)
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url or None, region_name=self._region)
         return self._client
 
     def put_stream(self, key: str, src) -> None:
