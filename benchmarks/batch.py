@@ -143,7 +143,7 @@ def main() -> int:
                 timings: dict = {}
                 with timer(timings, "total_s"):
                     result = build(spark, db, store, keys, layout=layout, use_jdbc=use_jdbc,
-                                   num_partitions=args.jdbc_partitions, staging_root=str(work), log=lambda *_: None)
+                                   num_partitions=args.jdbc_partitions, log=lambda *_: None)
                 assert result.rows == rows, (result.rows, rows)
                 entry[f"pipeline_{path}_s"] = timings["total_s"]
                 entry[f"pipeline_{path}_steps"] = result.timings

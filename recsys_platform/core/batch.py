@@ -18,7 +18,6 @@ from recsys_platform.core.object_store import ObjectStore
 from recsys_platform.core.source import SOURCE_COLUMNS, SourceDatabase, customer_filter
 from recsys_platform.core.training_data import (
     BUCKET_COLUMN,
-    TRAINING_COLUMNS,
     build_training_data,
     find_violations,
     with_bucket,
@@ -56,7 +55,6 @@ class BuildResult:
     rows: int
     partitions: dict[str, str]
     rows_per_partition: dict[str, int]
-    preview: list[dict]
     extraction: str
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -149,11 +147,12 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     df = build_training_data(ratings, customers, products)
     if layout.buckets:
         df = with_bucket(df, layout.buckets)
-    preview = [r.asDict() for r in df.orderBy("customerNumber", "productCode").limit(10).select(TRAINING_COLUMNS).collect()]
-    # Each group (a customer or a bucket) is encoded and published by the Spark task that holds
-    # it, straight into its final place: one atomic object per partition, written in parallel.
+    # Each partition (a customer or a bucket) is encoded and published by the Spark task that
+    # holds it, straight into its final place: one atomic object per partition, in parallel.
+    # Sorted, so a partition's rows arrive together and the same source gives the same bytes.
     writer = lake.PartitionWriter(store.url, store.endpoint_url, DATASET, layout.column)
-    written = df.groupBy(layout.column).applyInArrow(writer.as_function(), writer.RESULT_SCHEMA).collect()
+    ordered = df.repartition(layout.column).sortWithinPartitions(layout.column, "customerNumber", "productCode")
+    written = ordered.mapInArrow(writer.as_function(), writer.RESULT_SCHEMA).collect()
     ratings.unpersist()
     counts = {r["key"]: int(r["rows"]) for r in written}
     timings["transform_write_s"] = time.perf_counter() - t2
@@ -167,7 +166,7 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     timings["publish_s"] = time.perf_counter() - t3
     rows = sum(counts.values())
     log(f"{DATASET}: {rows} rows in {len(partitions)} partitions ({timings})")
-    return BuildResult(rows, partitions, {k: counts.get(k, 0) for k in keys}, preview,
+    return BuildResult(rows, partitions, {k: counts.get(k, 0) for k in keys},
                        "spark-jdbc" if use_jdbc else "sqlalchemy-arrow", timings)
 
 

@@ -7,9 +7,10 @@ one, never a mix, and a failed run leaves every partition as it was or fully rep
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -38,19 +39,20 @@ _STORES: dict[tuple[str, str], ObjectStore] = {}
 
 
 class PartitionWriter:
-    """A Spark `applyInArrow` function: writes one group as its partition's single file.
+    """A Spark `mapInArrow` function: writes each partition of a sorted stream as its one file.
 
-    Picklable (it carries the store's URL, not a client), so Spark can ship it to executors;
-    each Python worker opens the store once. The partition column lives in the folder name and
-    is dropped from the file; rows are sorted so the bytes are reproducible.
+    Spark hands a task its rows as Arrow batches, sorted by the partition column; a partition's
+    rows may span batches, so rows are buffered until the key changes, then encoded and written.
+    Memory is bounded by the largest partition. Picklable (it carries the store's URL, not a
+    client), so Spark ships it to executors; each Python worker opens the store once. The
+    partition column lives in the folder name and is dropped from the file.
     """
 
     RESULT_SCHEMA = "key string, rows long"
 
-    def __init__(self, store_url: str, endpoint_url: str, dataset: str, column: str,
-                 sort_by: tuple[str, ...] = ("customerNumber", "productCode")):
+    def __init__(self, store_url: str, endpoint_url: str, dataset: str, column: str):
         self.store_url, self.endpoint_url = store_url, endpoint_url
-        self.dataset, self.column, self.sort_by = dataset, column, sort_by
+        self.dataset, self.column = dataset, column
 
     def _store(self) -> ObjectStore:
         ident = (self.store_url, self.endpoint_url)
@@ -58,19 +60,36 @@ class PartitionWriter:
             _STORES[ident] = ObjectStore.from_url(self.store_url, endpoint_url=self.endpoint_url)
         return _STORES[ident]
 
+    def write(self, key: str, pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
+        body = pa.Table.from_batches(pieces).drop_columns([self.column])
+        self._store().write_bytes(partition_file(self.dataset, self.column, key), encode_parquet(body))
+        return pa.RecordBatch.from_pydict({"key": [key], "rows": [body.num_rows]},
+                                          schema=pa.schema([("key", pa.string()), ("rows", pa.int64())]))
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        current, pending = None, []
+        for batch in batches:
+            keys = batch.column(self.column).to_numpy(zero_copy_only=False)
+            if not len(keys):
+                continue
+            cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
+            for start, stop in zip(cuts[:-1], cuts[1:]):
+                key = str(keys[start])
+                if current is not None and key != current:
+                    yield self.write(current, pending)
+                    pending = []
+                current = key
+                pending.append(batch.slice(start, stop - start))
+        if current is not None:
+            yield self.write(current, pending)
+
     def as_function(self):
         """A plain annotated function (PySpark infers the UDF kind from the type hints)."""
 
-        def write_partition(group: pa.Table) -> pa.Table:
-            return self(group)
+        def write_partitions(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            return self(batches)
 
-        return write_partition
-
-    def __call__(self, group: pa.Table) -> pa.Table:
-        key = str(group[self.column][0].as_py())
-        body = group.sort_by([(c, "ascending") for c in self.sort_by]).drop_columns([self.column])
-        self._store().write_bytes(partition_file(self.dataset, self.column, key), encode_parquet(body))
-        return pa.table({"key": [key], "rows": [body.num_rows]})
+        return write_partitions
 
 
 def remove_partitions(store: ObjectStore, dataset: str, column: str, keys: Iterable[str],

@@ -7,7 +7,11 @@ from recsys_platform.assets.batch.partitions import partition_versions, partitio
 from recsys_platform.core import lake, training_checks
 from recsys_platform.core.batch import DATASET, Layout, build, source_row_count
 from recsys_platform.core.errors import DataQualityError, RecsysError
-from recsys_platform.core.training_data import COLUMN_DESCRIPTIONS, TRAINING_SCHEMA
+from recsys_platform.core.training_data import (
+    COLUMN_DESCRIPTIONS,
+    TRAINING_COLUMNS,
+    TRAINING_SCHEMA,
+)
 from recsys_platform.resources import ObjectStoreResource, SourceDatabaseResource, SparkResource
 
 OWNERS = ["team:data-platform"]
@@ -31,6 +35,14 @@ def _markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _preview(table, rows: int = 10) -> list[dict]:
+    """The first rows of what the lake now holds, in contract column order."""
+    if not table.num_rows:
+        return []
+    head = table.sort_by([("customerNumber", "ascending"), ("productCode", "ascending")]).slice(0, rows)
+    return head.select(TRAINING_COLUMNS).to_pylist()
 
 
 def build_batch_assets(layout: Layout) -> list:
@@ -132,7 +144,7 @@ def build_batch_assets(layout: Layout) -> list:
                 "location": dg.MetadataValue.url(store.uri(DATASET)) if store.url.startswith("s3")
                 else dg.MetadataValue.path(store.path(DATASET)),
                 "rating_distribution": dg.MetadataValue.json(distribution),
-                "preview": dg.MetadataValue.md(_markdown_table(result.preview)),
+                "preview": dg.MetadataValue.md(_markdown_table(_preview(written))),
                 **{k: dg.MetadataValue.float(round(v, 3)) for k, v in result.timings.items()},
             },
             check_results=check_results,
