@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from recsys_platform.assets.batch.checks import training_check_results, training_check_specs
 from recsys_platform.assets.batch.partitions import partition_versions, partitions_for
 from recsys_platform.core import lake, training_checks
 from recsys_platform.core.batch import DATASET, Layout, build, source_row_count
@@ -67,11 +68,7 @@ def build_batch_assets(layout: Layout) -> list:
         context.log.info(f"observed {len(versions)} partition versions from {source.masked_url}")
         return dg.DataVersionsByPartition(versions)
 
-    check_specs = [
-        dg.AssetCheckSpec(name, asset=TRAINING_KEY, description=training_checks.DESCRIPTIONS[name],
-                          blocking=True)
-        for name in training_checks.ALL_CHECKS
-    ]
+    check_specs = training_check_specs(TRAINING_KEY)
 
     @dg.asset(
         key=TRAINING_KEY,
@@ -125,12 +122,7 @@ def build_batch_assets(layout: Layout) -> list:
         products = source.db.read_arrow("products")
         outcomes = training_checks.evaluate(
             written, set(products["productCode"].to_pylist()), source_row_count(source.db, layout, keys))
-        check_results = [
-            dg.AssetCheckResult(check_name=o.name, asset_key=TRAINING_KEY, passed=o.passed,
-                                severity=dg.AssetCheckSeverity.ERROR,
-                                description=o.message, metadata=o.metadata)
-            for o in outcomes
-        ]
+        check_results = training_check_results(TRAINING_KEY, outcomes)
         ratings = written["productRating"].value_counts().to_pylist() if written.num_rows else []
         distribution = {str(d["values"]): d["counts"] for d in sorted(ratings, key=lambda d: d["values"])}
         return dg.MaterializeResult(
