@@ -1,0 +1,108 @@
+"""Held-out evaluation of a recommender against baselines: RMSE, MAE, NDCG@10, Recall@10, coverage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recsys_platform.core.model import TwoTowerRecommender, TwoTowerSpec
+
+RELEVANT_RATING = 4  # a held-out rating at or above this is a hit for ranking metrics
+K = 10
+
+
+def split(frame: pd.DataFrame, test_share: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A random held-out share of the ratings (seeded)."""
+    if not 0 < test_share < 1:
+        raise ValueError(f"test_share must be between 0 and 1, got {test_share}")
+    mask = np.random.default_rng(seed).random(len(frame)) < test_share
+    return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
+
+
+@dataclass
+class BiasBaseline:
+    """global mean + regularised user bias + regularised item bias (the classic baseline)."""
+
+    spec: TwoTowerSpec
+    reg: float = 5.0
+
+    def fit(self, train: pd.DataFrame) -> BiasBaseline:
+        s = self.spec
+        self.mu = float(train[s.rating].mean())
+        r = train[s.rating] - self.mu
+        self.bu = r.groupby(train[s.user_id]).sum() / (r.groupby(train[s.user_id]).count() + self.reg)
+        r2 = r - train[s.user_id].map(self.bu)
+        self.bi = r2.groupby(train[s.item_id]).sum() / (r2.groupby(train[s.item_id]).count() + self.reg)
+        return self
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        s = self.spec
+        return (self.mu + frame[s.user_id].map(self.bu).fillna(0) + frame[s.item_id].map(self.bi).fillna(0)).to_numpy()
+
+
+def _rmse(y, p) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y) - np.asarray(p)) ** 2)))
+
+
+def _mae(y, p) -> float:
+    return float(np.mean(np.abs(np.asarray(y) - np.asarray(p))))
+
+
+def _ranking(scores: np.ndarray, seen: list[set[int]], relevant: list[set[int]], k: int = K) -> tuple[float, float, set[int]]:
+    """Mean NDCG@k and Recall@k over users with a relevant held-out item, and the items shown."""
+    ndcgs, recalls, shown = [], [], set()
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for u in range(scores.shape[0]):
+        s = scores[u].astype(float)
+        if seen[u]:
+            s[list(seen[u])] = -np.inf
+        top = np.argpartition(-s, min(k, len(s) - 1))[:k]
+        top = top[np.argsort(-s[top])]
+        shown.update(int(t) for t in top)
+        if not relevant[u]:
+            continue
+        gains = np.array([1.0 if t in relevant[u] else 0.0 for t in top])
+        ideal = discounts[: min(k, len(relevant[u]))].sum()
+        ndcgs.append(float(gains @ discounts[: len(gains)]) / ideal)
+        recalls.append(gains.sum() / min(k, len(relevant[u])))
+    return (float(np.mean(ndcgs)) if ndcgs else 0.0, float(np.mean(recalls)) if recalls else 0.0, shown)
+
+
+def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """Metrics of `model` (trained on `train`) and of the baselines, on `test`."""
+    s = model.spec
+    y = test[s.rating].astype(float).to_numpy()
+    bias = BiasBaseline(s).fit(train)
+    mean = float(train[s.rating].mean())
+    metrics = {
+        "rmse": _rmse(y, model.predict(test)), "mae": _mae(y, model.predict(test)),
+        "rmse_global_mean": _rmse(y, np.full_like(y, mean)), "mae_global_mean": _mae(y, np.full_like(y, mean)),
+        "rmse_bias": _rmse(y, bias.predict(test)), "mae_bias": _mae(y, bias.predict(test)),
+        "test_ratings": int(len(test)), "train_ratings": int(len(train)),
+    }
+    # Ranking over the whole catalog (items seen in train or test), per test user.
+    items = pd.concat([train, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
+    users = test[s.user_columns()].drop_duplicates(s.user_id).reset_index(drop=True)
+    item_pos = pd.Series(np.arange(len(items)), index=items[s.item_id])
+    seen = [set() for _ in range(len(users))]
+    relevant = [set() for _ in range(len(users))]
+    user_pos = pd.Series(np.arange(len(users)), index=users[s.user_id])
+    for u, i in zip(train[s.user_id], train[s.item_id]):
+        if u in user_pos.index:
+            seen[user_pos[u]].add(int(item_pos[i]))
+    for u, i, r in zip(test[s.user_id], test[s.item_id], test[s.rating]):
+        if r >= RELEVANT_RATING:
+            relevant[user_pos[u]].add(int(item_pos[i]))
+    scores = model.user_embeddings(users).astype(np.float64) @ model.item_embeddings(items).astype(np.float64).T
+    ndcg, recall, shown = _ranking(scores, seen, relevant)
+    popularity = train[s.item_id].value_counts().reindex(items[s.item_id]).fillna(0).to_numpy(dtype=float)
+    p_ndcg, p_recall, p_shown = _ranking(np.tile(popularity, (len(users), 1)), seen, relevant)
+    metrics.update({
+        f"ndcg@{K}": ndcg, f"recall@{K}": recall, "coverage": len(shown) / len(items),
+        f"ndcg@{K}_popularity": p_ndcg, f"recall@{K}_popularity": p_recall,
+        "coverage_popularity": len(p_shown) / len(items),
+        "users_ranked": int(sum(1 for r in relevant if r)), "catalog_items": int(len(items)),
+    })
+    return metrics

@@ -1,0 +1,215 @@
+"""A two-tower recommender on scikit-learn preprocessing, trainable on any ratings table.
+
+Each tower maps features (one-hot categoricals, standardised numerics and, in hybrid mode, a
+one-hot id) linearly to an embedding. Embeddings are built so that their inner product *is* the
+predicted rating minus the global mean: user = [tower_u(x), bias_u(x), 1] and item =
+[tower_i(x), 1, bias_i(x)]. So an inner-product ANN index ranks items exactly as the model does,
+and a customer or product never seen in training is embedded from its features (its id column
+is simply unknown to the one-hot encoder).
+
+Training minimises squared error with L2 by L-BFGS over the whole table (deterministic for a
+seed). No Dagster or AWS import: the Lambdas, the assets and the benchmarks share this module.
+
+Example, on any dataset:
+
+    >>> spec = TwoTowerSpec(user_id="user", item_id="movie", rating="stars",
+    ...                     user_categorical=["country"], user_numeric=["age"],
+    ...                     item_categorical=["genre"], item_numeric=["year"])
+    >>> model = TwoTowerRecommender(spec, dim=32).fit(frame)          # a pandas DataFrame
+    >>> model.predict(frame.head())                                    # ratings
+    >>> model.user_embeddings(users_frame), model.item_embeddings(items_frame)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+
+@dataclass(frozen=True)
+class TwoTowerSpec:
+    """Which columns are ids, the rating, and each tower's features."""
+
+    user_id: str = "customerNumber"
+    item_id: str = "productCode"
+    rating: str = "productRating"
+    user_categorical: list[str] = field(default_factory=lambda: ["city", "country"])
+    user_numeric: list[str] = field(default_factory=lambda: ["creditLimit"])
+    item_categorical: list[str] = field(default_factory=lambda: ["productLine", "productScale"])
+    item_numeric: list[str] = field(default_factory=lambda: ["quantityInStock", "buyPrice", "MSRP"])
+
+    def user_columns(self) -> list[str]:
+        return [self.user_id, *self.user_categorical, *self.user_numeric]
+
+    def item_columns(self) -> list[str]:
+        return [self.item_id, *self.item_categorical, *self.item_numeric]
+
+
+class TowerEncoder:
+    """One tower's preprocessing: `ohe` (categoricals, plus the id when hybrid) and `std_scaler`.
+
+    Exported as plain JSON (categories, means, scales) and rebuilt without unpickling anything.
+    """
+
+    def __init__(self, categorical: list[str], numeric: list[str], id_column: str | None):
+        self.categorical, self.numeric, self.id_column = list(categorical), list(numeric), id_column
+        self.one_hot_columns = self.categorical + ([id_column] if id_column else [])
+        self.ohe = OneHotEncoder(handle_unknown="ignore", sparse_output=True, dtype=np.float64)
+        self.std_scaler = StandardScaler()
+
+    @staticmethod
+    def _strings(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        return frame[columns].astype("string").fillna("<null>").astype(object)
+
+    def _numbers(self, frame: pd.DataFrame) -> np.ndarray:
+        values = frame[self.numeric].astype(float).to_numpy()
+        return np.where(np.isnan(values), self.std_scaler.mean_, values) if hasattr(self.std_scaler, "mean_") else values
+
+    def fit(self, frame: pd.DataFrame) -> TowerEncoder:
+        self.ohe.fit(self._strings(frame, self.one_hot_columns))
+        numbers = frame[self.numeric].astype(float).to_numpy()
+        self.std_scaler.fit(np.where(np.isnan(numbers), np.nanmean(numbers, axis=0), numbers))
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> sp.csr_matrix:
+        cats = self.ohe.transform(self._strings(frame, self.one_hot_columns))
+        nums = sp.csr_matrix(self.std_scaler.transform(self._numbers(frame)))
+        return sp.hstack([cats, nums], format="csr")
+
+    @property
+    def width(self) -> int:
+        return sum(len(c) for c in self.ohe.categories_) + len(self.numeric)
+
+    def to_json(self) -> tuple[dict, dict]:
+        """(`ohe`, `std_scaler`) parameters as JSON-safe dicts."""
+        ohe = {"columns": self.one_hot_columns, "id_column": self.id_column,
+               "categories": [[str(v) for v in c] for c in self.ohe.categories_]}
+        std = {"columns": self.numeric, "mean": self.std_scaler.mean_.tolist(),
+               "scale": self.std_scaler.scale_.tolist()}
+        return ohe, std
+
+    @classmethod
+    def from_json(cls, ohe: dict, std: dict) -> TowerEncoder:
+        id_column = ohe.get("id_column")
+        categorical = [c for c in ohe["columns"] if c != id_column]
+        enc = cls(categorical, std["columns"], id_column)
+        enc.ohe.categories = [np.array(c, dtype=object) for c in ohe["categories"]]
+        enc.ohe.fit(pd.DataFrame({c: pd.Series(v[:1] or ["<null>"], dtype=object)
+                                  for c, v in zip(ohe["columns"], ohe["categories"])}))
+        enc.std_scaler.mean_ = np.array(std["mean"], dtype=float)
+        enc.std_scaler.scale_ = np.array(std["scale"], dtype=float)
+        enc.std_scaler.var_ = enc.std_scaler.scale_ ** 2
+        enc.std_scaler.n_features_in_ = len(std["columns"])
+        return enc
+
+
+class TwoTowerRecommender:
+    """Fit on a ratings table; embed users and items; predict ratings."""
+
+    def __init__(self, spec: TwoTowerSpec | None = None, dim: int = 32, hybrid: bool = True,
+                 l2: float = 20.0, max_iter: int = 300, seed: int = 0):
+        if dim < 4:
+            raise ValueError(f"dim must be at least 4 (2 dimensions carry the biases), got {dim}")
+        self.spec = spec or TwoTowerSpec()
+        self.dim, self.hybrid, self.l2, self.max_iter, self.seed = dim, hybrid, l2, max_iter, seed
+        self.k = dim - 2  # the rest of the vector carries the two biases
+        self.global_mean = 0.0
+        self.user_encoder: TowerEncoder | None = None
+        self.item_encoder: TowerEncoder | None = None
+        self.user_weights: np.ndarray | None = None  # (du, k + 1): tower and bias
+        self.item_weights: np.ndarray | None = None
+        self.training_log: list[float] = []
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame) -> TwoTowerRecommender:
+        s = self.spec
+        missing = [c for c in {*s.user_columns(), *s.item_columns(), s.rating} if c not in frame.columns]
+        if missing:
+            raise ValueError(f"training data lacks columns {sorted(missing)}")
+        if frame.empty:
+            raise ValueError("training data is empty")
+        users = frame[s.user_columns()].drop_duplicates(s.user_id)
+        items = frame[s.item_columns()].drop_duplicates(s.item_id)
+        self.user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None).fit(users)
+        self.item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None).fit(items)
+        xu = self.user_encoder.transform(users)
+        xi = self.item_encoder.transform(items)
+        u_index = pd.Index(users[s.user_id]).get_indexer(frame[s.user_id])
+        i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
+        y = frame[s.rating].astype(float).to_numpy()
+        self.global_mean = float(y.mean())
+        self._optimise(xu, xi, u_index, i_index, y - self.global_mean)
+        return self
+
+    def _optimise(self, xu, xi, u_index, i_index, target) -> None:
+        rng = np.random.default_rng(self.seed)
+        du, di, k = xu.shape[1], xi.shape[1], self.k
+        n = len(target)
+        # Gather matrices turn per-user gradients into per-rating ones (and back) in one product.
+        gu = sp.csr_matrix((np.ones(n), (np.arange(n), u_index)), shape=(n, xu.shape[0]))
+        gi = sp.csr_matrix((np.ones(n), (np.arange(n), i_index)), shape=(n, xi.shape[0]))
+        ru, ri = (gu @ xu).tocsr(), (gi @ xi).tocsr()  # features of each rating's user and item
+        sizes = (du * (k + 1), di * (k + 1))
+        self.training_log = []
+
+        def unpack(theta):
+            return theta[: sizes[0]].reshape(du, k + 1), theta[sizes[0]:].reshape(di, k + 1)
+
+        def loss_and_grad(theta):
+            wu, wi = unpack(theta)
+            eu, ei = ru @ wu, ri @ wi  # (n, k + 1): embedding then bias
+            pred = np.einsum("nk,nk->n", eu[:, :k], ei[:, :k]) + eu[:, k] + ei[:, k]
+            err = pred - target
+            loss = 0.5 * float(err @ err) / n + 0.5 * self.l2 / n * float(theta @ theta)
+            d_eu = np.empty_like(eu)
+            d_ei = np.empty_like(ei)
+            d_eu[:, :k] = err[:, None] * ei[:, :k]
+            d_ei[:, :k] = err[:, None] * eu[:, :k]
+            d_eu[:, k] = err
+            d_ei[:, k] = err
+            grad = np.concatenate([(ru.T @ d_eu).ravel(), (ri.T @ d_ei).ravel()]) / n + self.l2 / n * theta
+            self.training_log.append(loss)
+            return loss, grad
+
+        theta0 = rng.normal(0, 0.1, sizes[0] + sizes[1])
+        result = scipy.optimize.minimize(loss_and_grad, theta0, jac=True, method="L-BFGS-B",
+                                         options={"maxiter": self.max_iter})
+        self.user_weights, self.item_weights = unpack(result.x)
+
+    # -- inference --------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.user_weights is None:
+            raise RuntimeError("the model is not trained; call fit() or load it")
+
+    def user_embeddings(self, users: pd.DataFrame) -> np.ndarray:
+        """(n, dim) float32: [tower, bias, 1] per user row (features; id optional)."""
+        self._check_fitted()
+        users = users.copy()
+        if self.spec.user_id not in users:
+            users[self.spec.user_id] = None  # a new customer: features only
+        e = self.user_encoder.transform(users) @ self.user_weights
+        return np.hstack([e[:, : self.k], e[:, self.k:], np.ones((len(users), 1))]).astype(np.float32)
+
+    def item_embeddings(self, items: pd.DataFrame) -> np.ndarray:
+        """(n, dim) float32: [tower, 1, bias] per item row."""
+        self._check_fitted()
+        items = items.copy()
+        if self.spec.item_id not in items:
+            items[self.spec.item_id] = None
+        e = self.item_encoder.transform(items) @ self.item_weights
+        return np.hstack([e[:, : self.k], np.ones((len(items), 1)), e[:, self.k:]]).astype(np.float32)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        u = self.user_embeddings(frame)
+        i = self.item_embeddings(frame)
+        return self.global_mean + np.einsum("nk,nk->n", u.astype(np.float64), i.astype(np.float64))
+
+    def config(self) -> dict:
+        return {"dim": self.dim, "hybrid": self.hybrid, "l2": self.l2, "max_iter": self.max_iter,
+                "seed": self.seed, "global_mean": self.global_mean, "metric": "inner_product",
+                "spec": asdict(self.spec)}
