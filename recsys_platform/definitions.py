@@ -5,8 +5,15 @@ from __future__ import annotations
 import dagster as dg
 
 from recsys_platform.assets.batch import build_batch_defs
+from recsys_platform.assets.ml import MODEL_KEY, build_ml_defs
+from recsys_platform.assets.vectors import ITEM_KEY, USER_KEY, build_vector_defs
 from recsys_platform.core.batch import Layout
-from recsys_platform.resources import ObjectStoreResource, SourceDatabaseResource, SparkResource
+from recsys_platform.resources import (
+    ObjectStoreResource,
+    SourceDatabaseResource,
+    SparkResource,
+    VectorStoreResource,
+)
 from recsys_platform.resources.spark import spark_config
 from recsys_platform.settings import Settings
 
@@ -16,6 +23,8 @@ def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
     return {
         "source": SourceDatabaseResource(url=settings.source_url, jdbc_driver_jar=settings.jdbc_driver_jar),
         "lake_store": ObjectStoreResource(url=settings.lake_url, endpoint_url=settings.aws_endpoint_url),
+        "artifacts_store": ObjectStoreResource(url=settings.artifacts_url, endpoint_url=settings.aws_endpoint_url),
+        "vector_store": VectorStoreResource(dsn=settings.vector_dsn, data_dir=f"{settings.home}/pgdata"),
         "spark": SparkResource(
             spark_config=spark_config(settings.spark_master, jars=settings.jdbc_driver_jar),
             stop_after_run=not keep_spark),
@@ -24,9 +33,14 @@ def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
 
 def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Definitions:
     layout = Layout(buckets=settings.hash_buckets)
+    model_job = dg.define_asset_job(
+        "model_and_vectors_job", selection=[MODEL_KEY, ITEM_KEY, USER_KEY],
+        description="Trains, evaluates and publishes the model, then loads and switches the vectors.")
     return dg.Definitions.merge(
         build_batch_defs(layout),
-        dg.Definitions(resources=build_resources(settings, keep_spark=keep_spark)),
+        build_ml_defs(layout),
+        build_vector_defs(),
+        dg.Definitions(jobs=[model_job], resources=build_resources(settings, keep_spark=keep_spark)),
     )
 
 

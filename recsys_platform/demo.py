@@ -78,17 +78,44 @@ def run_batch(settings: Settings, instance: dg.DagsterInstance, report: DemoRepo
         tags={"dagster/asset_partition_range_start": keys[0],
               "dagster/asset_partition_range_end": keys[-1]})
     report.timings["ratings_ml_training_s"] = time.perf_counter() - t1
-    for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-            report.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+    _failed_checks(result, report)
     if not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        reason = failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
-        raise RunFailedError(f"building {DATASET} failed: {reason}")
+        raise RunFailedError(f"building {DATASET} failed: {_failure_reason(result)}")
     materialization = result.asset_materializations_for_node(TRAINING_KEY.path[-1])[0]
     rows = materialization.metadata["dagster/row_count"].value
     location = materialization.metadata["location"].value
     report.add(f"{DATASET}: {rows:,} rows in {len(keys):,} partitions ({layout.column}=...) at {location}")
+
+
+def _failed_checks(result, report: DemoReport) -> None:
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            report.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+
+
+def _failure_reason(result) -> str:
+    failure = next((e for e in result.all_events if e.is_step_failure), None)
+    return failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
+
+
+def run_model_and_vectors(settings: Settings, instance: dg.DagsterInstance, report: DemoReport) -> None:
+    defs = build_definitions(settings)
+    t0 = time.perf_counter()
+    result = defs.resolve_job_def("model_and_vectors_job").execute_in_process(instance=instance, raise_on_error=False)
+    report.timings["model_and_vectors_s"] = time.perf_counter() - t0
+    _failed_checks(result, report)
+    if not result.success:
+        raise RunFailedError(f"training or loading the vectors failed: {_failure_reason(result)}")
+    model = result.asset_materializations_for_node("recommender_model")[0].metadata
+    metrics = model["metrics"].value
+    report.add(f"recommender_model: version {model['model_version'].value}, held-out RMSE {metrics['rmse']} "
+               f"(bias baseline {metrics['rmse_bias']}), NDCG@10 {metrics['ndcg@10']} "
+               f"(popularity {metrics['ndcg@10_popularity']}), artifacts at {settings.artifacts_url}")
+    item = result.asset_materializations_for_node("embeddings")
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in item}
+    item, user = by_key["item_emb"], by_key["user_emb"]
+    report.add(f"pgvector: item_emb {item['dagster/row_count'].value} rows, user_emb {user['dagster/row_count'].value} "
+               f"rows, active version {item['active_version'].value}, HNSW recall@10 {item['hnsw_recall@10'].value:.3f}")
 
 
 def run_demo(settings: Settings) -> DemoReport:
@@ -97,6 +124,7 @@ def run_demo(settings: Settings) -> DemoReport:
     started = time.perf_counter()
     instance = instance_for(settings)
     run_batch(settings, instance, report)
+    run_model_and_vectors(settings, instance, report)
     report.timings["total_s"] = time.perf_counter() - started
     report.add("timings: " + ", ".join(f"{k}={v:.1f}" for k, v in report.timings.items()))
     if report.failed_checks:

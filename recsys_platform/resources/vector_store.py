@@ -1,0 +1,27 @@
+"""The vector store resource: the embedded PostgreSQL with pgvector, or any DSN (RDS in AWS)."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from recsys_platform.core.vector_store import VectorStore, embedded_dsn
+
+
+class VectorStoreResource(dg.ConfigurableResource):
+    """`dsn` empty: the embedded server for `data_dir`, started on demand and reused."""
+
+    dsn: str = ""
+    data_dir: str = ""
+
+    _store: VectorStore | None = PrivateAttr(default=None)
+
+    @property
+    def store(self) -> VectorStore:
+        if self._store is None:
+            self._store = VectorStore(self.dsn or embedded_dsn(self.data_dir))
+        return self._store
+
+    @property
+    def description(self) -> str:
+        return "embedded PostgreSQL + pgvector" if not self.dsn else "PostgreSQL + pgvector (configured DSN)"
