@@ -36,13 +36,18 @@ def demo_home(tmp_path_factory) -> Path:
                           capture_output=True, text=True, timeout=600)
     (home / "demo.out").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return home
+    yield home
+    from recsys_platform.core.vector_store import stop_embedded
+
+    stop_embedded(home / "pgdata")
 
 
 def test_demo_leaves_one_folder_per_customer_with_exactly_the_sources_rows(demo_home):
     out = (demo_home / "demo.out").read_text()
     assert "all checks passed" in out
     assert "seeded sqlite:///" in out
+    assert "recommender_model: version " in out
+    assert "pgvector: item_emb 110 rows, user_emb 122 rows" in out
     settings = Settings.build(home=str(demo_home))
     db = SourceDatabase(settings.source_url)
     store = ObjectStore.from_url(settings.lake_url)
@@ -57,7 +62,7 @@ def test_demo_is_rerunnable_and_fails_loudly_on_a_bad_source(demo_home, tmp_path
     import sqlalchemy as sa
 
     home = tmp_path / "bad"
-    shutil.copytree(demo_home, home, ignore=shutil.ignore_patterns("tmp", "dagster_home"))
+    shutil.copytree(demo_home, home, ignore=shutil.ignore_patterns("tmp", "dagster_home", "pgdata"))
     with sa.create_engine(f"sqlite:///{home / 'classicmodels.db'}").begin() as conn:
         conn.execute(sa.text("UPDATE ratings SET productRating = 0 WHERE rowid = 1"))
     proc = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "demo"], cwd=REPO, env=_env(home),
@@ -112,6 +117,9 @@ def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_ho
         nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
         training = nodes["ratings_ml_training"]
         assert training["groupName"] == "batch" and nodes["classicmodels_ratings"]["groupName"] == "batch"
+        assert nodes["recommender_model"]["groupName"] == "ml"
+        assert nodes["item_emb"]["groupName"] == nodes["user_emb"]["groupName"] == "vectors"
+        assert {"pgvector", "postgres"} <= set(nodes["item_emb"]["kinds"])
         assert {"spark", "parquet"} <= set(training["kinds"])
         assert training["owners"] == [{"team": "data-platform"}]
         assert "Glue join" in training["description"]

@@ -1,0 +1,77 @@
+"""Model and vectors through Dagster: publish only a winning model, switch vectors atomically."""
+
+import dagster as dg
+import pytest
+
+from recsys_platform.core import artifacts
+from recsys_platform.core.batch import build
+from recsys_platform.core.object_store import ObjectStore
+from recsys_platform.core.source import SourceDatabase
+from recsys_platform.core.vector_store import VectorStore
+from recsys_platform.definitions import build_definitions
+
+
+@pytest.fixture
+def ml_settings(settings, spark, pg_dsn):
+    db = SourceDatabase(settings.source_url)
+    build(spark, db, ObjectStore.from_url(settings.lake_url), [str(c) for c in db.customer_numbers()])
+    return settings.with_(vector_dsn=pg_dsn)
+
+
+def _run(settings, instance, run_config=None):
+    defs = build_definitions(settings, keep_spark=True)
+    return defs.resolve_job_def("model_and_vectors_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=run_config or {})
+
+
+def test_model_is_published_and_its_vectors_switched_in(ml_settings):
+    with dg.instance_for_test() as instance:
+        first = _run(ml_settings, instance)
+        assert first.success
+        assert all(e.passed for e in first.get_asset_check_evaluations()), [
+            (e.check_name, e.description) for e in first.get_asset_check_evaluations() if not e.passed]
+        store = ObjectStore.from_url(ml_settings.artifacts_url)
+        v1 = artifacts.current_version(store)
+        vectors = VectorStore(ml_settings.vector_dsn)
+        assert vectors.active_version() == v1
+        assert vectors.counts() == {"item": 110, "user": 122}
+        model_meta = first.asset_materializations_for_node("recommender_model")[0].metadata
+        assert "![plot](data:image/png;base64," in model_meta["evaluation"].value
+        assert model_meta["rmse"].value < model_meta["rmse_bias"].value
+
+        second = _run(ml_settings, instance)
+        assert second.success
+        v2 = artifacts.current_version(store)
+        assert v2 != v1 and vectors.active_version() == v2
+
+
+def test_a_model_that_loses_to_the_bias_baseline_is_not_published(ml_settings):
+    with dg.instance_for_test() as instance:
+        result = _run(ml_settings, instance, {"ops": {"recommender_model": {"config": {"l2": 1e9}}}})
+        assert not result.success
+        evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert not evaluation["beats_bias_baseline"].passed
+        assert "not published" in evaluation["beats_bias_baseline"].description
+        assert not ObjectStore.from_url(ml_settings.artifacts_url).exists("CURRENT")
+        assert VectorStore(ml_settings.vector_dsn).active_version() is None
+
+
+def test_tampered_embeddings_stop_the_load_and_the_old_version_serves(ml_settings):
+    with dg.instance_for_test() as instance:
+        assert _run(ml_settings, instance).success
+        store = ObjectStore.from_url(ml_settings.artifacts_url)
+        v1 = artifacts.current_version(store)
+        defs = build_definitions(ml_settings, keep_spark=True)
+        assert defs.resolve_job_def("model_and_vectors_job").execute_in_process(
+            instance=instance, op_selection=["recommender_model"]).success
+        v2 = artifacts.current_version(store)
+        path = f"{v2}/embeddings/item_embeddings.csv"
+        store.write_bytes(path, store.read_bytes(path).replace(b"[", b"[9", 1))
+        result = defs.resolve_job_def("model_and_vectors_job").execute_in_process(
+            instance=instance, raise_on_error=False, op_selection=["embeddings"])
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        message = failure.step_failure_data.user_failure_data.description
+        assert "checksum mismatch for embeddings/item_embeddings.csv" in message
+        assert "previous version keeps serving" in message
+        assert VectorStore(ml_settings.vector_dsn).active_version() == v1
