@@ -10,21 +10,12 @@ from recsys_platform.core import artifacts
 from recsys_platform.core.evaluation import evaluate, split
 from recsys_platform.core.model import TwoTowerRecommender, TwoTowerSpec
 from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.seed import generate
-
-
-def _training_frame(scale=1, seed=42) -> pd.DataFrame:
-    """The 13-column training table, joined in pandas from the seed generator's rows."""
-    data = generate(scale, seed=seed)
-    ratings = pd.DataFrame(data["ratings"])
-    customers = pd.DataFrame(data["customers"])[["customerNumber", "city", "state", "postalCode", "country", "creditLimit"]]
-    products = pd.DataFrame(data["products"])[["productCode", "productLine", "productScale", "quantityInStock", "buyPrice", "MSRP"]]
-    return ratings.merge(products, on="productCode").merge(customers, on="customerNumber")
+from recsys_platform.core.seed import training_table
 
 
 @pytest.fixture(scope="module")
 def frame():
-    return _training_frame()
+    return training_table()
 
 
 @pytest.fixture(scope="module")

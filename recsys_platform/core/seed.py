@@ -251,3 +251,15 @@ def seed(engine: Engine, scale: float = 1.0, seed: int = 42, replace: bool = Fal
             for chunk in _chunks(rows, batch_size):
                 conn.execute(table.insert(), chunk)
     return SeedSummary({t.name: len(data[t.name]) for t in schema.TABLE_ORDER})
+
+
+def training_table(scale: float = 1.0, seed: int = 42):
+    """The 13-column training table joined in pandas from generated rows, without a database
+    (for model tests and benchmarks; the platform itself builds it with Spark)."""
+    import pandas as pd
+
+    data = generate(scale, seed=seed)
+    ratings = pd.DataFrame(data["ratings"])
+    customers = pd.DataFrame(data["customers"])[["customerNumber", "city", "state", "postalCode", "country", "creditLimit"]]
+    products = pd.DataFrame(data["products"])[["productCode", "productLine", "productScale", "quantityInStock", "buyPrice", "MSRP"]]
+    return ratings.merge(products, on="productCode").merge(customers, on="customerNumber")

@@ -11,6 +11,7 @@ neighbour; under inner product it need not be).
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,6 +91,31 @@ class VectorStore:
     def __init__(self, dsn: str, connect_timeout: int = 10):
         self.dsn = dsn
         self.connect_timeout = connect_timeout
+        self._local = threading.local()  # one reusable query connection per thread
+
+    def _query_conn(self) -> psycopg.Connection:
+        """A cached autocommit connection for reads; reopened if the server dropped it."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = self.connect(autocommit=True)
+        return conn
+
+    def _read(self, fn):
+        """Run `fn(conn)` on the cached connection, retrying once on a dropped connection."""
+        try:
+            return fn(self._query_conn())
+        except psycopg.OperationalError:
+            self._local.conn = None
+            try:
+                return fn(self._query_conn())
+            except psycopg.OperationalError as e:
+                raise VectorStoreError(f"the vector database failed a query: {str(e).strip().splitlines()[0]}") from None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def connect(self, autocommit: bool = False) -> psycopg.Connection:
         try:
@@ -209,14 +235,16 @@ class VectorStore:
 
         exclude = exclude or [set()] * len(vectors)
         extra = max((len(e) for e in exclude), default=0)
-        with self.connect() as conn:
+        def query(conn):
             _set_ef_search(conn, max(ef_search, k + extra))
-            rows = conn.execute(f"""
+            return conn.execute(f"""
                 SELECT q.ord, r.id, r.score FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, ord)
                 CROSS JOIN LATERAL (
                     SELECT i.id, -(i.embedding <#> q.v::vector) AS score FROM {self._relation("item", version)} i
                     ORDER BY i.embedding <#> q.v::vector LIMIT %s) r
                 ORDER BY q.ord, r.score DESC""", ([vector_literal(v) for v in vectors], k + extra)).fetchall()
+
+        rows = self._read(query)
         out: list[list[Neighbour]] = [[] for _ in vectors]
         for ord_, item, score in rows:
             n = ord_ - 1
@@ -227,16 +255,19 @@ class VectorStore:
     def similar_items(self, item_ids: Sequence[str], k: int = 10, ef_search: int = 100,
                       version: str | None = None) -> list[list[Neighbour]]:
         """For each item, the k most similar other items by cosine, in one round trip."""
-        with self.connect() as conn:
+        items = self._relation("item", version)
+
+        def query(conn):
             _set_ef_search(conn, max(ef_search, k + 1))
-            items = self._relation("item", version)
-            rows = conn.execute(f"""
+            return conn.execute(f"""
                 SELECT q.ord, r.id, r.score FROM unnest(%s::text[]) WITH ORDINALITY AS q(id, ord)
                 JOIN {items} s ON s.id = q.id
                 CROSS JOIN LATERAL (
                     SELECT i.id, 1 - (i.embedding <=> s.embedding) AS score FROM {items} i
                     ORDER BY i.embedding <=> s.embedding LIMIT %s) r
                 ORDER BY q.ord, r.score DESC""", (list(item_ids), k + 1)).fetchall()
+
+        rows = self._read(query)
         out: list[list[Neighbour]] = [[] for _ in item_ids]
         for ord_, item, score in rows:
             n = ord_ - 1

@@ -1,0 +1,48 @@
+"""Model benchmark: training time and held-out metrics against the baselines, per scale.
+
+    python benchmarks/model.py --scales 1 100          # 1000 on demand (~4M ratings)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_results  # noqa: E402
+from recsys_platform.core.evaluation import evaluate, split  # noqa: E402
+from recsys_platform.core.model import TwoTowerRecommender  # noqa: E402
+from recsys_platform.core.seed import training_table  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", type=float, nargs="+", default=[1, 100])
+    args = parser.parse_args()
+    runs = []
+    for scale in args.scales:
+        frame = training_table(scale)
+        train, test = split(frame)
+        start = time.perf_counter()
+        model = TwoTowerRecommender().fit(train)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        metrics = evaluate(model, train, test)
+        run = {"scale": scale, "ratings": len(frame), "fit_s": fit_s, "evaluate_s": time.perf_counter() - start,
+               "evaluations": len(model.training_log), "metrics": metrics,
+               "beats_bias_rmse": metrics["rmse"] < metrics["rmse_bias"],
+               "beats_popularity_ndcg": metrics["ndcg@10"] > metrics["ndcg@10_popularity"]}
+        runs.append(run)
+        print(f"scale {scale:g}: {len(frame):,} ratings, fit {fit_s:.1f}s; RMSE {metrics['rmse']:.3f} "
+              f"(bias {metrics['rmse_bias']:.3f}, mean {metrics['rmse_global_mean']:.3f}); NDCG@10 "
+              f"{metrics['ndcg@10']:.3f} (popularity {metrics['ndcg@10_popularity']:.3f}); coverage {metrics['coverage']:.2f}",
+              flush=True)
+    print(f"results: {write_results('model', {'runs': runs})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
