@@ -31,13 +31,20 @@ def pytest_configure(config):
         os.environ.setdefault(var, value)
 
 
+JDBC_JAR = os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar")
+
+
+def _missing(message: str) -> None:
+    """Skip with the reason; in CI (RECSYS_REQUIRE_SERVICES=1) a missing engine is a failure."""
+    if os.environ.get("RECSYS_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _service(var: str, what: str) -> str:
     value = os.environ.get(var, "")
     if not value:
-        message = f"{what} is not running: start it with scripts/services.sh and source .services/env ({var} unset)"
-        if os.environ.get("RECSYS_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing(f"{what} is not running: start it with scripts/services.sh and source .services/env ({var} unset)")
     return value
 
 
@@ -46,9 +53,8 @@ def spark():
     """One local SparkSession for the whole test run (6 s to start), with the MariaDB JDBC jar."""
     from pyspark.sql import SparkSession
 
-    jar = os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar")
     builder = SparkSession.builder
-    for key, value in spark_config("local[2]", jars=jar if os.path.exists(jar) else "").items():
+    for key, value in spark_config("local[2]", jars=JDBC_JAR if os.path.exists(JDBC_JAR) else "").items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     yield session
@@ -57,13 +63,9 @@ def spark():
 
 @pytest.fixture(scope="session")
 def jdbc_jar() -> str:
-    jar = os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar")
-    if not os.path.exists(jar):
-        message = f"MariaDB JDBC driver not found at {jar} (apt-get install libmariadb-java)"
-        if os.environ.get("RECSYS_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return jar
+    if not os.path.exists(JDBC_JAR):
+        _missing(f"MariaDB JDBC driver not found at {JDBC_JAR} (apt-get install libmariadb-java)")
+    return JDBC_JAR
 
 
 @pytest.fixture(scope="session")
