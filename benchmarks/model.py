@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
-from recsys_platform.core.evaluation import evaluate, split  # noqa: E402
+from recsys_platform.core.evaluation import train_and_evaluate  # noqa: E402
 from recsys_platform.core.model import TwoTowerRecommender  # noqa: E402
 from recsys_platform.core.seed import training_table  # noqa: E402
 
@@ -25,18 +25,17 @@ def main() -> int:
     runs = []
     for scale in args.scales:
         frame = training_table(scale)
-        train, test = split(frame)
         start = time.perf_counter()
-        model = TwoTowerRecommender().fit(train)
-        fit_s = time.perf_counter() - start
-        start = time.perf_counter()
-        metrics = evaluate(model, train, test)
-        run = {"scale": scale, "ratings": len(frame), "fit_s": fit_s, "evaluate_s": time.perf_counter() - start,
+        result = train_and_evaluate(frame, TwoTowerRecommender())
+        total_s = time.perf_counter() - start
+        model, metrics = result.model, result.metrics
+        run = {"scale": scale, "ratings": len(frame), "train_and_evaluate_s": total_s,
+               "popularity_ndcg_by_weight": result.popularity_ndcg_by_weight,
                "evaluations": len(model.training_log), "metrics": metrics,
                "beats_bias_rmse": metrics["rmse"] < metrics["rmse_bias"],
                "beats_popularity_ndcg": metrics["ndcg@10"] > metrics["ndcg@10_popularity"]}
         runs.append(run)
-        print(f"scale {scale:g}: {len(frame):,} ratings, fit {fit_s:.1f}s; RMSE {metrics['rmse']:.3f} "
+        print(f"scale {scale:g}: {len(frame):,} ratings, train+evaluate {total_s:.1f}s, popularity weight {model.popularity_weight}; RMSE {metrics['rmse']:.3f} "
               f"(bias {metrics['rmse_bias']:.3f}, mean {metrics['rmse_global_mean']:.3f}); NDCG@10 "
               f"{metrics['ndcg@10']:.3f} (popularity {metrics['ndcg@10_popularity']:.3f}); coverage {metrics['coverage']:.2f}",
               flush=True)

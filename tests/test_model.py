@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recsys_platform.core import artifacts
-from recsys_platform.core.evaluation import evaluate, split
+from recsys_platform.core.evaluation import evaluate, train_and_evaluate
 from recsys_platform.core.model import TwoTowerRecommender, TwoTowerSpec
 from recsys_platform.core.object_store import ObjectStore
 from recsys_platform.core.seed import training_table
@@ -20,8 +20,10 @@ def frame():
 
 @pytest.fixture(scope="module")
 def trained(frame):
-    train, test = split(frame)
-    return TwoTowerRecommender(dim=32).fit(train), train, test
+    """The pipeline's own procedure: fit on train, popularity prior from valid, test held out."""
+    run = train_and_evaluate(frame, TwoTowerRecommender(dim=32))
+    assert run.model.popularity_weight > 0, "on this data the prior helps ranking"
+    return run.model, run.train, run.test
 
 
 def test_model_beats_the_bias_baseline_and_popularity(trained):
@@ -34,12 +36,32 @@ def test_model_beats_the_bias_baseline_and_popularity(trained):
     assert 0 < m["coverage"] <= 1
 
 
-def test_embedding_inner_product_is_the_predicted_rating(trained):
+def test_embedding_inner_product_is_the_predicted_rating_plus_the_popularity_prior(trained):
     model, _, test = trained
-    u = model.user_embeddings(test.head(20)).astype(float)
-    i = model.item_embeddings(test.head(20)).astype(float)
+    rows = test.head(20)
+    u = model.user_embeddings(rows).astype(float)
+    i = model.item_embeddings(rows).astype(float)
     assert u.shape == (20, 32) and i.shape == (20, 32)
-    np.testing.assert_allclose(model.global_mean + (u * i).sum(axis=1), model.predict(test.head(20)), rtol=1e-5, atol=1e-5)
+    w = model.popularity_weight
+    prior = w * np.log1p(rows["productCode"].map(model.item_counts).fillna(0).to_numpy(float))
+    np.testing.assert_allclose(model.global_mean + (u * i).sum(axis=1), model.predict(rows) + prior, rtol=1e-5, atol=1e-5)
+    model.popularity_weight = 0.0
+    try:
+        ip = (u * model.item_embeddings(rows).astype(float)).sum(axis=1)
+        np.testing.assert_allclose(model.global_mean + ip, model.predict(rows), rtol=1e-5, atol=1e-5)
+    finally:
+        model.popularity_weight = w
+
+
+def test_popularity_prior_is_chosen_on_validation_and_lifts_ranking():
+    frame = training_table(3, seed=5)
+    run = train_and_evaluate(frame, TwoTowerRecommender(max_iter=150))
+    assert set(run.popularity_ndcg_by_weight) == {0.0, 0.25, 0.5, 1.0, 2.0, 4.0}
+    best = max(run.popularity_ndcg_by_weight.values())
+    assert run.popularity_ndcg_by_weight[run.model.popularity_weight] == best
+    assert run.metrics["ndcg@10"] > run.metrics["ndcg@10_popularity"]
+    assert run.metrics["rmse"] < run.metrics["rmse_bias"]
+    assert len(run.train) + len(run.valid) + len(run.test) == len(frame)
 
 
 def test_unseen_customer_and_product_are_embedded_from_features(trained):
@@ -103,6 +125,7 @@ def test_publish_lays_out_the_contract_and_load_round_trips(published):
     version, loaded = artifacts.load_model(store)
     assert version == v
     np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
+    np.testing.assert_array_equal(loaded.item_embeddings(items), model.item_embeddings(items))
     _, manifest, emb = artifacts.load_embeddings(store)
     assert manifest["training_data_version"] == "data-v1"
     assert emb["item"][1].shape == (len(items), 32)

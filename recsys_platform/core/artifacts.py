@@ -28,6 +28,7 @@ ITEM_EMBEDDINGS = "embeddings/item_embeddings.csv"
 USER_EMBEDDINGS = "embeddings/user_embeddings.csv"
 WEIGHTS = "model/weights.npz"
 CONFIG = "model/config.json"
+POPULARITY = "model/item_popularity.json"
 SCALERS = {name: f"scalers/{name}.json" for name in ("user_ohe", "user_std_scaler", "item_ohe", "item_std_scaler")}
 
 
@@ -111,6 +112,7 @@ def publish(store: ObjectStore, model: TwoTowerRecommender, users, items, metric
     files = {
         WEIGHTS: weights.getvalue(),
         CONFIG: json.dumps(model.config(), indent=2).encode(),
+        POPULARITY: json.dumps(model.item_counts).encode(),
         SCALERS["user_ohe"]: json.dumps(user_ohe).encode(),
         SCALERS["user_std_scaler"]: json.dumps(user_std).encode(),
         SCALERS["item_ohe"]: json.dumps(item_ohe).encode(),
@@ -172,6 +174,8 @@ def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, Two
     model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
                                 l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"])
     model.global_mean = config["global_mean"]
+    model.popularity_weight = config.get("popularity_weight", 0.0)
+    model.item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))
     model.user_encoder = TowerEncoder.from_json(scalers["user_ohe"], scalers["user_std_scaler"])
     model.item_encoder = TowerEncoder.from_json(scalers["item_ohe"], scalers["item_std_scaler"])
     model.user_weights, model.item_weights = user_weights, item_weights

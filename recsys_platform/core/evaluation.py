@@ -70,6 +70,40 @@ def _ranking(scores: np.ndarray, seen: list[set[int]], relevant: list[set[int]],
     return (float(np.mean(ndcgs)) if ndcgs else 0.0, float(np.mean(recalls)) if recalls else 0.0, shown)
 
 
+def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame):
+    """Test users, the whole catalog (items seen in train or test), each user's items seen in
+    training (never recommended) and relevant held-out items (rated >= RELEVANT_RATING)."""
+    items = pd.concat([train, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
+    users = test[s.user_columns()].drop_duplicates(s.user_id).reset_index(drop=True)
+    item_pos = pd.Series(np.arange(len(items)), index=items[s.item_id])
+    user_pos = pd.Series(np.arange(len(users)), index=users[s.user_id])
+    seen = [set() for _ in range(len(users))]
+    relevant = [set() for _ in range(len(users))]
+    known = train[train[s.user_id].isin(user_pos.index)]
+    for u, i in zip(known[s.user_id].map(user_pos), known[s.item_id].map(item_pos)):
+        seen[u].add(int(i))
+    hits = test[test[s.rating] >= RELEVANT_RATING]
+    for u, i in zip(hits[s.user_id].map(user_pos), hits[s.item_id].map(item_pos)):
+        relevant[u].add(int(i))
+    return users, items, seen, relevant
+
+
+POPULARITY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
+                             weights=POPULARITY_WEIGHTS) -> dict[float, float]:
+    """Set `model.popularity_weight` to the weight with the best NDCG@10 on `valid` (never the
+    test split); returns NDCG@10 per weight tried."""
+    users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
+    tried = {}
+    for w in weights:
+        model.popularity_weight = w
+        tried[w] = _ranking(model.score(users, items), seen, relevant)[0]
+    model.popularity_weight = max(tried, key=lambda w: (tried[w], -w))
+    return tried
+
+
 def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame) -> dict:
     """Metrics of `model` (trained on `train`) and of the baselines, on `test`."""
     s = model.spec
@@ -82,21 +116,8 @@ def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame
         "rmse_bias": _rmse(y, bias.predict(test)), "mae_bias": _mae(y, bias.predict(test)),
         "test_ratings": int(len(test)), "train_ratings": int(len(train)),
     }
-    # Ranking over the whole catalog (items seen in train or test), per test user.
-    items = pd.concat([train, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
-    users = test[s.user_columns()].drop_duplicates(s.user_id).reset_index(drop=True)
-    item_pos = pd.Series(np.arange(len(items)), index=items[s.item_id])
-    seen = [set() for _ in range(len(users))]
-    relevant = [set() for _ in range(len(users))]
-    user_pos = pd.Series(np.arange(len(users)), index=users[s.user_id])
-    for u, i in zip(train[s.user_id], train[s.item_id]):
-        if u in user_pos.index:
-            seen[user_pos[u]].add(int(item_pos[i]))
-    for u, i, r in zip(test[s.user_id], test[s.item_id], test[s.rating]):
-        if r >= RELEVANT_RATING:
-            relevant[user_pos[u]].add(int(item_pos[i]))
-    scores = model.user_embeddings(users).astype(np.float64) @ model.item_embeddings(items).astype(np.float64).T
-    ndcg, recall, shown = _ranking(scores, seen, relevant)
+    users, items, seen, relevant = _ranking_inputs(s, train, test)
+    ndcg, recall, shown = _ranking(model.score(users, items), seen, relevant)
     popularity = train[s.item_id].value_counts().reindex(items[s.item_id]).fillna(0).to_numpy(dtype=float)
     p_ndcg, p_recall, p_shown = _ranking(np.tile(popularity, (len(users), 1)), seen, relevant)
     metrics.update({
@@ -106,3 +127,25 @@ def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame
         "users_ranked": int(sum(1 for r in relevant if r)), "catalog_items": int(len(items)),
     })
     return metrics
+
+
+@dataclass
+class TrainingRun:
+    model: TwoTowerRecommender
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    metrics: dict
+    popularity_ndcg_by_weight: dict[float, float]
+
+
+def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_share: float = 0.2,
+                       valid_share: float = 0.1, seed: int = 0) -> TrainingRun:
+    """Split train/valid/test, fit on train, choose the popularity prior on valid, score on test."""
+    rest, test = split(frame, test_share, seed)
+    train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
+    model.fit(train)
+    tried = choose_popularity_weight(model, train, valid)
+    metrics = evaluate(model, train, test)
+    metrics["popularity_weight"] = model.popularity_weight
+    return TrainingRun(model, train, valid, test, metrics, tried)

@@ -124,6 +124,11 @@ class TwoTowerRecommender:
         self.user_weights: np.ndarray | None = None  # (du, k + 1): tower and bias
         self.item_weights: np.ndarray | None = None
         self.training_log: list[float] = []
+        # Ranking only: ratings exist only for purchases, so what users buy next follows item
+        # popularity, which a rating regression cannot see. A prior weight chosen on validation
+        # data (evaluation.choose_popularity_weight) folds it into the item bias dimension.
+        self.popularity_weight = 0.0
+        self.item_counts: dict[str, int] = {}
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> TwoTowerRecommender:
@@ -143,6 +148,7 @@ class TwoTowerRecommender:
         i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
         y = frame[s.rating].astype(float).to_numpy()
         self.global_mean = float(y.mean())
+        self.item_counts = {str(k): int(v) for k, v in frame[s.item_id].value_counts().items()}
         self._optimise(xu, xi, u_index, i_index, y - self.global_mean)
         return self
 
@@ -195,21 +201,42 @@ class TwoTowerRecommender:
         e = self.user_encoder.transform(users) @ self.user_weights
         return np.hstack([e[:, : self.k], e[:, self.k:], np.ones((len(users), 1))]).astype(np.float32)
 
-    def item_embeddings(self, items: pd.DataFrame) -> np.ndarray:
-        """(n, dim) float32: [tower, 1, bias] per item row."""
+    def _item_parts(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
         items = items.copy()
         if self.spec.item_id not in items:
             items[self.spec.item_id] = None
         e = self.item_encoder.transform(items) @ self.item_weights
-        return np.hstack([e[:, : self.k], np.ones((len(items), 1)), e[:, self.k:]]).astype(np.float32)
+        return e[:, : self.k], e[:, self.k]
+
+    def popularity_prior(self, items: pd.DataFrame) -> np.ndarray:
+        """popularity_weight * log(1 + ratings of the item in training); 0 for a new item."""
+        if not self.popularity_weight or self.spec.item_id not in items:
+            return np.zeros(len(items))
+        counts = items[self.spec.item_id].astype(str).map(self.item_counts).fillna(0).to_numpy(dtype=float)
+        return self.popularity_weight * np.log1p(counts)
+
+    def item_embeddings(self, items: pd.DataFrame) -> np.ndarray:
+        """(n, dim) float32: [tower, 1, bias + popularity prior] per item row.
+
+        The inner product with a user vector is the ranking score: the predicted rating minus
+        the global mean, plus the item's popularity prior (0 unless `popularity_weight` is set).
+        """
+        tower, bias = self._item_parts(items)
+        bias = bias + self.popularity_prior(items)
+        return np.hstack([tower, np.ones((len(items), 1)), bias[:, None]]).astype(np.float32)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        u = self.user_embeddings(frame)
-        i = self.item_embeddings(frame)
-        return self.global_mean + np.einsum("nk,nk->n", u.astype(np.float64), i.astype(np.float64))
+        """Predicted ratings (without the popularity prior, which only serves ranking)."""
+        u = self.user_embeddings(frame).astype(np.float64)
+        tower, bias = self._item_parts(frame)
+        return self.global_mean + np.einsum("nk,nk->n", u[:, : self.k], tower) + u[:, self.k] + bias
+
+    def score(self, users: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
+        """(users, items) ranking scores: exactly the inner products of the published vectors."""
+        return self.user_embeddings(users).astype(np.float64) @ self.item_embeddings(items).astype(np.float64).T
 
     def config(self) -> dict:
         return {"dim": self.dim, "hybrid": self.hybrid, "l2": self.l2, "max_iter": self.max_iter,
                 "seed": self.seed, "global_mean": self.global_mean, "metric": "inner_product",
-                "spec": asdict(self.spec)}
+                "popularity_weight": self.popularity_weight, "spec": asdict(self.spec)}

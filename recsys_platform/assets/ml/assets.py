@@ -8,7 +8,7 @@ import pandas as pd
 from recsys_platform.assets.batch.assets import OWNERS, TRAINING_KEY
 from recsys_platform.core import artifacts, lake
 from recsys_platform.core.batch import DATASET, Layout
-from recsys_platform.core.evaluation import evaluate, split
+from recsys_platform.core.evaluation import train_and_evaluate
 from recsys_platform.core.model import TwoTowerRecommender
 from recsys_platform.core.plots import model_report
 from recsys_platform.resources import ObjectStoreResource
@@ -24,6 +24,7 @@ class ModelConfig(dg.Config):
     l2: float = 20.0
     max_iter: int = 300
     test_share: float = 0.2
+    valid_share: float = 0.1
     seed: int = 0
 
 
@@ -53,7 +54,8 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
         description=(
             "A two-tower recommender (scikit-learn one-hot encoders and standard scalers, linear "
             "towers, biases folded into the vectors so that the inner product is the predicted "
-            "rating) trained on `ratings_ml_training`, evaluated on a held-out split against "
+            "rating plus a popularity prior chosen on a validation split) trained on "
+            "`ratings_ml_training`, evaluated on a held-out split against "
             "global-mean, bias and popularity baselines, and published as "
             "`<artifacts>/<version>/{model,scalers,embeddings}/` with a manifest and a `CURRENT` "
             "pointer written last. A model that does not beat the bias baseline is not published."),
@@ -63,10 +65,13 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
         frame, data_version = training_frame(lake_store.store, layout)
         if frame.empty:
             raise dg.Failure(description=f"{DATASET} is empty in {lake_store.store.uri(DATASET)}: nothing to train on")
-        train, test = split(frame, config.test_share, config.seed)
-        model = TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=config.l2,
-                                    max_iter=config.max_iter, seed=config.seed).fit(train)
-        metrics = evaluate(model, train, test)
+        run = train_and_evaluate(
+            frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=config.l2,
+                                       max_iter=config.max_iter, seed=config.seed),
+            test_share=config.test_share, valid_share=config.valid_share, seed=config.seed)
+        model, test, metrics = run.model, run.test, run.metrics
+        context.log.info(f"popularity prior NDCG@10 on validation by weight: {run.popularity_ndcg_by_weight}; "
+                         f"chose {model.popularity_weight}")
         context.log.info(f"held-out metrics: {metrics}")
         wins = metrics["rmse"] < metrics["rmse_bias"]
         spec = model.spec
