@@ -60,13 +60,22 @@ class PartitionWriter:
             _STORES[ident] = ObjectStore.from_url(self.store_url, endpoint_url=self.endpoint_url)
         return _STORES[ident]
 
-    def write(self, key: str, pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
+    def write(self, key: str, pieces: list[pa.RecordBatch]) -> int:
         body = pa.Table.from_batches(pieces).drop_columns([self.column])
         self._store().write_bytes(partition_file(self.dataset, self.column, key), encode_parquet(body))
-        return pa.RecordBatch.from_pydict({"key": [key], "rows": [body.num_rows]},
-                                          schema=pa.schema([("key", pa.string()), ("rows", pa.int64())]))
+        return body.num_rows
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        # One small result batch per task, not per partition: each batch crossing back to the
+        # JVM costs about a millisecond, as much as writing a partition file.
+        keys, rows = [], []
+        for key, n in self._write_all(batches):
+            keys.append(key)
+            rows.append(n)
+        yield pa.RecordBatch.from_pydict({"key": keys, "rows": rows},
+                                         schema=pa.schema([("key", pa.string()), ("rows", pa.int64())]))
+
+    def _write_all(self, batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, int]]:
         current, pending = None, []
         for batch in batches:
             keys = batch.column(self.column).to_numpy(zero_copy_only=False)
@@ -76,12 +85,12 @@ class PartitionWriter:
             for start, stop in zip(cuts[:-1], cuts[1:]):
                 key = str(keys[start])
                 if current is not None and key != current:
-                    yield self.write(current, pending)
+                    yield current, self.write(current, pending)
                     pending = []
                 current = key
                 pending.append(batch.slice(start, stop - start))
         if current is not None:
-            yield self.write(current, pending)
+            yield current, self.write(current, pending)
 
     def as_function(self):
         """A plain annotated function (PySpark infers the UDF kind from the type hints)."""
