@@ -50,31 +50,50 @@ def _mae(y, p) -> float:
     return float(np.mean(np.abs(np.asarray(y) - np.asarray(p))))
 
 
-def _ranking(scores: np.ndarray, seen: list[set[int]], relevant: list[set[int]], k: int = K) -> tuple[float, float, set[int]]:
-    """Mean NDCG@k and Recall@k over users with a relevant held-out item, and the items shown."""
+MAX_RANKED_USERS = 5_000  # ranking metrics on a seeded sample of users past this many
+CHUNK = 1_000  # users scored at once: bounds memory to CHUNK x catalog floats
+
+
+def _ranking(score_rows, n_users: int, seen: list[set[int]], relevant: list[set[int]],
+             k: int = K) -> tuple[float, float, set[int]]:
+    """Mean NDCG@k and Recall@k over users with a relevant held-out item, and the items shown.
+
+    `score_rows(lo, hi)` returns the (hi - lo, catalog) scores of users lo..hi-1.
+    """
     ndcgs, recalls, shown = [], [], set()
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for u in range(scores.shape[0]):
-        s = scores[u].astype(float)
-        if seen[u]:
-            s[list(seen[u])] = -np.inf
-        top = np.argpartition(-s, min(k, len(s) - 1))[:k]
-        top = top[np.argsort(-s[top])]
-        shown.update(int(t) for t in top)
-        if not relevant[u]:
-            continue
-        gains = np.array([1.0 if t in relevant[u] else 0.0 for t in top])
-        ideal = discounts[: min(k, len(relevant[u]))].sum()
-        ndcgs.append(float(gains @ discounts[: len(gains)]) / ideal)
-        recalls.append(gains.sum() / min(k, len(relevant[u])))
+    for lo in range(0, n_users, CHUNK):
+        block = score_rows(lo, min(lo + CHUNK, n_users))
+        for offset in range(block.shape[0]):
+            _rank_one(block[offset].astype(float), lo + offset, seen, relevant, k, discounts, ndcgs, recalls, shown)
     return (float(np.mean(ndcgs)) if ndcgs else 0.0, float(np.mean(recalls)) if recalls else 0.0, shown)
 
 
-def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame):
-    """Test users, the whole catalog (items seen in train or test), each user's items seen in
-    training (never recommended) and relevant held-out items (rated >= RELEVANT_RATING)."""
+def _rank_one(s: np.ndarray, u: int, seen, relevant, k, discounts, ndcgs, recalls, shown) -> None:
+    """Top-k of one user's scores (items seen in training excluded), scored against relevance."""
+    if seen[u]:
+        s[list(seen[u])] = -np.inf
+    top = np.argpartition(-s, min(k, len(s) - 1))[:k]
+    top = top[np.argsort(-s[top])]
+    shown.update(int(t) for t in top)
+    if not relevant[u]:
+        return
+    gains = np.array([1.0 if t in relevant[u] else 0.0 for t in top])
+    ideal = discounts[: min(k, len(relevant[u]))].sum()
+    ndcgs.append(float(gains @ discounts[: len(gains)]) / ideal)
+    recalls.append(gains.sum() / min(k, len(relevant[u])))
+
+
+def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame, seed: int = 0):
+    """Test users (a seeded sample past MAX_RANKED_USERS), the whole catalog (items seen in train
+    or test), each user's items seen in training (never recommended) and relevant held-out items
+    (rated >= RELEVANT_RATING)."""
     items = pd.concat([train, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
-    users = test[s.user_columns()].drop_duplicates(s.user_id).reset_index(drop=True)
+    users = test[s.user_columns()].drop_duplicates(s.user_id)
+    if len(users) > MAX_RANKED_USERS:
+        users = users.sample(MAX_RANKED_USERS, random_state=seed)
+    users = users.reset_index(drop=True)
+    test = test[test[s.user_id].isin(users[s.user_id])]
     item_pos = pd.Series(np.arange(len(items)), index=items[s.item_id])
     user_pos = pd.Series(np.arange(len(users)), index=users[s.user_id])
     seen = [set() for _ in range(len(users))]
@@ -91,6 +110,11 @@ def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame):
 POPULARITY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
+def _model_rows(model: TwoTowerRecommender, users: pd.DataFrame, items: pd.DataFrame):
+    item_vectors = model.item_embeddings(items).astype(np.float64)
+    return lambda lo, hi: model.user_embeddings(users.iloc[lo:hi]).astype(np.float64) @ item_vectors.T
+
+
 def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                              weights=POPULARITY_WEIGHTS) -> dict[float, float]:
     """Set `model.popularity_weight` to the weight with the best NDCG@10 on `valid` (never the
@@ -99,7 +123,7 @@ def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, va
     tried = {}
     for w in weights:
         model.popularity_weight = w
-        tried[w] = _ranking(model.score(users, items), seen, relevant)[0]
+        tried[w] = _ranking(_model_rows(model, users, items), len(users), seen, relevant)[0]
     model.popularity_weight = max(tried, key=lambda w: (tried[w], -w))
     return tried
 
@@ -117,9 +141,9 @@ def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame
         "test_ratings": int(len(test)), "train_ratings": int(len(train)),
     }
     users, items, seen, relevant = _ranking_inputs(s, train, test)
-    ndcg, recall, shown = _ranking(model.score(users, items), seen, relevant)
+    ndcg, recall, shown = _ranking(_model_rows(model, users, items), len(users), seen, relevant)
     popularity = train[s.item_id].value_counts().reindex(items[s.item_id]).fillna(0).to_numpy(dtype=float)
-    p_ndcg, p_recall, p_shown = _ranking(np.tile(popularity, (len(users), 1)), seen, relevant)
+    p_ndcg, p_recall, p_shown = _ranking(lambda lo, hi: np.tile(popularity, (hi - lo, 1)), len(users), seen, relevant)
     metrics.update({
         f"ndcg@{K}": ndcg, f"recall@{K}": recall, "coverage": len(shown) / len(items),
         f"ndcg@{K}_popularity": p_ndcg, f"recall@{K}_popularity": p_recall,
