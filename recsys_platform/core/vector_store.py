@@ -275,6 +275,57 @@ class VectorStore:
                 out[n].append(Neighbour(item, float(score)))
         return out
 
+    def recommend_batch(self, requests: Sequence[dict], k: int = 10, ef_search: int = 100) -> dict:
+        """Everything a batch of sessions needs from the store, in one round trip.
+
+        Each request: `user_vector` (or None: look the customer up in user_emb), `customer`,
+        `anchor` (a product for similar items), `exclude` (products not to recommend), `products`
+        (codes to check against the catalog). Returns per request index the recommended and
+        similar items, and the set of known product codes.
+        """
+        from recsys_platform.core.artifacts import vector_literal
+
+        extra = max((len(r["exclude"]) for r in requests), default=0)
+        vectors = [vector_literal(r["user_vector"]) if r.get("user_vector") is not None else None for r in requests]
+        codes = sorted({c for r in requests for c in r["products"]})
+
+        def query(conn):
+            _set_ef_search(conn, max(ef_search, k + extra + 1))
+            return conn.execute("""
+                WITH q AS (
+                    SELECT t.ord, t.anchor,
+                           COALESCE(t.v::vector, (SELECT u.embedding FROM user_emb u WHERE u.id = t.c)) AS uv
+                    FROM unnest(%s::text[], %s::int[], %s::text[]) WITH ORDINALITY AS t(v, c, anchor, ord))
+                SELECT 'u', q.ord, r.id, r.score FROM q CROSS JOIN LATERAL (
+                    SELECT i.id, -(i.embedding <#> q.uv) AS score FROM item_emb i
+                    ORDER BY i.embedding <#> q.uv LIMIT %s) r WHERE q.uv IS NOT NULL
+                UNION ALL
+                SELECT 's', q.ord, r.id, r.score FROM q JOIN item_emb a ON a.id = q.anchor CROSS JOIN LATERAL (
+                    SELECT i.id, 1 - (i.embedding <=> a.embedding) AS score FROM item_emb i
+                    ORDER BY i.embedding <=> a.embedding LIMIT %s) r
+                UNION ALL
+                SELECT 'p', 0, i.id, 0 FROM item_emb i WHERE i.id = ANY(%s)""",
+                (vectors, [int(r["customer"]) for r in requests], [r["anchor"] for r in requests],
+                 k + extra, k + 1, codes)).fetchall()
+
+        rows = self._read(query)
+        recommended: list[list[Neighbour]] = [[] for _ in requests]
+        similar: list[list[Neighbour]] = [[] for _ in requests]
+        user_found = [False] * len(requests)
+        known: set[str] = set()
+        for kind, ord_, item, score in sorted(rows, key=lambda r: (r[0], r[1], -(r[3] or 0))):
+            if kind == "p":
+                known.add(item)
+                continue
+            n = ord_ - 1
+            if kind == "u":
+                user_found[n] = True
+                if item not in requests[n]["exclude"] and len(recommended[n]) < k:
+                    recommended[n].append(Neighbour(item, float(score)))
+            elif item != requests[n]["anchor"] and len(similar[n]) < k:
+                similar[n].append(Neighbour(item, float(score)))
+        return {"recommended": recommended, "similar": similar, "user_found": user_found, "known": known}
+
     def nearest_item_to_itself(self, ef_search: int = 100, version: str | None = None) -> tuple[int, list[str]]:
         """(items checked, ids whose nearest item by cosine is another item at a non-zero distance)."""
         items = self._relation("item", version)
