@@ -1,0 +1,176 @@
+"""The two Lambda handlers against a real published model and the embedded pgvector."""
+
+import base64
+import json
+
+import pytest
+
+from lambdas.model_inference import handler as inference
+from lambdas.stream_transformation import handler as transformation
+from recsys_platform.core import artifacts
+from recsys_platform.core.evaluation import train_and_evaluate
+from recsys_platform.core.firehose import StreamRecord, check_response, transformation_request
+from recsys_platform.core.inference import InferenceService, ModelCache
+from recsys_platform.core.model import TwoTowerRecommender
+from recsys_platform.core.object_store import ObjectStore
+from recsys_platform.core.seed import training_table
+from recsys_platform.core.vector_store import VectorStore
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory, pg_server_dsn):
+    """A trained, published model with its vectors loaded and active."""
+    import uuid
+
+    import psycopg
+
+    frame = training_table()
+    run = train_and_evaluate(frame, TwoTowerRecommender(max_iter=150))
+    s = run.model.spec
+    store = ObjectStore.from_url((tmp_path_factory.mktemp("art") / "ml-artifacts").as_uri())
+    published = artifacts.publish(store, run.model, frame[s.user_columns()].drop_duplicates(s.user_id),
+                                  frame[s.item_columns()].drop_duplicates(s.item_id), run.metrics, "test")
+    name = f"l_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    vectors = VectorStore(pg_server_dsn.replace("/postgres?", f"/{name}?"))
+    _, manifest, emb = artifacts.load_embeddings(store)
+    vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
+    vectors.activate(published.version)
+    service = InferenceService(ModelCache(store), vectors, k=5)
+    inference.set_service(service)
+    yield {"frame": frame, "store": store, "vectors": vectors, "version": published.version,
+           "products": sorted(frame["productCode"].unique()), "customers": sorted(frame["customerNumber"].unique())}
+    inference.set_service(None)
+    vectors.close()
+
+
+def _event(n=0, **overrides):
+    base = {"session_id": f"s{n}", "customer_number": 103, "city": "Nantes", "country": "France",
+            "credit_limit": 21000, "browse_history": [
+                {"product_code": "S10_1678", "quantity": 2, "in_shopping_cart": True}]}
+    base.update(overrides)
+    return base
+
+
+def _request(payloads: list[bytes]):
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    records = [StreamRecord(str(1000 + n), "pk", p, now) for n, p in enumerate(payloads)]
+    return transformation_request(records, "arn:aws:kinesis:us-east-1:000000000000:stream/events",
+                                  "arn:aws:firehose:us-east-1:000000000000:deliverystream/recs", "us-east-1")
+
+
+def _payload(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
+    p, c = catalog["products"], catalog["customers"]
+    cart = [{"product_code": p[0], "quantity": 1, "in_shopping_cart": True},
+            {"product_code": p[1], "quantity": 1, "in_shopping_cart": False}]
+    good = [
+        _event(1, customer_number=int(c[0]), browse_history=cart),                          # known, with features
+        _event(2, customer_number=999_999, browse_history=cart),                            # new customer
+        {k: v for k, v in _event(3, customer_number=int(c[1]), browse_history=cart).items()
+         if k not in ("city", "country", "credit_limit")},                                  # known, no features
+    ]
+    bad = {
+        "data is not valid base64": None,
+        "data is not valid JSON": b"{nope",
+        "missing field customer_number": _payload({k: v for k, v in _event(4).items() if k != "customer_number"}),
+        "field customer_number must be int, got str": _payload(_event(5, customer_number="103")),
+        "browse_history is empty": _payload(_event(6, browse_history=[])),
+        "unknown product code(s) ['S99_0000']": _payload(_event(7, browse_history=[
+            {"product_code": "S99_0000", "quantity": 1, "in_shopping_cart": True}])),
+        "unknown customer 424242 without features": _payload({k: v for k, v in _event(
+            8, customer_number=424242, browse_history=cart).items() if k not in ("city", "country", "credit_limit")}),
+        "bytes, more than 65536": _payload(_event(9, session_id="x" * 70_000, browse_history=cart)),
+    }
+    payloads = [_payload(e) for e in good] + [b or b"" for b in bad.values()]
+    request = _request(payloads)
+    request["records"][len(good)]["data"] = "%%% not base64 %%%"
+    response = transformation.lambda_handler(request)
+    answered = check_response(request, response)  # each recordId exactly once, valid results
+    results = [answered[r["recordId"]] for r in request["records"]]
+    assert [r["result"] for r in results] == ["Ok"] * 3 + ["ProcessingFailed"] * len(bad)
+    for expected, r in zip(bad, results[3:]):
+        assert expected in r["errorMessage"]
+    out = transformation.decode_output(results[0])
+    assert out["session_id"] == "s1" and out["model_version"] == catalog["version"]
+    assert len(out["recommended_items"]) == 5
+    assert not {i["id"] for i in out["recommended_items"]} & {p[0], p[1]}, "nothing already in the session"
+    assert out["similar_items"]["product_code"] == p[0]
+    assert len(out["similar_items"]["similar_items"]) == 5
+    assert "processed_at" in out and out["browse_history"] == cart
+    assert base64.b64decode(results[0]["data"]).endswith(b"\n")
+
+
+def test_inference_is_called_once_per_batch(catalog, monkeypatch):
+    calls = []
+    real = transformation.invoke_inference
+    monkeypatch.setattr(transformation, "invoke_inference", lambda payload: calls.append(payload) or real(payload))
+    request = _request([_payload(_event(n, customer_number=int(catalog["customers"][n]),
+                                        browse_history=[{"product_code": catalog["products"][n], "quantity": 1,
+                                                         "in_shopping_cart": True}])) for n in range(20)])
+    response = transformation.lambda_handler(request)
+    assert len(calls) == 1 and len(calls[0]["requests"]) == 20
+    assert all(r["result"] == "Ok" for r in response["records"])
+
+
+def test_vector_database_down_fails_the_whole_batch_for_a_retry(catalog):
+    svc = inference.service()
+    inference.set_service(InferenceService(svc.models, VectorStore("postgresql://x@127.0.0.1:1/x", connect_timeout=2)))
+    try:
+        with pytest.raises(Exception, match="vector database"):
+            transformation.lambda_handler(_request([_payload(_event(1))]))
+    finally:
+        inference.set_service(svc)
+
+
+def _http(method, path, body=None, **params):
+    return inference.lambda_handler({
+        "rawPath": path, "queryStringParameters": params or None, "body": None if body is None else json.dumps(body),
+        "isBase64Encoded": False, "requestContext": {"http": {"method": method, "path": path}}})
+
+
+def test_function_url_routes_answer_like_the_lab(catalog):
+    r = _http("POST", "/user_embeddings", [{"city": "Nantes", "country": "France", "creditlimit": 21000}])
+    assert r["statusCode"] == 200
+    (vector,) = json.loads(r["body"])
+    assert len(vector) == 32
+    r = _http("POST", "/items_from_user", vector, limit="3")
+    items = json.loads(r["body"])
+    assert r["statusCode"] == 200 and len(items) == 3 and set(items[0]) == {"id", "score"}
+    r = _http("GET", "/items_from_item", item_id=catalog["products"][0], limit="4")
+    similar = json.loads(r["body"])
+    assert len(similar) == 4 and catalog["products"][0] not in {i["id"] for i in similar}
+
+
+@pytest.mark.parametrize(("method", "path", "body", "params", "status", "message"), [
+    ("GET", "/items_from_item", None, {"item_id": "S99_0000"}, 404, "unknown item_id"),
+    ("GET", "/items_from_item", None, {}, 400, "item_id is required"),
+    ("GET", "/items_from_item", None, {"item_id": "S10_1678", "limit": "many"}, 400, "limit must be a whole number"),
+    ("POST", "/items_from_user", [1, 2], {}, 400, "one embedding of 32 numbers"),
+    ("POST", "/user_embeddings", [{"city": "Nantes"}], {}, 400, "lacks city, country or creditlimit"),
+    ("GET", "/nowhere", None, {}, 404, "no route GET /nowhere"),
+])
+def test_function_url_errors_are_clear(catalog, method, path, body, params, status, message):
+    r = _http(method, path, body, **params)
+    assert r["statusCode"] == status
+    assert message in json.loads(r["body"])["error"]
+
+
+def test_a_new_current_version_is_picked_up(catalog):
+    svc = inference.service()
+    svc.models.check_seconds = 0
+    assert svc.models.get()[0] == catalog["version"]
+    store = catalog["store"]
+    store.write_bytes("CURRENT", b"20990101T000000000000Z")
+    try:
+        with pytest.raises(artifacts.ArtifactError, match="which has no manifest"):
+            svc.models.get()
+    finally:
+        store.write_bytes("CURRENT", catalog["version"].encode())
+    assert svc.models.get()[0] == catalog["version"]
