@@ -38,6 +38,68 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if report.failed_checks else 0
 
 
+def _stream(settings):
+    from recsys_platform.core.stream import Stream
+
+    return Stream.from_setting(settings.stream, settings.home, settings.aws_endpoint_url)
+
+
+def cmd_produce_events(args: argparse.Namespace) -> int:
+    import time
+    from collections import Counter
+
+    from recsys_platform.core.producer import load_catalog, sessions
+    from recsys_platform.core.source import SourceDatabase
+
+    settings = _settings(args)
+    db = SourceDatabase(settings.source_url)
+    db.connect().close()
+    customers, products = load_catalog(db.engine)
+    if not customers or not products:
+        raise RecsysError(f"{db.masked_url} has no customers or products: run `recsys-platform seed` first")
+    stream = _stream(settings)
+    kinds: Counter = Counter()
+    batch, sent, started = [], 0, time.monotonic()
+    for key, data, kind in sessions(customers, products, args.count, args.malformed, seed=args.seed):
+        kinds[kind] += 1
+        batch.append((key, data))
+        if len(batch) >= 500 or (args.rate and len(batch) >= max(1, int(args.rate / 10))):
+            sent += stream.put_records(batch)
+            batch = []
+            if args.rate:  # pace to `rate` events per second
+                time.sleep(max(0.0, sent / args.rate - (time.monotonic() - started)))
+    if batch:
+        sent += stream.put_records(batch)
+    print(f"produced {sent} events into {settings.stream} stream {stream.name!r}: {dict(kinds)}")
+    return 0
+
+
+def delivery_runtime(settings, log=print, hints=None):
+    """The local Firehose: the configured stream into the recommendations bucket."""
+    from lambdas.model_inference import handler as inference
+    from lambdas.stream_transformation.handler import lambda_handler
+    from recsys_platform.core.delivery import DeliveryRuntime
+    from recsys_platform.core.inference import InferenceService, ModelCache
+    from recsys_platform.core.object_store import ObjectStore
+    from recsys_platform.core.vector_store import VectorStore, embedded_dsn
+
+    artifacts = ObjectStore.from_url(settings.artifacts_url, endpoint_url=settings.aws_endpoint_url)
+    dsn = settings.vector_dsn or embedded_dsn(f"{settings.home}/pgdata")
+    inference.set_service(InferenceService(ModelCache(artifacts), VectorStore(dsn)))
+    store = ObjectStore.from_url(settings.recommendations_url, endpoint_url=settings.aws_endpoint_url)
+    return DeliveryRuntime(_stream(settings), lambda_handler, store, f"{settings.home}/delivery", hints=hints, log=log)
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from recsys_platform.core.delivery import BufferHints
+
+    settings = _settings(args)
+    runtime = delivery_runtime(settings, hints=BufferHints(args.buffer_records, args.buffer_bytes, args.buffer_seconds))
+    counters = runtime.run(once=args.once, max_seconds=args.max_seconds)
+    print(f"delivered into {settings.recommendations_url}: {counters.summary()}")
+    return 0 if counters.balanced else 1
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from recsys_platform.core.vector_store import stop_embedded
 
@@ -65,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the platform end to end on the configured profile and print a summary")
     p.add_argument("--source-url", help="SQLAlchemy URL (RECSYS_SOURCE_URL)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("produce-events", help="write synthetic activity sessions into the stream (RECSYS_STREAM)")
+    p.add_argument("--count", type=int, required=True, help="sessions to produce")
+    p.add_argument("--rate", type=float, default=0, help="events per second (0: as fast as possible)")
+    p.add_argument("--malformed", type=float, default=0.05, help="share of malformed events (default 0.05)")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_produce_events)
+
+    p = sub.add_parser("deliver", help="the local delivery runtime (Firehose): stream -> transformation -> bucket")
+    p.add_argument("--once", action="store_true", help="stop when the stream is drained")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--buffer-records", type=int, default=500)
+    p.add_argument("--buffer-bytes", type=int, default=1 << 20)
+    p.add_argument("--buffer-seconds", type=float, default=1.0)
+    p.set_defaults(func=cmd_deliver)
 
     p = sub.add_parser("stop", help="stop the embedded PostgreSQL (vector store) under RECSYS_HOME")
     p.set_defaults(func=cmd_stop)

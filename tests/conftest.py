@@ -141,3 +141,38 @@ def pg_dsn(pg_server_dsn: str) -> str:
     yield dsn
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def catalog(tmp_path_factory, pg_server_dsn):
+    """A trained, published model with its vectors loaded and active, serving in-process."""
+    import psycopg
+
+    from lambdas.model_inference import handler as inference
+    from recsys_platform.core import artifacts
+    from recsys_platform.core.evaluation import train_and_evaluate
+    from recsys_platform.core.inference import InferenceService, ModelCache
+    from recsys_platform.core.model import TwoTowerRecommender
+    from recsys_platform.core.object_store import ObjectStore
+    from recsys_platform.core.seed import training_table
+    from recsys_platform.core.vector_store import VectorStore
+
+    frame = training_table()
+    run = train_and_evaluate(frame, TwoTowerRecommender(max_iter=150))
+    s = run.model.spec
+    store = ObjectStore.from_url((tmp_path_factory.mktemp("art") / "ml-artifacts").as_uri())
+    published = artifacts.publish(store, run.model, frame[s.user_columns()].drop_duplicates(s.user_id),
+                                  frame[s.item_columns()].drop_duplicates(s.item_id), run.metrics, "test")
+    name = f"l_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    vectors = VectorStore(pg_server_dsn.replace("/postgres?", f"/{name}?"))
+    _, manifest, emb = artifacts.load_embeddings(store)
+    vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
+    vectors.activate(published.version)
+    service = InferenceService(ModelCache(store), vectors, k=5)
+    inference.set_service(service)
+    yield {"frame": frame, "store": store, "vectors": vectors, "version": published.version,
+           "products": sorted(frame["productCode"].unique()), "customers": sorted(frame["customerNumber"].unique())}
+    inference.set_service(None)
+    vectors.close()

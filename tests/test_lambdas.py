@@ -8,41 +8,9 @@ import pytest
 from lambdas.model_inference import handler as inference
 from lambdas.stream_transformation import handler as transformation
 from recsys_platform.core import artifacts
-from recsys_platform.core.evaluation import train_and_evaluate
 from recsys_platform.core.firehose import StreamRecord, check_response, transformation_request
-from recsys_platform.core.inference import InferenceService, ModelCache
-from recsys_platform.core.model import TwoTowerRecommender
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.seed import training_table
+from recsys_platform.core.inference import InferenceService
 from recsys_platform.core.vector_store import VectorStore
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory, pg_server_dsn):
-    """A trained, published model with its vectors loaded and active."""
-    import uuid
-
-    import psycopg
-
-    frame = training_table()
-    run = train_and_evaluate(frame, TwoTowerRecommender(max_iter=150))
-    s = run.model.spec
-    store = ObjectStore.from_url((tmp_path_factory.mktemp("art") / "ml-artifacts").as_uri())
-    published = artifacts.publish(store, run.model, frame[s.user_columns()].drop_duplicates(s.user_id),
-                                  frame[s.item_columns()].drop_duplicates(s.item_id), run.metrics, "test")
-    name = f"l_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    vectors = VectorStore(pg_server_dsn.replace("/postgres?", f"/{name}?"))
-    _, manifest, emb = artifacts.load_embeddings(store)
-    vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
-    vectors.activate(published.version)
-    service = InferenceService(ModelCache(store), vectors, k=5)
-    inference.set_service(service)
-    yield {"frame": frame, "store": store, "vectors": vectors, "version": published.version,
-           "products": sorted(frame["productCode"].unique()), "customers": sorted(frame["customerNumber"].unique())}
-    inference.set_service(None)
-    vectors.close()
 
 
 def _event(n=0, **overrides):
