@@ -118,6 +118,44 @@ def run_model_and_vectors(settings: Settings, instance: dg.DagsterInstance, repo
                f"rows, active version {item['active_version'].value}, HNSW recall@10 {item['hnsw_recall@10'].value:.3f}")
 
 
+def run_streaming(settings: Settings, report: DemoReport, events: int = 500) -> None:
+    """Activity events into the stream, the delivery runtime until drained, a sample printed."""
+    import json
+
+    from recsys_platform.cli import delivery_runtime
+    from recsys_platform.core.producer import load_catalog, sessions
+
+    t0 = time.perf_counter()
+    db = SourceDatabase(settings.source_url)
+    customers, products = load_catalog(db.engine)
+    db.dispose()
+    runtime = delivery_runtime(settings, log=lambda *_: None)
+    produced = list(sessions(customers, products, events, malformed_share=0.05, seed=int(time.time())))
+    runtime.stream.put_records([(k, d) for k, d, _ in produced])
+    counters = runtime.run(once=True)
+    report.timings["streaming_s"] = time.perf_counter() - t0
+    report.add(f"stream: {events} events -> delivered {counters.delivered}, failed {counters.failed}, "
+               f"dropped {counters.dropped} (balanced: {counters.balanced}) into {settings.recommendations_url}")
+    if counters.reasons:
+        report.add("  failure reasons: " + "; ".join(f"{r} x{n}" for r, n in counters.reasons.most_common()))
+    if not counters.balanced:
+        report.failed_checks.append("delivery:records_in_equals_delivered_dropped_failed")
+    known = {int(c["customerNumber"]) for c in customers}
+    samples: dict[str, dict] = {}
+    for obj in reversed(runtime.store.list()):
+        if obj.key.startswith("processing-failed/") or len(samples) == 2:
+            continue
+        for line in runtime.store.read_bytes(obj.key).decode().splitlines():
+            rec = json.loads(line)
+            kind = "known customer" if rec["customer_number"] in known else "new customer"
+            samples.setdefault(kind, rec)
+    for kind, rec in sorted(samples.items()):
+        report.add(f"  {kind} {rec['customer_number']} ({rec['city']}, {rec['country']}), cart "
+                   f"{[b['product_code'] for b in rec['browse_history']]}: recommended "
+                   f"{[i['id'] for i in rec['recommended_items']]}, similar to "
+                   f"{rec['similar_items']['product_code']}: {[i['id'] for i in rec['similar_items']['similar_items'][:3]]}")
+
+
 def run_demo(settings: Settings) -> DemoReport:
     report = DemoReport()
     report.add(f"recsys-platform demo: RECSYS_HOME={settings.home}")
@@ -125,6 +163,7 @@ def run_demo(settings: Settings) -> DemoReport:
     instance = instance_for(settings)
     run_batch(settings, instance, report)
     run_model_and_vectors(settings, instance, report)
+    run_streaming(settings, report)
     report.timings["total_s"] = time.perf_counter() - started
     report.add("timings: " + ", ".join(f"{k}={v:.1f}" for k, v in report.timings.items()))
     if report.failed_checks:

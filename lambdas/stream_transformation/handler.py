@@ -38,7 +38,7 @@ def invoke_inference(payload: dict) -> dict:
 
 
 def _failed(record: dict, reason: str) -> dict:
-    log.warning("record %s failed: %s", record["recordId"], reason)
+    log.info("record %s failed: %s", record["recordId"], reason)
     return {"recordId": record["recordId"], "result": FAILED, "data": record["data"], "errorMessage": reason}
 
 
