@@ -6,6 +6,7 @@ import dagster as dg
 
 from recsys_platform.assets.batch import build_batch_defs
 from recsys_platform.assets.ml import MODEL_KEY, build_ml_defs
+from recsys_platform.assets.streaming import build_streaming_defs
 from recsys_platform.assets.vectors import ITEM_KEY, USER_KEY, build_vector_defs
 from recsys_platform.core.batch import Layout
 from recsys_platform.resources import (
@@ -24,6 +25,8 @@ def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
         "source": SourceDatabaseResource(url=settings.source_url, jdbc_driver_jar=settings.jdbc_driver_jar),
         "lake_store": ObjectStoreResource(url=settings.lake_url, endpoint_url=settings.aws_endpoint_url),
         "artifacts_store": ObjectStoreResource(url=settings.artifacts_url, endpoint_url=settings.aws_endpoint_url),
+        "recommendations_store": ObjectStoreResource(url=settings.recommendations_url,
+                                                     endpoint_url=settings.aws_endpoint_url),
         "vector_store": VectorStoreResource(dsn=settings.vector_dsn, data_dir=f"{settings.home}/pgdata"),
         "spark": SparkResource(
             spark_config=spark_config(settings.spark_master, jars=settings.jdbc_driver_jar),
@@ -40,6 +43,7 @@ def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Defini
         build_batch_defs(layout),
         build_ml_defs(layout),
         build_vector_defs(),
+        build_streaming_defs(),
         dg.Definitions(jobs=[model_job], resources=build_resources(settings, keep_spark=keep_spark)),
     )
 
