@@ -100,6 +100,28 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     return 0 if counters.balanced else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lambdas.model_inference import handler as inference
+    from recsys_platform.core.inference import InferenceService, ModelCache
+    from recsys_platform.core.object_store import ObjectStore
+    from recsys_platform.core.vector_store import VectorStore, embedded_dsn
+    from recsys_platform.serve import make_server
+
+    settings = _settings(args)
+    artifacts = ObjectStore.from_url(settings.artifacts_url, endpoint_url=settings.aws_endpoint_url)
+    service = InferenceService(ModelCache(artifacts), VectorStore(settings.vector_dsn or embedded_dsn(f"{settings.home}/pgdata")))
+    version, _ = service.models.get()  # fail now, clearly, if no model is published
+    inference.set_service(service)
+    server = make_server(args.port, args.host)
+    print(f"serving model {version} on http://{args.host}:{server.server_port} "
+          "(POST /user_embeddings, POST /items_from_user?limit=N, GET /items_from_item?item_id=...&limit=N)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from recsys_platform.core.vector_store import stop_embedded
 
@@ -142,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-bytes", type=int, default=1 << 20)
     p.add_argument("--buffer-seconds", type=float, default=1.0)
     p.set_defaults(func=cmd_deliver)
+
+    p = sub.add_parser("serve", help="the model inference HTTP API (the Lambda Function URL routes) on localhost")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("stop", help="stop the embedded PostgreSQL (vector store) under RECSYS_HOME")
     p.set_defaults(func=cmd_stop)

@@ -142,3 +142,30 @@ def test_a_new_current_version_is_picked_up(catalog):
     finally:
         store.write_bytes("CURRENT", catalog["version"].encode())
     assert svc.models.get()[0] == catalog["version"]
+
+
+def test_serve_answers_the_routes_over_real_http(catalog):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from recsys_platform.serve import make_server
+
+    server = make_server(0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        req = urllib.request.Request(f"{base}/user_embeddings", method="POST",
+                                     data=json.dumps([{"city": "Paris", "country": "France", "creditlimit": 5000}]).encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            (vector,) = json.loads(resp.read())
+        req = urllib.request.Request(f"{base}/items_from_user?limit=2", method="POST", data=json.dumps(vector).encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert len(json.loads(resp.read())) == 2
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/items_from_item?item_id=NOPE", timeout=10)
+        assert err.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
