@@ -122,7 +122,7 @@ class DeliveryRuntime:
     def deliver(self, records: list[StreamRecord], batch_id: str, when: dt.datetime) -> None:
         """Transform one batch and write its outputs (idempotent for the same id and time)."""
         request, answered, error = self._invoke(records)
-        ok_lines, failed_lines = [], []
+        ok_lines, failed_lines, ok_arrivals = [], [], []
         for rec, req in zip(records, request["records"]):
             ans = answered.get(req["recordId"]) if answered else None
             if ans is None:
@@ -133,7 +133,7 @@ class DeliveryRuntime:
                 import base64
 
                 ok_lines.append(base64.b64decode(ans["data"]).decode().rstrip("\n"))
-                self.counters.latencies_s.append((dt.datetime.now(dt.timezone.utc) - rec.arrival).total_seconds())
+                ok_arrivals.append(rec.arrival)
             elif ans["result"] == DROPPED:
                 self.counters.dropped += 1
             else:
@@ -146,6 +146,8 @@ class DeliveryRuntime:
             self.store.write_bytes(firehose.object_key(self.stream.name, when, batch_id),
                                    ("\n".join(ok_lines) + "\n").encode())
             self.counters.objects += 1
+            written = dt.datetime.now(dt.timezone.utc)  # latency: produced -> object written
+            self.counters.latencies_s.extend((written - a).total_seconds() for a in ok_arrivals)
         if failed_lines:
             self.store.write_bytes(firehose.object_key(self.stream.name, when, batch_id, failed=True),
                                    ("\n".join(json.dumps(f) for f in failed_lines) + "\n").encode())
