@@ -51,7 +51,7 @@ def test_definitions_describe_every_asset_for_the_ui(defs):
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key == TRAINING_KEY}
     assert checks == set(training_checks.ALL_CHECKS)
     assert {s.name for s in repo.schedule_defs} == {STALE_SCHEDULE}
-    assert {s.name for s in repo.sensor_defs} == {"customer_partitions_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {"customer_partitions_sensor", "recommendations_sensor"}
 
 
 def test_single_run_backfill_builds_every_partition_with_passing_checks(defs, settings, instance):

@@ -48,6 +48,9 @@ def test_demo_leaves_one_folder_per_customer_with_exactly_the_sources_rows(demo_
     assert "seeded sqlite:///" in out
     assert "recommender_model: version " in out
     assert "pgvector: item_emb 110 rows, user_emb 122 rows" in out
+    assert "stream: 500 events -> delivered" in out and "(balanced: True)" in out
+    assert "  known customer " in out and "  new customer " in out
+    assert "recommendations hour " in out
     settings = Settings.build(home=str(demo_home))
     db = SourceDatabase(settings.source_url)
     store = ObjectStore.from_url(settings.lake_url)
@@ -120,6 +123,7 @@ def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_ho
         assert nodes["recommender_model"]["groupName"] == "ml"
         assert nodes["item_emb"]["groupName"] == nodes["user_emb"]["groupName"] == "vectors"
         assert {"pgvector", "postgres"} <= set(nodes["item_emb"]["kinds"])
+        assert nodes["recommendations"]["groupName"] == "streaming"
         assert {"spark", "parquet"} <= set(training["kinds"])
         assert training["owners"] == [{"team": "data-platform"}]
         assert "Glue join" in training["description"]
