@@ -148,3 +148,34 @@ def test_kinesis_to_s3_through_a_compatible_endpoint(catalog, people, tmp_path, 
     again = _runtime(KinesisStream(name, endpoint_url=s3_endpoint), store, tmp_path).run(once=True)
     assert again.records_in == 10
     assert len(stream.shards()) == 2
+
+
+def test_sigkill_of_the_deliver_process_and_a_restart_lose_nothing(catalog, people, tmp_path):
+    """A real `recsys-platform deliver` process, killed with SIGKILL while it works, then restarted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    produced = _produce(LocalStream(home / "stream", "activity"), people, 3000, malformed=0.05)
+    recs = ObjectStore.from_url((tmp_path / "recs").as_uri())
+    env = {**os.environ, "RECSYS_HOME": str(home), "RECSYS_ARTIFACTS_URL": catalog["store"].url,
+           "RECSYS_VECTOR_DSN": catalog["vectors"].dsn, "RECSYS_RECOMMENDATIONS_URL": recs.url}
+    command = [sys.executable, "-m", "recsys_platform.cli", "deliver", "--buffer-records", "20"]
+    proc = subprocess.Popen([*command, "--max-seconds", "120"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(recs.list()) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written_before_restart = len(recs.list())
+    assert written_before_restart >= 10, "the process was killed while it was delivering"
+    done = subprocess.run([*command, "--once"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ok, failed = _outputs(recs)
+    sent = [json.loads(d)["session_id"] for _, d, k in produced if k == "ok"]
+    assert sorted(r["session_id"] for r in ok) == sorted(sent), "every good session exactly once"
+    assert len(failed) == sum(k != "ok" for _, _, k in produced)
