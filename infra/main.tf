@@ -1,0 +1,99 @@
+# The platform on AWS: three private buckets, the Glue job over the MySQL source, RDS PostgreSQL
+# with pgvector, and the streaming edge (Kinesis -> Firehose + transformation Lambda -> S3).
+
+data "aws_caller_identity" "current" {}
+
+resource "aws_kms_key" "platform" {
+  description             = "${var.project}: buckets, stream, logs"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.kms.json
+}
+
+data "aws_iam_policy_document" "kms" {
+  #checkov:skip=CKV_AWS_111:A key policy names the key itself as "*"; access is limited to this account and CloudWatch Logs.
+  #checkov:skip=CKV_AWS_356:A key policy names the key itself as "*"; access is limited to this account and CloudWatch Logs.
+  #checkov:skip=CKV_AWS_109:A key policy names the key itself as "*"; access is limited to this account and CloudWatch Logs.
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+  statement {
+    sid       = "CloudWatchLogs"
+    actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logs.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+module "lake" {
+  source      = "./modules/buckets"
+  name        = "${var.project}-lake-${data.aws_caller_identity.current.account_id}"
+  kms_key_arn = aws_kms_key.platform.arn
+}
+
+module "ml_artifacts" {
+  source      = "./modules/buckets"
+  name        = "${var.project}-ml-artifacts-${data.aws_caller_identity.current.account_id}"
+  kms_key_arn = aws_kms_key.platform.arn
+}
+
+module "recommendations" {
+  source      = "./modules/buckets"
+  name        = "${var.project}-recommendations-${data.aws_caller_identity.current.account_id}"
+  kms_key_arn = aws_kms_key.platform.arn
+}
+
+module "etl" {
+  source                   = "./modules/etl"
+  project                  = var.project
+  lake_bucket              = module.lake.bucket
+  lake_bucket_arn          = module.lake.arn
+  kms_key_arn              = aws_kms_key.platform.arn
+  glue_script_path         = "${var.package_dir}/glue/ratings_ml_training.py"
+  source_jdbc_url          = var.source_jdbc_url
+  source_secret_arn        = var.source_secret_arn
+  source_security_group_id = var.source_security_group_id
+  subnet_id                = var.private_subnet_ids[0]
+  vpc_id                   = var.vpc_id
+}
+
+module "streaming" {
+  source                 = "./modules/streaming"
+  project                = var.project
+  region                 = var.region
+  kms_key_arn            = aws_kms_key.platform.arn
+  artifacts_bucket       = module.ml_artifacts.bucket
+  artifacts_bucket_arn   = module.ml_artifacts.arn
+  recommendations_bucket = module.recommendations.bucket
+  recommendations_arn    = module.recommendations.arn
+  vpc_id                 = var.vpc_id
+  subnet_ids             = var.private_subnet_ids
+  package_dir            = var.package_dir
+  kinesis_shards         = var.kinesis_shards
+  reserved_concurrency   = var.lambda_reserved_concurrency
+  buffer_seconds         = var.firehose_buffer_seconds
+  buffer_mb              = var.firehose_buffer_mb
+  log_retention_days     = var.log_retention_days
+  vector_db_secret_arn   = module.vector_db.master_secret_arn
+  vector_db_endpoint     = module.vector_db.endpoint
+}
+
+module "vector_db" {
+  source                     = "./modules/vector_db"
+  project                    = var.project
+  vpc_id                     = var.vpc_id
+  subnet_ids                 = var.private_subnet_ids
+  instance_class             = var.db_instance_class
+  deletion_protection        = var.db_deletion_protection
+  kms_key_arn                = aws_kms_key.platform.arn
+  allowed_security_group_ids = [module.streaming.lambda_security_group_id]
+}

@@ -1,0 +1,405 @@
+# Kinesis stream -> Firehose (stream transformation Lambda as processor) -> recommendations bucket,
+# with the model inference Lambda in the VPC next to the vector database.
+
+variable "project" {
+  type = string
+}
+
+variable "region" {
+  type = string
+}
+
+variable "kms_key_arn" {
+  type = string
+}
+
+variable "artifacts_bucket" {
+  type = string
+}
+
+variable "artifacts_bucket_arn" {
+  type = string
+}
+
+variable "recommendations_bucket" {
+  type = string
+}
+
+variable "recommendations_arn" {
+  type = string
+}
+
+variable "vpc_id" {
+  type = string
+}
+
+variable "subnet_ids" {
+  type = list(string)
+}
+
+variable "package_dir" {
+  type = string
+}
+
+variable "kinesis_shards" {
+  type = number
+}
+
+variable "reserved_concurrency" {
+  type = number
+}
+
+variable "buffer_seconds" {
+  type = number
+}
+
+variable "buffer_mb" {
+  type = number
+}
+
+variable "log_retention_days" {
+  type = number
+}
+
+variable "vector_db_secret_arn" {
+  type = string
+}
+
+variable "vector_db_endpoint" {
+  type = string
+}
+
+locals {
+  transformation_name = "${var.project}-stream-transformation"
+  inference_name      = "${var.project}-model-inference"
+}
+
+# -- the stream ----------------------------------------------------------------------------------
+resource "aws_kinesis_stream" "events" {
+  name             = "${var.project}-activity"
+  shard_count      = var.kinesis_shards > 0 ? var.kinesis_shards : null
+  retention_period = 24
+  encryption_type  = "KMS"
+  kms_key_id       = var.kms_key_arn
+  stream_mode_details {
+    stream_mode = var.kinesis_shards > 0 ? "PROVISIONED" : "ON_DEMAND"
+  }
+}
+
+# -- the Lambdas ---------------------------------------------------------------------------------
+resource "aws_security_group" "lambda" {
+  name        = "${var.project}-lambdas"
+  description = "The inference and transformation Lambdas: HTTPS out and PostgreSQL to the vector database"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_security_group_rule" "lambda_https" {
+  description       = "AWS APIs (S3, Secrets Manager, Lambda) through VPC endpoints or NAT"
+  type              = "egress"
+  from_port         = 443
+  to_port           = 443
+  protocol          = "tcp"
+  cidr_blocks       = ["0.0.0.0/0"]
+  security_group_id = aws_security_group.lambda.id
+}
+
+resource "aws_security_group_rule" "lambda_postgres" {
+  description       = "The vector database"
+  type              = "egress"
+  from_port         = 5432
+  to_port           = 5432
+  protocol          = "tcp"
+  cidr_blocks       = ["0.0.0.0/0"]
+  security_group_id = aws_security_group.lambda.id
+}
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "lambda_common" {
+  #checkov:skip=CKV_AWS_111:Lambda VPC networking (ENI) actions cannot be scoped to resources.
+  #checkov:skip=CKV_AWS_356:Lambda VPC networking (ENI) actions cannot be scoped to resources.
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["arn:aws:logs:${var.region}:*:log-group:/aws/lambda/${var.project}-*:*"]
+  }
+  statement {
+    sid = "VpcNetworking"
+    actions = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]
+    resources = ["*"]
+  }
+}
+
+data "aws_iam_policy_document" "inference" {
+  source_policy_documents = [data.aws_iam_policy_document.lambda_common.json]
+  statement {
+    sid       = "ReadArtifacts"
+    actions   = ["s3:GetObject", "s3:ListBucket"]
+    resources = [var.artifacts_bucket_arn, "${var.artifacts_bucket_arn}/*"]
+  }
+  statement {
+    sid       = "VectorDbSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.vector_db_secret_arn]
+  }
+  statement {
+    sid       = "Kms"
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+data "aws_iam_policy_document" "transformation" {
+  source_policy_documents = [data.aws_iam_policy_document.lambda_common.json]
+  statement {
+    sid       = "InvokeInference"
+    actions   = ["lambda:InvokeFunction"]
+    resources = [aws_lambda_function.inference.arn]
+  }
+}
+
+resource "aws_iam_role" "inference" {
+  name               = local.inference_name
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+resource "aws_iam_role_policy" "inference" {
+  name   = local.inference_name
+  role   = aws_iam_role.inference.id
+  policy = data.aws_iam_policy_document.inference.json
+}
+
+resource "aws_iam_role" "transformation" {
+  name               = local.transformation_name
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+resource "aws_iam_role_policy" "transformation" {
+  name   = local.transformation_name
+  role   = aws_iam_role.transformation.id
+  policy = data.aws_iam_policy_document.transformation.json
+}
+
+resource "aws_cloudwatch_log_group" "inference" {
+  name              = "/aws/lambda/${local.inference_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+}
+
+resource "aws_cloudwatch_log_group" "transformation" {
+  name              = "/aws/lambda/${local.transformation_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+}
+
+resource "aws_sqs_queue" "lambda_dlq" {
+  name              = "${var.project}-lambda-dlq"
+  kms_master_key_id = var.kms_key_arn
+}
+
+resource "aws_lambda_function" "inference" {
+  #checkov:skip=CKV_AWS_272:Code signing needs a signing profile the operator owns; the zip is built reproducibly.
+  function_name                  = local.inference_name
+  role                           = aws_iam_role.inference.arn
+  runtime                        = "python3.11"
+  handler                        = "lambdas/model_inference/handler.lambda_handler"
+  filename                       = "${var.package_dir}/lambda/model_inference.zip"
+  source_code_hash               = filebase64sha256("${var.package_dir}/lambda/model_inference.zip")
+  memory_size                    = 1024
+  timeout                        = 60
+  reserved_concurrent_executions = var.reserved_concurrency
+  kms_key_arn                    = var.kms_key_arn
+  vpc_config {
+    subnet_ids         = var.subnet_ids
+    security_group_ids = [aws_security_group.lambda.id]
+  }
+  tracing_config {
+    mode = "Active"
+  }
+  dead_letter_config {
+    target_arn = aws_sqs_queue.lambda_dlq.arn
+  }
+  environment {
+    variables = {
+      RECSYS_ARTIFACTS_URL     = "s3://${var.artifacts_bucket}"
+      RECSYS_VECTOR_SECRET_ARN = var.vector_db_secret_arn
+      RECSYS_VECTOR_HOST       = var.vector_db_endpoint
+      RECSYS_VECTOR_DB         = "recsys"
+      RECSYS_TOP_K             = "5"
+    }
+  }
+  depends_on = [aws_cloudwatch_log_group.inference]
+}
+
+resource "aws_lambda_function" "transformation" {
+  #checkov:skip=CKV_AWS_272:Code signing needs a signing profile the operator owns; the zip is built reproducibly.
+  function_name                  = local.transformation_name
+  role                           = aws_iam_role.transformation.arn
+  runtime                        = "python3.11"
+  handler                        = "lambdas/stream_transformation/handler.lambda_handler"
+  filename                       = "${var.package_dir}/lambda/stream_transformation.zip"
+  source_code_hash               = filebase64sha256("${var.package_dir}/lambda/stream_transformation.zip")
+  memory_size                    = 512
+  timeout                        = 120
+  reserved_concurrent_executions = var.reserved_concurrency
+  kms_key_arn                    = var.kms_key_arn
+  vpc_config {
+    subnet_ids         = var.subnet_ids
+    security_group_ids = [aws_security_group.lambda.id]
+  }
+  tracing_config {
+    mode = "Active"
+  }
+  dead_letter_config {
+    target_arn = aws_sqs_queue.lambda_dlq.arn
+  }
+  environment {
+    variables = {
+      MODEL_INFERENCE_FUNCTION = aws_lambda_function.inference.function_name
+      RECSYS_TOP_K             = "5"
+    }
+  }
+  depends_on = [aws_cloudwatch_log_group.transformation]
+}
+
+data "aws_iam_policy_document" "dlq" {
+  statement {
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.lambda_dlq.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "inference_dlq" {
+  name   = "${local.inference_name}-dlq"
+  role   = aws_iam_role.inference.id
+  policy = data.aws_iam_policy_document.dlq.json
+}
+
+resource "aws_iam_role_policy" "transformation_dlq" {
+  name   = "${local.transformation_name}-dlq"
+  role   = aws_iam_role.transformation.id
+  policy = data.aws_iam_policy_document.dlq.json
+}
+
+# -- Firehose ------------------------------------------------------------------------------------
+data "aws_iam_policy_document" "firehose_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["firehose.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "firehose" {
+  statement {
+    sid       = "ReadStream"
+    actions   = ["kinesis:DescribeStream", "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards"]
+    resources = [aws_kinesis_stream.events.arn]
+  }
+  statement {
+    sid       = "WriteRecommendations"
+    actions   = ["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:PutObject"]
+    resources = [var.recommendations_arn, "${var.recommendations_arn}/*"]
+  }
+  statement {
+    sid       = "InvokeTransformation"
+    actions   = ["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"]
+    resources = ["${aws_lambda_function.transformation.arn}:*", aws_lambda_function.transformation.arn]
+  }
+  statement {
+    sid       = "Kms"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.firehose.arn}:*"]
+  }
+}
+
+resource "aws_iam_role" "firehose" {
+  name               = "${var.project}-firehose"
+  assume_role_policy = data.aws_iam_policy_document.firehose_assume.json
+}
+
+resource "aws_iam_role_policy" "firehose" {
+  name   = "${var.project}-firehose"
+  role   = aws_iam_role.firehose.id
+  policy = data.aws_iam_policy_document.firehose.json
+}
+
+resource "aws_cloudwatch_log_group" "firehose" {
+  name              = "/aws/kinesisfirehose/${var.project}-recommendations"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+}
+
+resource "aws_cloudwatch_log_stream" "firehose" {
+  name           = "S3Delivery"
+  log_group_name = aws_cloudwatch_log_group.firehose.name
+}
+
+resource "aws_kinesis_firehose_delivery_stream" "recommendations" {
+  name        = "${var.project}-recommendations"
+  destination = "extended_s3"
+  kinesis_source_configuration {
+    kinesis_stream_arn = aws_kinesis_stream.events.arn
+    role_arn           = aws_iam_role.firehose.arn
+  }
+  extended_s3_configuration {
+    role_arn            = aws_iam_role.firehose.arn
+    bucket_arn          = var.recommendations_arn
+    prefix              = "!{timestamp:yyyy/MM/dd/HH}/"
+    error_output_prefix = "!{firehose:error-output-type}/!{timestamp:yyyy/MM/dd/HH}/"
+    buffering_interval  = var.buffer_seconds
+    buffering_size      = var.buffer_mb
+    kms_key_arn         = var.kms_key_arn
+    cloudwatch_logging_options {
+      enabled         = true
+      log_group_name  = aws_cloudwatch_log_group.firehose.name
+      log_stream_name = aws_cloudwatch_log_stream.firehose.name
+    }
+    processing_configuration {
+      enabled = true
+      processors {
+        type = "Lambda"
+        parameters {
+          parameter_name  = "LambdaArn"
+          parameter_value = "${aws_lambda_function.transformation.arn}:$LATEST"
+        }
+        parameters {
+          parameter_name  = "BufferSizeInMBs"
+          parameter_value = "1"
+        }
+        parameters {
+          parameter_name  = "BufferIntervalInSeconds"
+          parameter_value = "60"
+        }
+      }
+    }
+  }
+}
+
+output "stream_name" {
+  value = aws_kinesis_stream.events.name
+}
+
+output "lambda_security_group_id" {
+  value = aws_security_group.lambda.id
+}
+
+output "delivery_stream_name" {
+  value = aws_kinesis_firehose_delivery_stream.recommendations.name
+}

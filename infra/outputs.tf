@@ -1,0 +1,32 @@
+output "lake_url" {
+  description = "RECSYS_LAKE_URL for Dagster."
+  value       = "s3://${module.lake.bucket}"
+}
+
+output "artifacts_url" {
+  description = "RECSYS_ARTIFACTS_URL."
+  value       = "s3://${module.ml_artifacts.bucket}"
+}
+
+output "recommendations_url" {
+  description = "RECSYS_RECOMMENDATIONS_URL."
+  value       = "s3://${module.recommendations.bucket}"
+}
+
+output "stream" {
+  description = "RECSYS_STREAM."
+  value       = "kinesis://${module.streaming.stream_name}"
+}
+
+output "glue_job_name" {
+  value = module.etl.job_name
+}
+
+output "vector_db_endpoint" {
+  value = module.vector_db.endpoint
+}
+
+output "vector_db_secret_arn" {
+  description = "The RDS-managed master secret (RECSYS_VECTOR_DSN is assembled from it at run time)."
+  value       = module.vector_db.master_secret_arn
+}

@@ -1,0 +1,79 @@
+variable "project" {
+  description = "Name prefix of every resource."
+  type        = string
+  default     = "recsys"
+}
+
+variable "region" {
+  description = "AWS region."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "vpc_id" {
+  description = "VPC of the database, the Glue connection and the Lambdas."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets (at least two, in different zones) for RDS, Glue and the Lambdas."
+  type        = list(string)
+}
+
+variable "source_jdbc_url" {
+  description = "JDBC URL of the MySQL classicmodels source, e.g. jdbc:mysql://host:3306/classicmodels."
+  type        = string
+}
+
+variable "source_secret_arn" {
+  description = "Secrets Manager secret holding the source's {username, password}; created outside Terraform."
+  type        = string
+}
+
+variable "source_security_group_id" {
+  description = "Security group of the source database; Glue's group is allowed into it."
+  type        = string
+}
+
+variable "package_dir" {
+  description = "Folder with the artifacts built by `recsys-platform package` (lambda zips, Glue script)."
+  type        = string
+  default     = "../dist"
+}
+
+variable "kinesis_shards" {
+  description = "0: an on-demand stream; N > 0: a provisioned stream with N shards."
+  type        = number
+  default     = 0
+}
+
+variable "db_instance_class" {
+  type    = string
+  default = "db.t4g.medium"
+}
+
+variable "db_deletion_protection" {
+  type    = bool
+  default = true
+}
+
+variable "lambda_reserved_concurrency" {
+  description = "Reserved concurrency of each Lambda (bounds database connections)."
+  type        = number
+  default     = 10
+}
+
+variable "firehose_buffer_seconds" {
+  type    = number
+  default = 60
+}
+
+variable "firehose_buffer_mb" {
+  type    = number
+  default = 5
+}
+
+variable "log_retention_days" {
+  type    = number
+  default = 365
+}
