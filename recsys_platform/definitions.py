@@ -15,6 +15,7 @@ from recsys_platform.resources import (
     SparkResource,
     VectorStoreResource,
 )
+from recsys_platform.resources.glue import GlueBatchResource
 from recsys_platform.resources.spark import spark_config
 from recsys_platform.settings import Settings
 
@@ -28,6 +29,8 @@ def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
         "recommendations_store": ObjectStoreResource(url=settings.recommendations_url,
                                                      endpoint_url=settings.aws_endpoint_url),
         "vector_store": VectorStoreResource(dsn=settings.vector_dsn, data_dir=f"{settings.home}/pgdata"),
+        "glue": GlueBatchResource(job_name=settings.glue_job, pipes_bucket=settings.pipes_bucket,
+                                  endpoint_url=settings.aws_endpoint_url),
         "spark": SparkResource(
             spark_config=spark_config(settings.spark_master, jars=settings.jdbc_driver_jar),
             stop_after_run=not keep_spark),

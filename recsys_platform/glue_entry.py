@@ -39,7 +39,12 @@ def source_url(jdbc_url: str, secret: dict) -> str:
 
 def main(argv: list[str]) -> int:
     import boto3
-    from dagster_pipes import PipesCliArgsParamsLoader, PipesS3MessageWriter, open_dagster_pipes
+    from dagster_pipes import (
+        PipesCliArgsParamsLoader,
+        PipesS3ContextLoader,
+        PipesS3MessageWriter,
+        open_dagster_pipes,
+    )
     from pyspark.sql import SparkSession
 
     from recsys_platform.core.batch import Layout, build
@@ -52,6 +57,7 @@ def main(argv: list[str]) -> int:
     db = SourceDatabase(source_url(args["RECSYS_SOURCE_JDBC_URL"], secret))
     layout = Layout(int(args.get("RECSYS_HASH_BUCKETS") or 0))
     with open_dagster_pipes(params_loader=PipesCliArgsParamsLoader(),
+                            context_loader=PipesS3ContextLoader(client=boto3.client("s3")),
                             message_writer=PipesS3MessageWriter(client=boto3.client("s3"))) as pipes:
         keys = pipes.extras.get("partition_keys") or layout.partition_keys(db.customer_numbers())
         spark = SparkSession.builder.getOrCreate()

@@ -25,6 +25,8 @@ ENV_VARS = {
     "jdbc_driver_jar": "RECSYS_JDBC_DRIVER_JAR",
     "hash_buckets": "RECSYS_HASH_BUCKETS",
     "spark_master": "RECSYS_SPARK_MASTER",
+    "glue_job": "RECSYS_GLUE_JOB",
+    "pipes_bucket": "RECSYS_PIPES_BUCKET",
 }
 
 
@@ -52,6 +54,8 @@ class Settings:
     jdbc_driver_jar: str = ""
     hash_buckets: int = 0
     spark_master: str = "local[2]"
+    glue_job: str = ""
+    pipes_bucket: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> Settings:
@@ -91,6 +95,8 @@ class Settings:
             jdbc_driver_jar=values.get("jdbc_driver_jar") or "",
             hash_buckets=hash_buckets,
             spark_master=values.get("spark_master") or "local[2]",
+            glue_job=values.get("glue_job") or "",
+            pipes_bucket=values.get("pipes_bucket") or "",
             **buckets,
         )
 

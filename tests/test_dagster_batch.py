@@ -167,3 +167,30 @@ def test_definitions_load_through_the_dagster_cli(settings):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+@pytest.mark.s3
+def test_aws_profile_launches_the_glue_job_through_pipes(settings, spark, s3_bucket, s3_endpoint):
+    """moto's Glue API records the run (it does not run it): the wiring is what is tested."""
+    import boto3
+    from dagster_pipes import decode_param
+
+    glue = boto3.client("glue", endpoint_url=s3_endpoint, region_name="us-east-1")
+    glue.create_job(Name="recsys-ratings-ml-training", Role="arn:aws:iam::000000000000:role/glue",
+                    Command={"Name": "glueetl", "ScriptLocation": f"s3://{s3_bucket}/_glue/ratings_ml_training.py"})
+    aws = settings.with_(lake_url=f"s3://{s3_bucket}/lake", glue_job="recsys-ratings-ml-training",
+                         pipes_bucket=s3_bucket, aws_endpoint_url=s3_endpoint)
+    defs = build_definitions(aws, keep_spark=True)
+    keys = _keys(settings)[:3]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+        result = _run(defs, instance, keys[0], keys[-1])
+    (run,) = glue.get_job_runs(JobName="recsys-ratings-ml-training")["JobRuns"]
+    args = run["Arguments"]
+    assert args["--RECSYS_LAKE_URL"] == f"s3://{s3_bucket}/lake"
+    assert decode_param(args["--dagster-pipes-context"])["bucket"] == s3_bucket
+    assert decode_param(args["--dagster-pipes-messages"])["bucket"] == s3_bucket
+    # Nothing ran, so nothing was written: the blocking checks say so and the run fails.
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not evaluations["row_count_matches_source"].passed
+    assert not result.success

@@ -144,3 +144,12 @@ def test_packages_are_reproducible_and_import_without_dagster(package_dir, tmp_p
         run = subprocess.run([sys.executable, "-c", probe], cwd=target, env={**os.environ, "PYTHONPATH": str(target)},
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0 and run.stdout.strip() == "lambda_handler", run.stderr[-2000:]
+
+
+def test_glue_entry_builds_the_source_url_from_the_connection_and_secret():
+    from recsys_platform.glue_entry import _args, source_url
+
+    url = source_url("jdbc:mysql://db.example:3306/classicmodels?useSSL=true", {"username": "etl", "password": "p@ss:w"})
+    assert url == "mysql+pymysql://etl:p%40ss%3Aw@db.example:3306/classicmodels"
+    assert _args(["x.py", "--RECSYS_LAKE_URL", "s3://lake", "--flag", "--RECSYS_HASH_BUCKETS", "0"]) == {
+        "RECSYS_LAKE_URL": "s3://lake", "flag": "", "RECSYS_HASH_BUCKETS": "0"}

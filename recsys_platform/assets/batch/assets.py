@@ -14,6 +14,7 @@ from recsys_platform.core.training_data import (
     TRAINING_SCHEMA,
 )
 from recsys_platform.resources import ObjectStoreResource, SourceDatabaseResource, SparkResource
+from recsys_platform.resources.glue import GlueBatchResource
 
 OWNERS = ["team:data-platform"]
 SOURCE_KEY = dg.AssetKey("classicmodels_ratings")
@@ -44,6 +45,40 @@ def _preview(table, rows: int = 10) -> list[dict]:
         return []
     head = table.sort_by([("customerNumber", "ascending"), ("productCode", "ascending")]).slice(0, rows)
     return head.select(TRAINING_COLUMNS).to_pylist()
+
+
+def _checked_result(context, source: SourceDatabaseResource, store, layout: Layout, keys: list[str],
+                    versions: dict[str, str], run_metadata: dict) -> dg.MaterializeResult:
+    """Read the published partitions back, record each one's source version, and check them
+    against the contract and the source (the same for Spark local and the Glue job)."""
+    written = lake.read_partitions(store, DATASET, layout.column, keys)
+    per_partition: dict[str, int] = {}
+    if written.num_rows:
+        per_partition = {str(d["values"]): d["counts"] for d in written[layout.column].value_counts().to_pylist()}
+    for key in keys:
+        context.log_event(dg.AssetObservation(
+            asset_key=TRAINING_KEY, partition=key,
+            metadata={SOURCE_VERSION: versions.get(key, "absent"), "rows": per_partition.get(key, 0)}))
+    if layout.buckets and written.num_columns:  # the bucket is a folder, not a contract column
+        written = written.drop_columns([layout.column])
+    products = source.db.read_arrow("products")
+    outcomes = training_checks.evaluate(
+        written, set(products["productCode"].to_pylist()), source_row_count(source.db, layout, keys))
+    ratings = written["productRating"].value_counts().to_pylist() if written.num_rows else []
+    distribution = {str(d["values"]): d["counts"] for d in sorted(ratings, key=lambda d: d["values"])}
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": written.num_rows,
+            "dagster/column_schema": column_schema(),
+            "source": source.masked_url,
+            "location": dg.MetadataValue.url(store.uri(DATASET)) if store.url.startswith("s3")
+            else dg.MetadataValue.path(store.path(DATASET)),
+            "rating_distribution": dg.MetadataValue.json(distribution),
+            "preview": dg.MetadataValue.md(_markdown_table(_preview(written))),
+            **run_metadata,
+        },
+        check_results=training_check_results(TRAINING_KEY, outcomes),
+    )
 
 
 def build_batch_assets(layout: Layout) -> list:
@@ -90,7 +125,8 @@ def build_batch_assets(layout: Layout) -> list:
         metadata={"dagster/column_schema": column_schema(), "partition_column": layout.column},
     )
     def ratings_ml_training(context: dg.AssetExecutionContext, source: SourceDatabaseResource,
-                            lake_store: ObjectStoreResource, spark: SparkResource) -> dg.MaterializeResult:
+                            lake_store: ObjectStoreResource, spark: SparkResource,
+                            glue: GlueBatchResource) -> dg.MaterializeResult:
         keys = list(context.partition_keys)
         store = lake_store.store
         context.log.info(
@@ -99,6 +135,9 @@ def build_batch_assets(layout: Layout) -> list:
         # Versions first: if the source moves during the build, the recorded version is the older
         # one and the next scheduled check rebuilds the partition (never the reverse).
         versions = partition_versions(layout, source.db.customer_versions(**layout.filter(keys)))
+        if glue.enabled:  # the AWS profile: the same transform as a Glue job, through Dagster Pipes
+            reported = glue.run(context, keys, {"RECSYS_LAKE_URL": store.url, "RECSYS_HASH_BUCKETS": str(layout.buckets)})
+            return _checked_result(context, source, store, layout, keys, versions, reported)
         try:
             result = build(spark.spark_session, source.db, store, keys, layout=layout,
                            use_jdbc=source.use_jdbc, num_partitions=source.jdbc_partitions,
@@ -109,37 +148,9 @@ def build_batch_assets(layout: Layout) -> list:
         except RecsysError as e:
             raise dg.Failure(description=str(e)) from None
 
-        for key in keys:
-            context.log_event(dg.AssetObservation(
-                asset_key=TRAINING_KEY, partition=key,
-                metadata={SOURCE_VERSION: versions.get(key, "absent"),
-                          "rows": result.rows_per_partition.get(key, 0)}))
-
-        # Read the published partitions back and check them against the contract and the source.
-        written = lake.read_partitions(store, DATASET, layout.column, keys)
-        if layout.buckets and written.num_columns:  # the bucket is a folder, not a contract column
-            written = written.drop_columns([layout.column])
-        products = source.db.read_arrow("products")
-        outcomes = training_checks.evaluate(
-            written, set(products["productCode"].to_pylist()), source_row_count(source.db, layout, keys))
-        check_results = training_check_results(TRAINING_KEY, outcomes)
-        ratings = written["productRating"].value_counts().to_pylist() if written.num_rows else []
-        distribution = {str(d["values"]): d["counts"] for d in sorted(ratings, key=lambda d: d["values"])}
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": result.rows,
-                "dagster/column_schema": column_schema(),
-                "partitions_written": result.written,
-                "partitions_removed": result.removed,
-                "extraction": result.extraction,
-                "source": source.masked_url,
-                "location": dg.MetadataValue.url(store.uri(DATASET)) if store.url.startswith("s3")
-                else dg.MetadataValue.path(store.path(DATASET)),
-                "rating_distribution": dg.MetadataValue.json(distribution),
-                "preview": dg.MetadataValue.md(_markdown_table(_preview(written))),
-                **{k: dg.MetadataValue.float(round(v, 3)) for k, v in result.timings.items()},
-            },
-            check_results=check_results,
-        )
+        return _checked_result(context, source, store, layout, keys, versions, {
+            "partitions_written": result.written, "partitions_removed": result.removed,
+            "extraction": result.extraction,
+            **{k: dg.MetadataValue.float(round(v, 3)) for k, v in result.timings.items()}})
 
     return [classicmodels_ratings, ratings_ml_training]
