@@ -62,6 +62,7 @@ def test_sensor_requests_the_hour_once_and_the_asset_compacts_it(catalog, settin
             assert meta["events"].value == counters.records_in == 250
         lake = ObjectStore.from_url(settings.lake_url)
         path = lake.path(f"recommendations/hour={hour[:13]}/part-00000.snappy.parquet")
+        assert 0 < meta["catalog_coverage"].value <= 1
         table = pq.read_table(path)
         assert table.num_rows == meta["dagster/row_count"].value
         assert {"recommended_items", "similar_items", "model_version", "processed_at"} <= set(table.column_names)

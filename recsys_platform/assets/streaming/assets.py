@@ -47,9 +47,11 @@ def build_streaming_defs() -> dg.Definitions:
         result = compact_hour(recommendations_store.store, lake_store.store, hour)
         m = result["metrics"]
         unknown: set[str] = set()
+        catalog: set[str] = set()
         for version in m["model_versions"]:
             try:
                 _, _, emb = artifacts.load_embeddings(artifacts_store.store, version)
+                catalog |= set(emb["item"][0])
                 unknown |= result["recommended_ids"] - set(emb["item"][0])
             except artifacts.ArtifactError as e:
                 unknown.add(f"<model version {version} unreadable: {e}>")
@@ -59,6 +61,8 @@ def build_streaming_defs() -> dg.Definitions:
             metadata={"dagster/row_count": m["delivered"], "events": m["events"], "failed": m["failed"],
                       "failure_rate": dg.MetadataValue.float(round(rate, 4)), "users": m["users"],
                       "catalog_items_recommended": m["recommended_distinct_items"],
+                      "catalog_coverage": dg.MetadataValue.float(
+                          round(len(result["recommended_ids"] & catalog) / len(catalog), 4) if catalog else 0.0),
                       "model_versions": dg.MetadataValue.json(m["model_versions"]), "objects": result["objects"],
                       "preview": dg.MetadataValue.json(preview),
                       "location": lake_store.store.uri(f"{DATASET}/{COLUMN}={hour.strftime('%Y-%m-%d-%H')}")},
