@@ -77,7 +77,7 @@ module "streaming" {
   recommendations_arn    = module.recommendations.arn
   vpc_id                 = var.vpc_id
   subnet_ids             = var.private_subnet_ids
-  package_dir            = var.package_dir
+  image_uri              = var.lambda_image_uri
   kinesis_shards         = var.kinesis_shards
   reserved_concurrency   = var.lambda_reserved_concurrency
   buffer_seconds         = var.firehose_buffer_seconds

@@ -30,3 +30,8 @@ output "vector_db_secret_arn" {
   description = "The RDS-managed master secret (RECSYS_VECTOR_DSN is assembled from it at run time)."
   value       = module.vector_db.master_secret_arn
 }
+
+output "lambda_repository_url" {
+  description = "Push the image of infra/lambda.Dockerfile here."
+  value       = module.streaming.lambda_repository_url
+}

@@ -35,8 +35,13 @@ variable "source_security_group_id" {
   type        = string
 }
 
+variable "lambda_image_uri" {
+  description = "The Lambda image built from infra/lambda.Dockerfile and pushed to the stack's ECR repository."
+  type        = string
+}
+
 variable "package_dir" {
-  description = "Folder with the artifacts built by `recsys-platform package` (lambda zips, Glue script)."
+  description = "Folder with the artifacts built by `recsys-platform package` (the Glue script and package)."
   type        = string
   default     = "../dist"
 }

@@ -2,9 +2,9 @@
 
 Zips hold the code only (no Dagster): the handlers and the `recsys_platform.core` modules they
 import; entries sorted, timestamps fixed, permissions normalised, so the same source gives the
-same bytes (and Terraform's source_code_hash changes only when the code does). The third-party
-libraries (numpy, scikit-learn, pandas, pyarrow, psycopg, pgvector) go in a container image or a
-layer; see docs/deploy.md.
+same bytes. `dist/lambda-src/` is the same tree for the Lambda container image
+(infra/lambda.Dockerfile), which adds the third-party libraries (numpy, scikit-learn, pandas,
+pyarrow, psycopg, pgvector): together they exceed the 250 MB limit of a zip.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ def build(out: str | Path) -> dict[str, str]:
     out = Path(out)
     digests = {}
     core = {f"recsys_platform/{p}": ROOT / "recsys_platform" / p for p in LAMBDA_CORE}
+    # The container image's source tree (infra/lambda.Dockerfile copies it): both handlers + core.
+    src = out / "lambda-src"
+    shutil.rmtree(src, ignore_errors=True)
+    for name, path in {**core, **{f: ROOT / f for files in LAMBDAS.values() for f in files}}.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, src / name)
     for name, files in LAMBDAS.items():
         digests[f"lambda/{name}.zip"] = _zip(out / "lambda" / f"{name}.zip",
                                              {**core, **{f: ROOT / f for f in files}})

@@ -79,13 +79,26 @@ def test_no_secret_account_id_or_key_in_terraform():
 
 
 def test_lambda_handlers_named_in_terraform_exist():
-    handlers = re.findall(r'handler\s*=\s*"([^"]+)"', TF_TEXT)
-    assert sorted(handlers) == ["lambdas/model_inference/handler.lambda_handler",
-                                "lambdas/stream_transformation/handler.lambda_handler"]
+    handlers = re.findall(r'command\s*=\s*\["([^"]+)"\]', TF_TEXT)
+    assert sorted(handlers) == ["lambdas.model_inference.handler.lambda_handler",
+                                "lambdas.stream_transformation.handler.lambda_handler"]
+    dockerfile = (INFRA / "lambda.Dockerfile").read_text()
+    assert 'CMD ["lambdas.model_inference.handler.lambda_handler"]' in dockerfile
     for handler in handlers:
         module, function = handler.rsplit(".", 1)
-        tree = ast.parse((REPO / f"{module}.py").read_text())
+        tree = ast.parse((REPO / f"{module.replace('.', '/')}.py").read_text())
         assert function in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_lambda_image_requirements_are_the_packages_dependencies():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=\[ ]", d)[0].lower() for d in deps}
+    wanted = [line.split("#")[0].strip() for line in (INFRA / "lambda-requirements.txt").read_text().splitlines()]
+    wanted = {re.split(r"[<>=\[ ]", w)[0].lower() for w in wanted if w}
+    assert wanted <= names, wanted - names
+    assert not {n for n in wanted if n.startswith(("dagster", "pyspark"))}
 
 
 def _environment_block(function: str) -> set[str]:
@@ -133,10 +146,14 @@ def test_packages_are_reproducible_and_import_without_dagster(package_dir, tmp_p
     again = build(tmp_path / "again")
     for name, digest in again.items():
         assert hashlib.sha256((package_dir / name).read_bytes()).hexdigest() == digest, name
+    trees = {}
     for name in ("model_inference", "stream_transformation"):
         target = tmp_path / name
         with zipfile.ZipFile(package_dir / "lambda" / f"{name}.zip") as zf:
             zf.extractall(target)
+        trees[name] = target
+    checks = [*trees.items(), *[(n, package_dir / "lambda-src") for n in trees]]  # + the image's source tree
+    for name, target in checks:
         probe = (f"import sys; import lambdas.{name}.handler as h, recsys_platform; "
                  f"assert recsys_platform.__file__.startswith({str(target)!r}), recsys_platform.__file__; "
                  "assert not [m for m in sys.modules if m.split('.')[0] in ('dagster', 'pyspark')], 'dagster or spark imported'; "

@@ -37,8 +37,9 @@ variable "subnet_ids" {
   type = list(string)
 }
 
-variable "package_dir" {
-  type = string
+variable "image_uri" {
+  description = "The Lambda image (infra/lambda.Dockerfile) in the ECR repository, by digest or immutable tag."
+  type        = string
 }
 
 variable "kinesis_shards" {
@@ -86,7 +87,19 @@ resource "aws_kinesis_stream" "events" {
   }
 }
 
-# -- the Lambdas ---------------------------------------------------------------------------------
+# -- the Lambdas (one container image, two handlers) ----------------------------------------------
+resource "aws_ecr_repository" "lambda" {
+  name                 = "${var.project}-lambda"
+  image_tag_mutability = "IMMUTABLE"
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+  encryption_configuration {
+    encryption_type = "KMS"
+    kms_key         = var.kms_key_arn
+  }
+}
+
 resource "aws_security_group" "lambda" {
   name        = "${var.project}-lambdas"
   description = "The inference and transformation Lambdas: HTTPS out and PostgreSQL to the vector database"
@@ -207,13 +220,11 @@ resource "aws_sqs_queue" "lambda_dlq" {
 }
 
 resource "aws_lambda_function" "inference" {
-  #checkov:skip=CKV_AWS_272:Code signing needs a signing profile the operator owns; the zip is built reproducibly.
+  #checkov:skip=CKV_AWS_272:Code signing applies to zip packages; the image is pinned in ECR (immutable tags, scanned).
   function_name                  = local.inference_name
   role                           = aws_iam_role.inference.arn
-  runtime                        = "python3.11"
-  handler                        = "lambdas/model_inference/handler.lambda_handler"
-  filename                       = "${var.package_dir}/lambda/model_inference.zip"
-  source_code_hash               = filebase64sha256("${var.package_dir}/lambda/model_inference.zip")
+  package_type                   = "Image"
+  image_uri                      = var.image_uri
   memory_size                    = 1024
   timeout                        = 60
   reserved_concurrent_executions = var.reserved_concurrency
@@ -237,17 +248,18 @@ resource "aws_lambda_function" "inference" {
       RECSYS_TOP_K             = "5"
     }
   }
+  image_config {
+    command = ["lambdas.model_inference.handler.lambda_handler"]
+  }
   depends_on = [aws_cloudwatch_log_group.inference]
 }
 
 resource "aws_lambda_function" "transformation" {
-  #checkov:skip=CKV_AWS_272:Code signing needs a signing profile the operator owns; the zip is built reproducibly.
+  #checkov:skip=CKV_AWS_272:Code signing applies to zip packages; the image is pinned in ECR (immutable tags, scanned).
   function_name                  = local.transformation_name
   role                           = aws_iam_role.transformation.arn
-  runtime                        = "python3.11"
-  handler                        = "lambdas/stream_transformation/handler.lambda_handler"
-  filename                       = "${var.package_dir}/lambda/stream_transformation.zip"
-  source_code_hash               = filebase64sha256("${var.package_dir}/lambda/stream_transformation.zip")
+  package_type                   = "Image"
+  image_uri                      = var.image_uri
   memory_size                    = 512
   timeout                        = 120
   reserved_concurrent_executions = var.reserved_concurrency
@@ -267,6 +279,9 @@ resource "aws_lambda_function" "transformation" {
       MODEL_INFERENCE_FUNCTION = aws_lambda_function.inference.function_name
       RECSYS_TOP_K             = "5"
     }
+  }
+  image_config {
+    command = ["lambdas.stream_transformation.handler.lambda_handler"]
   }
   depends_on = [aws_cloudwatch_log_group.transformation]
 }
@@ -390,6 +405,10 @@ resource "aws_kinesis_firehose_delivery_stream" "recommendations" {
       }
     }
   }
+}
+
+output "lambda_repository_url" {
+  value = aws_ecr_repository.lambda.repository_url
 }
 
 output "stream_name" {
