@@ -79,7 +79,7 @@ def test_no_secret_account_id_or_key_in_terraform():
 
 
 def test_lambda_handlers_named_in_terraform_exist():
-    handlers = re.findall(r'command\s*=\s*\["([^"]+)"\]', TF_TEXT)
+    handlers = re.findall(r'command\s*=\s*"(lambdas\.[^"]+)"', TF_TEXT)
     assert sorted(handlers) == ["lambdas.model_inference.handler.lambda_handler",
                                 "lambdas.stream_transformation.handler.lambda_handler"]
     dockerfile = (INFRA / "lambda.Dockerfile").read_text()
@@ -102,11 +102,12 @@ def test_lambda_image_requirements_are_the_packages_dependencies():
 
 
 def _environment_block(function: str) -> set[str]:
+    """The environment variable names of one function in the streaming module's `functions` map."""
     text = (INFRA / "modules" / "streaming" / "main.tf").read_text()
-    block = text.split(f'resource "aws_lambda_function" "{function}"', 1)[1].split("\nresource ", 1)[0]
-    body = block.split("variables = {", 1)[1]
-    body = body[: re.search(r"\n\s*}\s*\n", body).start()]  # up to the line that closes the map
-    return set(re.findall(r"^\s*([A-Z_]+)\s*=", body, flags=re.M))
+    block = text.split(f"\n    {function} = {{", 1)[1]
+    env = block.split("environment = {", 1)[1]
+    env = env[: re.search(r"\n\s*}\s*\n", env).start()]  # up to the line that closes the map
+    return set(re.findall(r"^\s*([A-Z_]+)\s*=", env, flags=re.M))
 
 
 def test_lambda_environment_variables_are_the_ones_the_code_reads():

@@ -176,7 +176,7 @@ data "aws_iam_policy_document" "transformation" {
   statement {
     sid       = "InvokeInference"
     actions   = ["lambda:InvokeFunction"]
-    resources = [aws_lambda_function.inference.arn]
+    resources = [aws_lambda_function.this["inference"].arn]
   }
 }
 
@@ -202,14 +202,40 @@ resource "aws_iam_role_policy" "transformation" {
   policy = data.aws_iam_policy_document.transformation.json
 }
 
-resource "aws_cloudwatch_log_group" "inference" {
-  name              = "/aws/lambda/${local.inference_name}"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = var.kms_key_arn
+locals {
+  # The two functions share the image, the network, the DLQ and the settings; they differ here.
+  functions = {
+    inference = {
+      name    = local.inference_name
+      role    = aws_iam_role.inference.arn
+      command = "lambdas.model_inference.handler.lambda_handler"
+      memory  = 1024
+      timeout = 60
+      environment = {
+        RECSYS_ARTIFACTS_URL     = "s3://${var.artifacts_bucket}"
+        RECSYS_VECTOR_SECRET_ARN = var.vector_db_secret_arn
+        RECSYS_VECTOR_HOST       = var.vector_db_endpoint
+        RECSYS_VECTOR_DB         = "recsys"
+        RECSYS_TOP_K             = "5"
+      }
+    }
+    transformation = {
+      name    = local.transformation_name
+      role    = aws_iam_role.transformation.arn
+      command = "lambdas.stream_transformation.handler.lambda_handler"
+      memory  = 512
+      timeout = 120
+      environment = {
+        MODEL_INFERENCE_FUNCTION = local.inference_name
+        RECSYS_TOP_K             = "5"
+      }
+    }
+  }
 }
 
-resource "aws_cloudwatch_log_group" "transformation" {
-  name              = "/aws/lambda/${local.transformation_name}"
+resource "aws_cloudwatch_log_group" "lambda" {
+  for_each          = local.functions
+  name              = "/aws/lambda/${each.value.name}"
   retention_in_days = var.log_retention_days
   kms_key_id        = var.kms_key_arn
 }
@@ -219,14 +245,15 @@ resource "aws_sqs_queue" "lambda_dlq" {
   kms_master_key_id = var.kms_key_arn
 }
 
-resource "aws_lambda_function" "inference" {
+resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_272:Code signing applies to zip packages; the image is pinned in ECR (immutable tags, scanned).
-  function_name                  = local.inference_name
-  role                           = aws_iam_role.inference.arn
+  for_each                       = local.functions
+  function_name                  = each.value.name
+  role                           = each.value.role
   package_type                   = "Image"
   image_uri                      = var.image_uri
-  memory_size                    = 1024
-  timeout                        = 60
+  memory_size                    = each.value.memory
+  timeout                        = each.value.timeout
   reserved_concurrent_executions = var.reserved_concurrency
   kms_key_arn                    = var.kms_key_arn
   vpc_config {
@@ -240,50 +267,12 @@ resource "aws_lambda_function" "inference" {
     target_arn = aws_sqs_queue.lambda_dlq.arn
   }
   environment {
-    variables = {
-      RECSYS_ARTIFACTS_URL     = "s3://${var.artifacts_bucket}"
-      RECSYS_VECTOR_SECRET_ARN = var.vector_db_secret_arn
-      RECSYS_VECTOR_HOST       = var.vector_db_endpoint
-      RECSYS_VECTOR_DB         = "recsys"
-      RECSYS_TOP_K             = "5"
-    }
+    variables = each.value.environment
   }
   image_config {
-    command = ["lambdas.model_inference.handler.lambda_handler"]
+    command = [each.value.command]
   }
-  depends_on = [aws_cloudwatch_log_group.inference]
-}
-
-resource "aws_lambda_function" "transformation" {
-  #checkov:skip=CKV_AWS_272:Code signing applies to zip packages; the image is pinned in ECR (immutable tags, scanned).
-  function_name                  = local.transformation_name
-  role                           = aws_iam_role.transformation.arn
-  package_type                   = "Image"
-  image_uri                      = var.image_uri
-  memory_size                    = 512
-  timeout                        = 120
-  reserved_concurrent_executions = var.reserved_concurrency
-  kms_key_arn                    = var.kms_key_arn
-  vpc_config {
-    subnet_ids         = var.subnet_ids
-    security_group_ids = [aws_security_group.lambda.id]
-  }
-  tracing_config {
-    mode = "Active"
-  }
-  dead_letter_config {
-    target_arn = aws_sqs_queue.lambda_dlq.arn
-  }
-  environment {
-    variables = {
-      MODEL_INFERENCE_FUNCTION = aws_lambda_function.inference.function_name
-      RECSYS_TOP_K             = "5"
-    }
-  }
-  image_config {
-    command = ["lambdas.stream_transformation.handler.lambda_handler"]
-  }
-  depends_on = [aws_cloudwatch_log_group.transformation]
+  depends_on = [aws_cloudwatch_log_group.lambda]
 }
 
 data "aws_iam_policy_document" "dlq" {
@@ -293,16 +282,11 @@ data "aws_iam_policy_document" "dlq" {
   }
 }
 
-resource "aws_iam_role_policy" "inference_dlq" {
-  name   = "${local.inference_name}-dlq"
-  role   = aws_iam_role.inference.id
-  policy = data.aws_iam_policy_document.dlq.json
-}
-
-resource "aws_iam_role_policy" "transformation_dlq" {
-  name   = "${local.transformation_name}-dlq"
-  role   = aws_iam_role.transformation.id
-  policy = data.aws_iam_policy_document.dlq.json
+resource "aws_iam_role_policy" "dlq" {
+  for_each = { inference = aws_iam_role.inference.id, transformation = aws_iam_role.transformation.id }
+  name     = "${var.project}-${each.key}-dlq"
+  role     = each.value
+  policy   = data.aws_iam_policy_document.dlq.json
 }
 
 # -- Firehose ------------------------------------------------------------------------------------
@@ -330,7 +314,7 @@ data "aws_iam_policy_document" "firehose" {
   statement {
     sid       = "InvokeTransformation"
     actions   = ["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"]
-    resources = ["${aws_lambda_function.transformation.arn}:*", aws_lambda_function.transformation.arn]
+    resources = ["${aws_lambda_function.this["transformation"].arn}:*", aws_lambda_function.this["transformation"].arn]
   }
   statement {
     sid       = "Kms"
@@ -392,7 +376,7 @@ resource "aws_kinesis_firehose_delivery_stream" "recommendations" {
         type = "Lambda"
         parameters {
           parameter_name  = "LambdaArn"
-          parameter_value = "${aws_lambda_function.transformation.arn}:$LATEST"
+          parameter_value = "${aws_lambda_function.this["transformation"].arn}:$LATEST"
         }
         parameters {
           parameter_name  = "BufferSizeInMBs"
