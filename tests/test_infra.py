@@ -171,3 +171,35 @@ def test_glue_entry_builds_the_source_url_from_the_connection_and_secret():
     assert url == "mysql+pymysql://etl:p%40ss%3Aw@db.example:3306/classicmodels"
     assert _args(["x.py", "--RECSYS_LAKE_URL", "s3://lake", "--flag", "--RECSYS_HASH_BUCKETS", "0"]) == {
         "RECSYS_LAKE_URL": "s3://lake", "flag": "", "RECSYS_HASH_BUCKETS": "0"}
+
+
+def test_the_lambda_image_contents_run_both_handlers(package_dir, catalog, tmp_path):
+    """What infra/lambda.Dockerfile puts in the image (infra/lambda-requirements.txt in a clean
+    venv, plus dist/lambda-src/), run without Docker: both handlers work, and neither Dagster
+    nor Spark is importable there, so the image needs nothing more."""
+    import venv
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
+                          str(INFRA / "lambda-requirements.txt")], capture_output=True, text=True, timeout=900)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    probe = """
+import base64, importlib.util, json, sys
+assert importlib.util.find_spec("dagster") is None and importlib.util.find_spec("pyspark") is None
+from lambdas.stream_transformation.handler import lambda_handler
+good = {"session_id": "s1", "customer_number": 103, "city": "Nantes", "country": "France", "credit_limit": 21000,
+        "browse_history": [{"product_code": sys.argv[1], "quantity": 1, "in_shopping_cart": True}]}
+records = [{"recordId": str(n), "approximateArrivalTimestamp": 0, "data": base64.b64encode(d).decode()}
+           for n, d in enumerate([json.dumps(good).encode(), b"{broken"])]
+out = lambda_handler({"records": records})
+print(json.dumps([r["result"] for r in out["records"]]))
+"""
+    src = package_dir / "lambda-src"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(src), "HOME": str(tmp_path),
+           "RECSYS_ARTIFACTS_URL": catalog["store"].url, "RECSYS_VECTOR_DSN": catalog["vectors"].dsn}
+    run = subprocess.run([str(python), "-c", probe, catalog["products"][0]], cwd=src, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == ["Ok", "ProcessingFailed"]
