@@ -74,18 +74,27 @@ def cmd_produce_events(args: argparse.Namespace) -> int:
     return 0
 
 
-def delivery_runtime(settings, log=print, hints=None):
-    """The local Firehose: the configured stream into the recommendations bucket."""
+def serve_inference(settings):
+    """Point the in-process model inference handler at the configured artifacts and vectors."""
     from lambdas.model_inference import handler as inference
-    from lambdas.stream_transformation.handler import lambda_handler
-    from recsys_platform.core.delivery import DeliveryRuntime
     from recsys_platform.core.inference import InferenceService, ModelCache
     from recsys_platform.core.object_store import ObjectStore
     from recsys_platform.core.vector_store import VectorStore, embedded_dsn
 
     artifacts = ObjectStore.from_url(settings.artifacts_url, endpoint_url=settings.aws_endpoint_url)
-    dsn = settings.vector_dsn or embedded_dsn(f"{settings.home}/pgdata")
-    inference.set_service(InferenceService(ModelCache(artifacts), VectorStore(dsn)))
+    service = InferenceService(ModelCache(artifacts),
+                               VectorStore(settings.vector_dsn or embedded_dsn(f"{settings.home}/pgdata")))
+    inference.set_service(service)
+    return service
+
+
+def delivery_runtime(settings, log=print, hints=None):
+    """The local Firehose: the configured stream into the recommendations bucket."""
+    from lambdas.stream_transformation.handler import lambda_handler
+    from recsys_platform.core.delivery import DeliveryRuntime
+    from recsys_platform.core.object_store import ObjectStore
+
+    serve_inference(settings)
     store = ObjectStore.from_url(settings.recommendations_url, endpoint_url=settings.aws_endpoint_url)
     return DeliveryRuntime(_stream(settings), lambda_handler, store, f"{settings.home}/delivery", hints=hints, log=log)
 
@@ -101,17 +110,10 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from lambdas.model_inference import handler as inference
-    from recsys_platform.core.inference import InferenceService, ModelCache
-    from recsys_platform.core.object_store import ObjectStore
-    from recsys_platform.core.vector_store import VectorStore, embedded_dsn
     from recsys_platform.serve import make_server
 
     settings = _settings(args)
-    artifacts = ObjectStore.from_url(settings.artifacts_url, endpoint_url=settings.aws_endpoint_url)
-    service = InferenceService(ModelCache(artifacts), VectorStore(settings.vector_dsn or embedded_dsn(f"{settings.home}/pgdata")))
-    version, _ = service.models.get()  # fail now, clearly, if no model is published
-    inference.set_service(service)
+    version, _ = serve_inference(settings).models.get()  # fail now, clearly, if no model is published
     server = make_server(args.port, args.host)
     print(f"serving model {version} on http://{args.host}:{server.server_port} "
           "(POST /user_embeddings, POST /items_from_user?limit=N, GET /items_from_item?item_id=...&limit=N)", flush=True)

@@ -51,9 +51,8 @@ def _observe(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
         raise RunFailedError("observing the source failed; see the run in the Dagster UI")
 
 
-def run_batch(settings: Settings, instance: dg.DagsterInstance, report: DemoReport) -> None:
+def run_batch(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance, report: DemoReport) -> None:
     layout = Layout(settings.hash_buckets)
-    defs = build_definitions(settings)
     db = SourceDatabase(settings.source_url)
     t0 = time.perf_counter()
     if not is_seeded(db.engine):
@@ -98,8 +97,8 @@ def _failure_reason(result) -> str:
     return failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
 
 
-def run_model_and_vectors(settings: Settings, instance: dg.DagsterInstance, report: DemoReport) -> None:
-    defs = build_definitions(settings)
+def run_model_and_vectors(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance,
+                          report: DemoReport) -> None:
     t0 = time.perf_counter()
     result = defs.resolve_job_def("model_and_vectors_job").execute_in_process(instance=instance, raise_on_error=False)
     report.timings["model_and_vectors_s"] = time.perf_counter() - t0
@@ -156,9 +155,8 @@ def run_streaming(settings: Settings, report: DemoReport, events: int = 500) -> 
                    f"{rec['similar_items']['product_code']}: {[i['id'] for i in rec['similar_items']['similar_items'][:3]]}")
 
 
-def run_ingestion(settings: Settings, instance: dg.DagsterInstance, report: DemoReport) -> None:
+def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, report: DemoReport) -> None:
     """One tick of `recommendations_sensor`, then the hourly partitions it requested."""
-    defs = build_definitions(settings)
     sensor = defs.resolve_sensor_def("recommendations_sensor")
     # The demo evaluates a fresh tick (no cursor): every hour in the look-back window with objects.
     with dg.build_sensor_context(instance=instance, definitions=defs,
@@ -187,10 +185,11 @@ def run_demo(settings: Settings) -> DemoReport:
     report.add(f"recsys-platform demo: RECSYS_HOME={settings.home}")
     started = time.perf_counter()
     instance = instance_for(settings)
-    run_batch(settings, instance, report)
-    run_model_and_vectors(settings, instance, report)
+    defs = build_definitions(settings)  # one Definitions (and resources) for every step
+    run_batch(settings, defs, instance, report)
+    run_model_and_vectors(settings, defs, instance, report)
     run_streaming(settings, report)
-    run_ingestion(settings, instance, report)
+    run_ingestion(defs, instance, report)
     report.timings["total_s"] = time.perf_counter() - started
     report.add("timings: " + ", ".join(f"{k}={v:.1f}" for k, v in report.timings.items()))
     if report.failed_checks:

@@ -124,8 +124,7 @@ def _http(event: dict) -> dict:
             if not item:
                 raise BadRequest("query parameter item_id is required")
             found = svc.vectors.similar_items([item], k=_limit(params))[0]
-            if not found and item not in svc.vectors.recommend_batch(
-                    [{"user_vector": None, "customer": 0, "anchor": item, "exclude": set(), "products": {item}}], k=1)["known"]:
+            if not found and not svc.vectors.known_items([item]):
                 return _response(404, {"error": f"unknown item_id {item!r}"})
             return _response(200, [{"id": n.id, "score": round(n.score, 6)} for n in found])
         return _response(404, {"error": f"no route {method} {path}"})

@@ -14,6 +14,7 @@ the batch goes to processing-failed with the error.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -130,8 +131,6 @@ class DeliveryRuntime:
                                                           self.max_attempts, self.lambda_arn))
                 self.counters.reasons["Lambda.InvokeFailed"] += 1
             elif ans["result"] == OK:
-                import base64
-
                 ok_lines.append(base64.b64decode(ans["data"]).decode().rstrip("\n"))
                 ok_arrivals.append(rec.arrival)
             elif ans["result"] == DROPPED:

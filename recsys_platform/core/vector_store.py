@@ -275,6 +275,12 @@ class VectorStore:
                 out[n].append(Neighbour(item, float(score)))
         return out
 
+    def known_items(self, item_ids: Sequence[str]) -> set[str]:
+        """Which of these product codes the active catalog holds."""
+        rows = self._read(lambda conn: conn.execute("SELECT id FROM item_emb WHERE id = ANY(%s)",
+                                                    (list(item_ids),)).fetchall())
+        return {r[0] for r in rows}
+
     def recommend_batch(self, requests: Sequence[dict], k: int = 10, ef_search: int = 100) -> dict:
         """Everything a batch of sessions needs from the store, in one round trip.
 
