@@ -34,29 +34,18 @@ data "aws_iam_policy_document" "kms" {
   }
 }
 
-module "lake" {
+module "buckets" {
+  for_each    = toset(["lake", "ml-artifacts", "recommendations"])
   source      = "./modules/buckets"
-  name        = "${var.project}-lake-${data.aws_caller_identity.current.account_id}"
-  kms_key_arn = aws_kms_key.platform.arn
-}
-
-module "ml_artifacts" {
-  source      = "./modules/buckets"
-  name        = "${var.project}-ml-artifacts-${data.aws_caller_identity.current.account_id}"
-  kms_key_arn = aws_kms_key.platform.arn
-}
-
-module "recommendations" {
-  source      = "./modules/buckets"
-  name        = "${var.project}-recommendations-${data.aws_caller_identity.current.account_id}"
+  name        = "${var.project}-${each.key}-${data.aws_caller_identity.current.account_id}"
   kms_key_arn = aws_kms_key.platform.arn
 }
 
 module "etl" {
   source                   = "./modules/etl"
   project                  = var.project
-  lake_bucket              = module.lake.bucket
-  lake_bucket_arn          = module.lake.arn
+  lake_bucket              = module.buckets["lake"].bucket
+  lake_bucket_arn          = module.buckets["lake"].arn
   kms_key_arn              = aws_kms_key.platform.arn
   glue_script_path         = "${var.package_dir}/glue/ratings_ml_training.py"
   source_jdbc_url          = var.source_jdbc_url
@@ -71,10 +60,10 @@ module "streaming" {
   project                = var.project
   region                 = var.region
   kms_key_arn            = aws_kms_key.platform.arn
-  artifacts_bucket       = module.ml_artifacts.bucket
-  artifacts_bucket_arn   = module.ml_artifacts.arn
-  recommendations_bucket = module.recommendations.bucket
-  recommendations_arn    = module.recommendations.arn
+  artifacts_bucket       = module.buckets["ml-artifacts"].bucket
+  artifacts_bucket_arn   = module.buckets["ml-artifacts"].arn
+  recommendations_bucket = module.buckets["recommendations"].bucket
+  recommendations_arn    = module.buckets["recommendations"].arn
   vpc_id                 = var.vpc_id
   subnet_ids             = var.private_subnet_ids
   image_uri              = var.lambda_image_uri

@@ -1,16 +1,16 @@
 output "lake_url" {
   description = "RECSYS_LAKE_URL for Dagster."
-  value       = "s3://${module.lake.bucket}"
+  value       = "s3://${module.buckets["lake"].bucket}"
 }
 
 output "artifacts_url" {
   description = "RECSYS_ARTIFACTS_URL."
-  value       = "s3://${module.ml_artifacts.bucket}"
+  value       = "s3://${module.buckets["ml-artifacts"].bucket}"
 }
 
 output "recommendations_url" {
   description = "RECSYS_RECOMMENDATIONS_URL."
-  value       = "s3://${module.recommendations.bucket}"
+  value       = "s3://${module.buckets["recommendations"].bucket}"
 }
 
 output "stream" {

@@ -106,21 +106,15 @@ resource "aws_security_group" "lambda" {
   vpc_id      = var.vpc_id
 }
 
-resource "aws_security_group_rule" "lambda_https" {
-  description       = "AWS APIs (S3, Secrets Manager, Lambda) through VPC endpoints or NAT"
+resource "aws_security_group_rule" "lambda_egress" {
+  for_each = {
+    "443"  = "AWS APIs (S3, Secrets Manager, Lambda) through VPC endpoints or NAT"
+    "5432" = "The vector database"
+  }
+  description       = each.value
   type              = "egress"
-  from_port         = 443
-  to_port           = 443
-  protocol          = "tcp"
-  cidr_blocks       = ["0.0.0.0/0"]
-  security_group_id = aws_security_group.lambda.id
-}
-
-resource "aws_security_group_rule" "lambda_postgres" {
-  description       = "The vector database"
-  type              = "egress"
-  from_port         = 5432
-  to_port           = 5432
+  from_port         = tonumber(each.key)
+  to_port           = tonumber(each.key)
   protocol          = "tcp"
   cidr_blocks       = ["0.0.0.0/0"]
   security_group_id = aws_security_group.lambda.id
