@@ -30,11 +30,12 @@ import pyarrow.dataset as pads  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from benchmarks.common import timer, write_results  # noqa: E402
-from recsys_platform.core.batch import Layout, build  # noqa: E402
-from recsys_platform.core.object_store import ObjectStore  # noqa: E402
-from recsys_platform.core.seed import seed  # noqa: E402
-from recsys_platform.core.source import SourceDatabase  # noqa: E402
+from recsys_platform.batch.contract import Layout
+from recsys_platform.batch.engines.spark import build  # noqa: E402
+from recsys_platform.batch.seed import seed  # noqa: E402
+from recsys_platform.batch.source import SourceDatabase  # noqa: E402
 from recsys_platform.resources.spark import spark_config  # noqa: E402
+from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
 
 JOIN_SQL = (
     "SELECT r.customerNumber, c.city, c.state, c.postalCode, c.country, c.creditLimit, r.productCode, "
@@ -51,7 +52,7 @@ def ensure_source(server_url: str, scale: float) -> str:
         conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {name}"))
     url = server.set(database=name).render_as_string(hide_password=False)
     engine = sa.create_engine(url)
-    from recsys_platform.core.seed import is_seeded
+    from recsys_platform.batch.seed import is_seeded
 
     if not is_seeded(engine):
         t = time.perf_counter()

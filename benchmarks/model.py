@@ -13,9 +13,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
-from recsys_platform.core.evaluation import train_and_evaluate  # noqa: E402
-from recsys_platform.core.model import TwoTowerRecommender  # noqa: E402
-from recsys_platform.core.seed import training_table  # noqa: E402
+from recsys_platform.batch.seed import training_table  # noqa: E402
+from recsys_platform.ml.evaluation import train_and_evaluate  # noqa: E402
+from recsys_platform.ml.model import TwoTowerRecommender  # noqa: E402
 
 
 def main() -> int:

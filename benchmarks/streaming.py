@@ -20,22 +20,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.common import write_results  # noqa: E402
-from lambdas.model_inference import handler as inference  # noqa: E402
-from lambdas.stream_transformation.handler import lambda_handler  # noqa: E402
-from recsys_platform.core import artifacts  # noqa: E402
-from recsys_platform.core.delivery import BufferHints, DeliveryRuntime  # noqa: E402
-from recsys_platform.core.evaluation import train_and_evaluate  # noqa: E402
-from recsys_platform.core.inference import InferenceService, ModelCache  # noqa: E402
-from recsys_platform.core.model import TwoTowerRecommender  # noqa: E402
-from recsys_platform.core.object_store import ObjectStore  # noqa: E402
-from recsys_platform.core.producer import sessions  # noqa: E402
-from recsys_platform.core.seed import generate, training_table  # noqa: E402
-from recsys_platform.core.stream import LocalStream  # noqa: E402
-from recsys_platform.core.vector_store import VectorStore, embedded_dsn, stop_embedded  # noqa: E402
-from recsys_platform.serve import make_server  # noqa: E402
+from recsys_platform import wiring  # noqa: E402
+from recsys_platform.batch.seed import generate, training_table  # noqa: E402
+from recsys_platform.ml import artifacts  # noqa: E402
+from recsys_platform.ml.evaluation import train_and_evaluate  # noqa: E402
+from recsys_platform.ml.model import TwoTowerRecommender  # noqa: E402
+from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
+from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime  # noqa: E402
+from recsys_platform.streaming.http import make_server  # noqa: E402
+from recsys_platform.streaming.inference import InferenceService, ModelCache  # noqa: E402
+from recsys_platform.streaming.producer import sessions  # noqa: E402
+from recsys_platform.streaming.stream import LocalStream  # noqa: E402
+from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded  # noqa: E402
+from recsys_platform.vectors.store import VectorStore  # noqa: E402
 
 
-def setup(home: Path) -> tuple[list[dict], list[str]]:
+def setup(home: Path) -> tuple[InferenceService, tuple[list[dict], list[str]]]:
     frame = training_table(1)
     run = train_and_evaluate(frame, TwoTowerRecommender())
     s = run.model.spec
@@ -46,16 +46,16 @@ def setup(home: Path) -> tuple[list[dict], list[str]]:
     _, manifest, emb = artifacts.load_embeddings(store)
     vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
     vectors.activate(published.version)
-    inference.set_service(InferenceService(ModelCache(store), vectors))
+    service = InferenceService(ModelCache(store), vectors)
     data = generate(1)
     customers = [{k: c[k] for k in ("customerNumber", "city", "country", "creditLimit")} for c in data["customers"]]
-    return customers, sorted(p["productCode"] for p in data["products"])
+    return service, (customers, sorted(p["productCode"] for p in data["products"]))
 
 
-def throughput(home: Path, people, n: int) -> dict:
+def throughput(home: Path, service: InferenceService, people, n: int) -> dict:
     stream = LocalStream(home / "stream-throughput", "activity")
     stream.put_records([(k, d) for k, d, _ in sessions(*people, n, 0.0, seed=11)])
-    runtime = DeliveryRuntime(stream, lambda_handler, ObjectStore.from_url((home / "recs-throughput").as_uri()),
+    runtime = DeliveryRuntime(stream, wiring.stream_transformation(service), ObjectStore.from_url((home / "recs-throughput").as_uri()),
                               home / "state-throughput", hints=BufferHints(records=500), log=lambda *_: None)
     start = time.perf_counter()
     counters = runtime.run(once=True)
@@ -64,9 +64,9 @@ def throughput(home: Path, people, n: int) -> dict:
     return {"events": n, "seconds": elapsed, "events_per_s": n / elapsed}
 
 
-def per_record_http(people, n: int) -> dict:
+def per_record_http(service: InferenceService, people, n: int) -> dict:
     """The lab's shape: for each record, HTTP calls to the inference API (embed, items, similar)."""
-    server = make_server(0)
+    server = make_server(service, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
 
@@ -87,9 +87,9 @@ def per_record_http(people, n: int) -> dict:
     return {"events": n, "seconds": elapsed, "events_per_s": n / elapsed, "round_trips_per_event": 3}
 
 
-def latency(home: Path, people, rate: float, seconds: float) -> dict:
+def latency(home: Path, service: InferenceService, people, rate: float, seconds: float) -> dict:
     stream = LocalStream(home / "stream-latency", "activity")
-    runtime = DeliveryRuntime(stream, lambda_handler, ObjectStore.from_url((home / "recs-latency").as_uri()),
+    runtime = DeliveryRuntime(stream, wiring.stream_transformation(service), ObjectStore.from_url((home / "recs-latency").as_uri()),
                               home / "state-latency", hints=BufferHints(records=100_000, seconds=1.0), log=lambda *_: None)
     total = int(rate * seconds)
     records = [(k, d) for k, d, _ in sessions(*people, total, 0.0, seed=13)]
@@ -118,12 +118,11 @@ def main() -> int:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     try:
-        people = setup(home)
-        fast = throughput(home, people, args.events)
-        slow = per_record_http(people, args.baseline_events)
-        lat = latency(home, people, args.rate, args.seconds)
+        service, people = setup(home)
+        fast = throughput(home, service, people, args.events)
+        slow = per_record_http(service, people, args.baseline_events)
+        lat = latency(home, service, people, args.rate, args.seconds)
     finally:
-        inference.set_service(None)
         stop_embedded(home / "pgdata")
     results = {"delivery": fast, "per_record_http": slow, "speedup": fast["events_per_s"] / slow["events_per_s"],
                "latency": lat}

@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
 from benchmarks.common import write_results  # noqa: E402
-from recsys_platform.core.artifacts import vector_literal  # noqa: E402
-from recsys_platform.core.vector_store import VectorStore, embedded_dsn, stop_embedded  # noqa: E402
+from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded  # noqa: E402
+from recsys_platform.vectors.literal import vector_literal  # noqa: E402
+from recsys_platform.vectors.store import VectorStore  # noqa: E402
 
 DIM = 32
 

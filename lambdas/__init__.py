@@ -1,1 +1,1 @@
-"""The platform's AWS Lambda handlers (deployed as Lambdas, called in-process locally)."""
+"""The platform's AWS Lambda entry points: thin adapters over `recsys_platform.streaming` (nothing in the package imports them)."""

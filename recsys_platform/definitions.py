@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recsys_platform.assets.batch import build_batch_defs
-from recsys_platform.assets.ml import MODEL_KEY, build_ml_defs
-from recsys_platform.assets.streaming import build_streaming_defs
-from recsys_platform.assets.vectors import ITEM_KEY, USER_KEY, build_vector_defs
-from recsys_platform.core.batch import Layout
+from recsys_platform.batch.contract import Layout
+from recsys_platform.defs.batch import build_batch_defs
+from recsys_platform.defs.ml import MODEL_KEY, build_ml_defs
+from recsys_platform.defs.streaming import build_streaming_defs
+from recsys_platform.defs.vectors import ITEM_KEY, USER_KEY, build_vector_defs
 from recsys_platform.resources import (
     ObjectStoreResource,
     SourceDatabaseResource,
@@ -28,7 +28,7 @@ def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
         "artifacts_store": ObjectStoreResource(url=settings.artifacts_url, endpoint_url=settings.aws_endpoint_url),
         "recommendations_store": ObjectStoreResource(url=settings.recommendations_url,
                                                      endpoint_url=settings.aws_endpoint_url),
-        "vector_store": VectorStoreResource(dsn=settings.vector_dsn, data_dir=f"{settings.home}/pgdata"),
+        "vector_store": VectorStoreResource(dsn=settings.vector_dsn, data_dir=settings.pgdata),
         "glue": GlueBatchResource(job_name=settings.glue_job, pipes_bucket=settings.pipes_bucket,
                                   endpoint_url=settings.aws_endpoint_url),
         "spark": SparkResource(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from recsys_platform.core.errors import ConfigError
+from recsys_platform.errors import ConfigError
 
 ENV_VARS = {
     "home": "RECSYS_HOME",
@@ -99,6 +99,11 @@ class Settings:
             pipes_bucket=values.get("pipes_bucket") or "",
             **buckets,
         )
+
+    @property
+    def pgdata(self) -> str:
+        """The embedded PostgreSQL's data folder (used when no vector DSN is configured)."""
+        return f"{self.home}/pgdata"
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)

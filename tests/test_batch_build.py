@@ -8,13 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from recsys_platform.core import lake
-from recsys_platform.core.batch import DATASET, Layout, build
-from recsys_platform.core.errors import DataQualityError
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.seed import seed
-from recsys_platform.core.source import SourceDatabase
-from recsys_platform.core.training_data import TRAINING_COLUMNS
+from recsys_platform.batch.contract import COLUMN_NAMES, DATASET, Layout, Selection
+from recsys_platform.batch.engines.spark import build
+from recsys_platform.batch.seed import seed
+from recsys_platform.batch.source import SourceDatabase
+from recsys_platform.errors import DataQualityError
+from recsys_platform.storage import lake
+from recsys_platform.storage.object_store import ObjectStore
 
 
 def _exec(url, *statements):
@@ -55,7 +55,7 @@ def test_one_folder_per_customer_with_exactly_the_sources_rows(spark, settings, 
             f"{DATASET}/customerNumber={key}/{lake.PART_FILE}"]
     assert _lake_rows(store) == _source_rows(db)
     table = lake.read_partitions(store, DATASET, "customerNumber", keys[:1])
-    assert sorted(table.column_names) == sorted(TRAINING_COLUMNS)
+    assert sorted(table.column_names) == sorted(COLUMN_NAMES)
     file_schema = pq.read_schema(store.path(f"{DATASET}/customerNumber={keys[0]}/{lake.PART_FILE}"))
     assert "customerNumber" not in file_schema.names, "the partition key lives in the folder name"
     assert pq.ParquetFile(store.path(f"{DATASET}/customerNumber={keys[0]}/{lake.PART_FILE}")).metadata.row_group(0).column(0).compression == "SNAPPY"
@@ -170,7 +170,7 @@ def test_jdbc_and_sqlalchemy_extraction_give_the_same_training_data(spark, jdbc_
     a = lake.read_partitions(via_jdbc, DATASET, "customerNumber").sort_by([("customerNumber", "ascending"), ("productCode", "ascending")])
     b = lake.read_partitions(via_arrow, DATASET, "customerNumber").sort_by([("customerNumber", "ascending"), ("productCode", "ascending")])
     assert a.schema == b.schema
-    assert a.select(TRAINING_COLUMNS).equals(b.select(TRAINING_COLUMNS))
+    assert a.select(COLUMN_NAMES).equals(b.select(COLUMN_NAMES))
 
 
 @pytest.mark.mariadb
@@ -180,7 +180,7 @@ def test_jdbc_extraction_of_a_subset_of_customers(spark, jdbc_jar, mysql_url, tm
     keys = [str(c) for c in db.customer_numbers()][5:9]
     store = ObjectStore.from_url((tmp_path / "lake").as_uri())
     result = build(spark, db, store, keys, use_jdbc=True)
-    assert result.rows == db.count_ratings(customers=[int(k) for k in keys])
+    assert result.rows == db.count_ratings(Selection.of_customers([int(k) for k in keys]))
     assert lake.list_partition_keys(store, DATASET, "customerNumber") == sorted(keys)
 
 
@@ -209,5 +209,5 @@ def test_jdbc_extraction_with_hash_buckets(spark, jdbc_jar, mysql_url, tmp_path)
     layout = Layout(buckets=5)
     store = ObjectStore.from_url((tmp_path / "lake").as_uri())
     result = build(spark, db, store, ["1", "4"], layout=layout, use_jdbc=True)
-    assert result.rows == db.count_ratings(bucket=(5, [1, 4]))
+    assert result.rows == db.count_ratings(Selection.of_buckets(5, [1, 4]))
     assert lake.list_partition_keys(store, DATASET, "customer_bucket") == ["1", "4"]

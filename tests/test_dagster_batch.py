@@ -6,14 +6,15 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from recsys_platform.assets.batch.assets import SOURCE_KEY, SOURCE_VERSION, TRAINING_KEY
-from recsys_platform.assets.batch.partitions import CUSTOMERS, partition_versions
-from recsys_platform.assets.batch.schedules import STALE_SCHEDULE, plan_ranges, stale_keys
-from recsys_platform.core import lake, training_checks
-from recsys_platform.core.batch import DATASET, Layout
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.source import SourceDatabase
+from recsys_platform.batch import checks as training_checks
+from recsys_platform.batch.contract import DATASET, Layout
+from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
+from recsys_platform.defs.batch.assets import SOURCE_KEY, SOURCE_VERSION, TRAINING_KEY
+from recsys_platform.defs.batch.partitions import CUSTOMERS, partition_versions
+from recsys_platform.defs.batch.schedules import STALE_SCHEDULE, plan_ranges, stale_keys
+from recsys_platform.storage import lake
+from recsys_platform.storage.object_store import ObjectStore
 
 
 @pytest.fixture
@@ -167,6 +168,27 @@ def test_definitions_load_through_the_dagster_cli(settings):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_dg_checks_the_project_and_names_a_bad_setting(settings):
+    """`dg check defs` (the dg CLI, [tool.dg] in pyproject.toml) loads definitions.py; a bad
+    setting fails the load with the variable's name."""
+    import os
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO
+
+    dg_cli = shutil.which("dg")
+    assert dg_cli, "dagster-dg-cli is a dependency: `dg` must be on PATH"
+    env = {**os.environ, "RECSYS_HOME": settings.home}
+    ok = subprocess.run([dg_cli, "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "All definitions loaded successfully" in ok.stdout + ok.stderr
+    bad = subprocess.run([dg_cli, "check", "defs"], cwd=REPO, env={**env, "RECSYS_HASH_BUCKETS": "many"},
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
+    assert "RECSYS_HASH_BUCKETS must be a whole number" in bad.stdout + bad.stderr
 
 
 @pytest.mark.s3

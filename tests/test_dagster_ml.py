@@ -3,12 +3,12 @@
 import dagster as dg
 import pytest
 
-from recsys_platform.core import artifacts
-from recsys_platform.core.batch import build
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.source import SourceDatabase
-from recsys_platform.core.vector_store import VectorStore
+from recsys_platform.batch.engines.spark import build
+from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
+from recsys_platform.ml import artifacts
+from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.vectors.store import VectorStore
 
 
 @pytest.fixture

@@ -5,23 +5,22 @@ import json
 import dagster as dg
 import pyarrow.parquet as pq
 
-from lambdas.stream_transformation.handler import lambda_handler
-from recsys_platform.core.delivery import BufferHints, DeliveryRuntime
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.producer import sessions
-from recsys_platform.core.seed import generate
-from recsys_platform.core.stream import LocalStream
+from recsys_platform.batch.seed import generate
 from recsys_platform.definitions import build_definitions
+from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime
+from recsys_platform.streaming.producer import sessions
+from recsys_platform.streaming.stream import LocalStream
 
 
-def _deliver(settings, count, malformed, seed):
+def _deliver(settings, transform, count, malformed, seed):
     data = generate(1)
     customers = [{k: c[k] for k in ("customerNumber", "city", "country", "creditLimit")} for c in data["customers"]]
     products = sorted(p["productCode"] for p in data["products"])
     stream = LocalStream(f"{settings.home}/stream", "activity")
     stream.put_records([(k, d) for k, d, _ in sessions(customers, products, count, malformed, seed=seed)])
     store = ObjectStore.from_url(settings.recommendations_url)
-    runtime = DeliveryRuntime(stream, lambda_handler, store, f"{settings.home}/delivery",
+    runtime = DeliveryRuntime(stream, transform, store, f"{settings.home}/delivery",
                               hints=BufferHints(records=100), log=lambda *_: None)
     return runtime.run(once=True)
 
@@ -42,7 +41,7 @@ def _tick(defs, instance, cursor=None):
 def test_sensor_requests_the_hour_once_and_the_asset_compacts_it(catalog, settings, tmp_path):
     settings = settings.with_(artifacts_url=catalog["store"].url)
     defs = build_definitions(settings, keep_spark=True)
-    counters = _deliver(settings, 250, 0.1, seed=3)
+    counters = _deliver(settings, catalog["transform"], 250, 0.1, seed=3)
     with dg.instance_for_test() as instance:
         first = _tick(defs, instance)
         assert [r.partition_key for r in first.run_requests] == _hours(settings)
@@ -67,7 +66,7 @@ def test_sensor_requests_the_hour_once_and_the_asset_compacts_it(catalog, settin
         assert table.num_rows == meta["dagster/row_count"].value
         assert {"recommended_items", "similar_items", "model_version", "processed_at"} <= set(table.column_names)
 
-        _deliver(settings, 20, 0.0, seed=4)  # new objects in the same hour: a new request
+        _deliver(settings, catalog["transform"], 20, 0.0, seed=4)  # new objects in the same hour: a new request
         again = _tick(defs, instance, first.cursor)
         assert [r.partition_key for r in again.run_requests] == [_hours(settings)[-1]]
         assert again.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
@@ -76,7 +75,7 @@ def test_sensor_requests_the_hour_once_and_the_asset_compacts_it(catalog, settin
 def test_a_high_failure_rate_and_unknown_ids_fail_the_checks(catalog, settings):
     settings = settings.with_(artifacts_url=catalog["store"].url)
     defs = build_definitions(settings, keep_spark=True)
-    _deliver(settings, 100, 0.6, seed=5)
+    _deliver(settings, catalog["transform"], 100, 0.6, seed=5)
     store = ObjectStore.from_url(settings.recommendations_url)
     key = next(o.key for o in store.list() if not o.key.startswith("processing-failed/"))
     lines = store.read_bytes(key).decode().splitlines()

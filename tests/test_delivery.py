@@ -4,12 +4,11 @@ import json
 
 import pytest
 
-from lambdas.stream_transformation.handler import lambda_handler
-from recsys_platform.core.delivery import BufferHints, DeliveryRuntime
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.producer import MALFORMED_KINDS, sessions
-from recsys_platform.core.seed import generate
-from recsys_platform.core.stream import KinesisStream, LocalStream
+from recsys_platform.batch.seed import generate
+from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime
+from recsys_platform.streaming.producer import MALFORMED_KINDS, sessions
+from recsys_platform.streaming.stream import KinesisStream, LocalStream
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def _outputs(store):
     return ok, failed
 
 
-def _runtime(stream, store, tmp_path, transform=lambda_handler, **kw):
+def _runtime(stream, store, tmp_path, transform, **kw):
     return DeliveryRuntime(stream, transform, store, tmp_path / "state", hints=kw.pop("hints", BufferHints(records=50)),
                            retry_seconds=0.01, log=lambda *_: None, **kw)
 
@@ -42,7 +41,7 @@ def test_every_record_is_delivered_dropped_or_failed_with_its_reason(catalog, pe
     stream = LocalStream(tmp_path / "stream", "activity")
     produced = _produce(stream, people, 300)
     store = ObjectStore.from_url((tmp_path / "recs").as_uri())
-    counters = _runtime(stream, store, tmp_path).run(once=True)
+    counters = _runtime(stream, store, tmp_path, catalog["transform"]).run(once=True)
     kinds = [k for _, _, k in produced]
     assert counters.records_in == 300 and counters.balanced
     assert counters.failed == sum(k != "ok" for k in kinds) > 0
@@ -71,14 +70,14 @@ def test_a_crash_mid_batch_neither_loses_nor_duplicates(catalog, people, tmp_pat
 
     def dies_on_third_batch(request):
         calls["n"] += 1
-        response = lambda_handler(request)
+        response = catalog["transform"](request)
         if calls["n"] == 3:
             raise Crash()  # after the work, before anything is written or committed
         return response
 
     with pytest.raises(Crash):
         _runtime(stream, store, tmp_path, transform=dies_on_third_batch).run(once=True)
-    runtime = _runtime(stream, store, tmp_path)  # a restart, same state folder
+    runtime = _runtime(stream, store, tmp_path, catalog["transform"])  # a restart, same state folder
     original_commit = runtime.state.commit
 
     def dies_after_writing(checkpoint):  # the second crash: outputs written, checkpoint not yet
@@ -88,7 +87,7 @@ def test_a_crash_mid_batch_neither_loses_nor_duplicates(catalog, people, tmp_pat
     runtime.state.commit = dies_after_writing
     with pytest.raises(Crash):
         runtime.run(once=True)
-    _runtime(stream, store, tmp_path).run(once=True)  # the final restart drains the stream
+    _runtime(stream, store, tmp_path, catalog["transform"]).run(once=True)  # the final restart drains the stream
     ok, failed = _outputs(store)
     sent = [json.loads(d)["session_id"] for _, d, k in produced if k == "ok"]
     assert sorted(r["session_id"] for r in ok) == sorted(sent), "nothing lost, nothing twice"
@@ -139,13 +138,13 @@ def test_kinesis_to_s3_through_a_compatible_endpoint(catalog, people, tmp_path, 
     stream = KinesisStream(name, endpoint_url=s3_endpoint)
     produced = _produce(stream, people, 120, malformed=0.1)
     store = ObjectStore.from_url(f"s3://{s3_bucket}/recommendations", endpoint_url=s3_endpoint)
-    counters = _runtime(stream, store, tmp_path).run(once=True)
+    counters = _runtime(stream, store, tmp_path, catalog["transform"]).run(once=True)
     assert counters.records_in == 120 and counters.balanced
     ok, failed = _outputs(store)
     assert sorted(r["session_id"] for r in ok) == sorted(json.loads(d)["session_id"] for _, d, k in produced if k == "ok")
     # A restarted reader resumes after the checkpoint on every shard: nothing is read twice.
     _produce(stream, people, 10, malformed=0, seed=2)
-    again = _runtime(KinesisStream(name, endpoint_url=s3_endpoint), store, tmp_path).run(once=True)
+    again = _runtime(KinesisStream(name, endpoint_url=s3_endpoint), store, tmp_path, catalog["transform"]).run(once=True)
     assert again.records_in == 10
     assert len(stream.shards()) == 2
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from recsys_platform.core import lake
-from recsys_platform.core.batch import DATASET
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.source import SourceDatabase
+from recsys_platform.batch.contract import DATASET
+from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.settings import Settings
+from recsys_platform.storage import lake
+from recsys_platform.storage.object_store import ObjectStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def demo_home(tmp_path_factory) -> Path:
     (home / "demo.out").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     yield home
-    from recsys_platform.core.vector_store import stop_embedded
+    from recsys_platform.vectors.embedded import stop_embedded
 
     stop_embedded(home / "pgdata")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_platform.core import firehose
+from recsys_platform.streaming import firehose
 from tests.conftest import REPO, _missing
 
 INFRA = REPO / "infra"
@@ -30,7 +30,7 @@ def _tool(path: Path, what: str) -> Path:
 
 @pytest.fixture(scope="module")
 def package_dir(tmp_path_factory) -> Path:
-    from recsys_platform.packaging import build
+    from recsys_platform.deploy.packaging import build
 
     out = tmp_path_factory.mktemp("dist")
     build(out)
@@ -111,13 +111,14 @@ def _environment_block(function: str) -> set[str]:
 
 
 def test_lambda_environment_variables_are_the_ones_the_code_reads():
-    code = {name: set(re.findall(r'os\.environ(?:\.get)?[\[(]"([A-Z_]+)"', (REPO / f"lambdas/{name}/handler.py").read_text()))
-            for name in ("model_inference", "stream_transformation")}
+    # Both Lambdas build their handlers from the environment in streaming/lambda_env.py.
+    source = (REPO / "recsys_platform" / "streaming" / "lambda_env.py").read_text()
+    code = set(re.findall(r'env(?:\.get)?[\[(]"([A-Z_]+)"', source))
     inference_env = _environment_block("inference")
     transformation_env = _environment_block("transformation")
-    assert inference_env <= code["model_inference"], inference_env - code["model_inference"]
+    assert inference_env <= code, inference_env - code
     assert {"RECSYS_ARTIFACTS_URL", "RECSYS_VECTOR_SECRET_ARN", "RECSYS_VECTOR_HOST"} <= inference_env
-    assert transformation_env <= code["stream_transformation"], transformation_env - code["stream_transformation"]
+    assert transformation_env <= code, transformation_env - code
     assert "MODEL_INFERENCE_FUNCTION" in transformation_env
 
 
@@ -135,14 +136,14 @@ def test_firehose_prefixes_match_the_delivery_layout():
 
 
 def test_glue_arguments_are_the_ones_the_entry_point_reads():
-    entry = (REPO / "recsys_platform" / "glue_entry.py").read_text()
+    entry = (REPO / "recsys_platform" / "deploy" / "glue_job.py").read_text()
     passed = set(re.findall(r'"--(RECSYS_[A-Z_]+)"', TF_TEXT))
     read = set(re.findall(r'args\["(RECSYS_[A-Z_]+)"\]', entry)) | set(re.findall(r'args\.get\("(RECSYS_[A-Z_]+)"', entry))
     assert {"RECSYS_LAKE_URL", "RECSYS_SOURCE_JDBC_URL", "RECSYS_SOURCE_SECRET_ARN"} <= passed <= read
 
 
 def test_packages_are_reproducible_and_import_without_dagster(package_dir, tmp_path):
-    from recsys_platform.packaging import build
+    from recsys_platform.deploy.packaging import build
 
     again = build(tmp_path / "again")
     for name, digest in again.items():
@@ -165,7 +166,7 @@ def test_packages_are_reproducible_and_import_without_dagster(package_dir, tmp_p
 
 
 def test_glue_entry_builds_the_source_url_from_the_connection_and_secret():
-    from recsys_platform.glue_entry import _args, source_url
+    from recsys_platform.deploy.glue_job import _args, source_url
 
     url = source_url("jdbc:mysql://db.example:3306/classicmodels?useSSL=true", {"username": "etl", "password": "p@ss:w"})
     assert url == "mysql+pymysql://etl:p%40ss%3Aw@db.example:3306/classicmodels"

@@ -5,12 +5,11 @@ import json
 
 import pytest
 
-from lambdas.model_inference import handler as inference
-from lambdas.stream_transformation import handler as transformation
-from recsys_platform.core import artifacts
-from recsys_platform.core.firehose import StreamRecord, check_response, transformation_request
-from recsys_platform.core.inference import InferenceService
-from recsys_platform.core.vector_store import VectorStore
+from recsys_platform.ml import artifacts
+from recsys_platform.streaming.firehose import StreamRecord, check_response, transformation_request
+from recsys_platform.streaming.handlers import ModelInference, StreamTransformation, decode_output
+from recsys_platform.streaming.inference import InferenceService
+from recsys_platform.vectors.store import VectorStore
 
 
 def _event(n=0, **overrides):
@@ -59,13 +58,13 @@ def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
     payloads = [_payload(e) for e in good] + [b or b"" for b in bad.values()]
     request = _request(payloads)
     request["records"][len(good)]["data"] = "%%% not base64 %%%"
-    response = transformation.lambda_handler(request)
+    response = catalog["transform"](request)
     answered = check_response(request, response)  # each recordId exactly once, valid results
     results = [answered[r["recordId"]] for r in request["records"]]
     assert [r["result"] for r in results] == ["Ok"] * 3 + ["ProcessingFailed"] * len(bad)
     for expected, r in zip(bad, results[3:]):
         assert expected in r["errorMessage"]
-    out = transformation.decode_output(results[0])
+    out = decode_output(results[0])
     assert out["session_id"] == "s1" and out["model_version"] == catalog["version"]
     assert len(out["recommended_items"]) == 5
     assert not {i["id"] for i in out["recommended_items"]} & {p[0], p[1]}, "nothing already in the session"
@@ -75,43 +74,38 @@ def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
     assert base64.b64decode(results[0]["data"]).endswith(b"\n")
 
 
-def test_inference_is_called_once_per_batch(catalog, monkeypatch):
+def test_inference_is_called_once_per_batch(catalog):
     calls = []
-    real = transformation.invoke_inference
-    monkeypatch.setattr(transformation, "invoke_inference", lambda payload: calls.append(payload) or real(payload))
+    transform = StreamTransformation(lambda payload: calls.append(payload) or catalog["inference"](payload))
     request = _request([_payload(_event(n, customer_number=int(catalog["customers"][n]),
                                         browse_history=[{"product_code": catalog["products"][n], "quantity": 1,
                                                          "in_shopping_cart": True}])) for n in range(20)])
-    response = transformation.lambda_handler(request)
+    response = transform(request)
     assert len(calls) == 1 and len(calls[0]["requests"]) == 20
     assert all(r["result"] == "Ok" for r in response["records"])
 
 
 def test_vector_database_down_fails_the_whole_batch_for_a_retry(catalog):
-    svc = inference.service()
-    inference.set_service(InferenceService(svc.models, VectorStore("postgresql://x@127.0.0.1:1/x", connect_timeout=2)))
-    try:
-        with pytest.raises(Exception, match="vector database"):
-            transformation.lambda_handler(_request([_payload(_event(1))]))
-    finally:
-        inference.set_service(svc)
+    down = InferenceService(catalog["service"].models, VectorStore("postgresql://x@127.0.0.1:1/x", connect_timeout=2))
+    with pytest.raises(Exception, match="vector database"):
+        StreamTransformation(ModelInference(down))(_request([_payload(_event(1))]))
 
 
-def _http(method, path, body=None, **params):
-    return inference.lambda_handler({
+def _http(handler, method, path, body=None, **params):
+    return handler({
         "rawPath": path, "queryStringParameters": params or None, "body": None if body is None else json.dumps(body),
         "isBase64Encoded": False, "requestContext": {"http": {"method": method, "path": path}}})
 
 
 def test_function_url_routes_answer_like_the_lab(catalog):
-    r = _http("POST", "/user_embeddings", [{"city": "Nantes", "country": "France", "creditlimit": 21000}])
+    r = _http(catalog["inference"], "POST", "/user_embeddings", [{"city": "Nantes", "country": "France", "creditlimit": 21000}])
     assert r["statusCode"] == 200
     (vector,) = json.loads(r["body"])
     assert len(vector) == 32
-    r = _http("POST", "/items_from_user", vector, limit="3")
+    r = _http(catalog["inference"], "POST", "/items_from_user", vector, limit="3")
     items = json.loads(r["body"])
     assert r["statusCode"] == 200 and len(items) == 3 and set(items[0]) == {"id", "score"}
-    r = _http("GET", "/items_from_item", item_id=catalog["products"][0], limit="4")
+    r = _http(catalog["inference"], "GET", "/items_from_item", item_id=catalog["products"][0], limit="4")
     similar = json.loads(r["body"])
     assert len(similar) == 4 and catalog["products"][0] not in {i["id"] for i in similar}
 
@@ -125,13 +119,13 @@ def test_function_url_routes_answer_like_the_lab(catalog):
     ("GET", "/nowhere", None, {}, 404, "no route GET /nowhere"),
 ])
 def test_function_url_errors_are_clear(catalog, method, path, body, params, status, message):
-    r = _http(method, path, body, **params)
+    r = _http(catalog["inference"], method, path, body, **params)
     assert r["statusCode"] == status
     assert message in json.loads(r["body"])["error"]
 
 
 def test_a_new_current_version_is_picked_up(catalog):
-    svc = inference.service()
+    svc = catalog["service"]
     svc.models.check_seconds = 0
     assert svc.models.get()[0] == catalog["version"]
     store = catalog["store"]
@@ -149,9 +143,9 @@ def test_serve_answers_the_routes_over_real_http(catalog):
     import urllib.error
     import urllib.request
 
-    from recsys_platform.serve import make_server
+    from recsys_platform.streaming.http import make_server
 
-    server = make_server(0)
+    server = make_server(catalog["service"], 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
@@ -169,3 +163,23 @@ def test_serve_answers_the_routes_over_real_http(catalog):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_lambda_modules_build_their_handlers_from_the_environment(catalog, monkeypatch, pg_server_dsn):
+    """The deployed entry points: thin adapters that compose the same objects from env vars."""
+    from lambdas.model_inference import handler as inference_lambda
+    from lambdas.stream_transformation import handler as transformation_lambda
+
+    monkeypatch.setenv("RECSYS_ARTIFACTS_URL", catalog["store"].url)
+    monkeypatch.setenv("RECSYS_VECTOR_DSN", catalog["vectors"].dsn)
+    monkeypatch.delenv("MODEL_INFERENCE_FUNCTION", raising=False)
+    monkeypatch.setattr(inference_lambda, "_handler", None)
+    monkeypatch.setattr(transformation_lambda, "_handler", None)
+    r = inference_lambda.lambda_handler({"rawPath": "/items_from_item", "queryStringParameters": {
+        "item_id": catalog["products"][0], "limit": "2"}, "requestContext": {"http": {"method": "GET"}}})
+    assert r["statusCode"] == 200 and len(json.loads(r["body"])) == 2
+    response = transformation_lambda.lambda_handler(_request([_payload(_event(1, customer_number=int(
+        catalog["customers"][0]), browse_history=[{"product_code": catalog["products"][0], "quantity": 1,
+                                                   "in_shopping_cart": True}]))]))
+    assert [r["result"] for r in response["records"]] == ["Ok"]
+    assert decode_output(response["records"][0])["model_version"] == catalog["version"]

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_platform.core import artifacts
-from recsys_platform.core.evaluation import evaluate, train_and_evaluate
-from recsys_platform.core.model import TwoTowerRecommender, TwoTowerSpec
-from recsys_platform.core.object_store import ObjectStore
-from recsys_platform.core.seed import training_table
+from recsys_platform.batch.seed import training_table
+from recsys_platform.ml import artifacts
+from recsys_platform.ml.evaluation import evaluate, train_and_evaluate
+from recsys_platform.ml.model import TwoTowerRecommender, TwoTowerSpec
+from recsys_platform.storage.object_store import ObjectStore
 
 
 @pytest.fixture(scope="module")

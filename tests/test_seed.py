@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from recsys_platform.core import seed as seed_mod
-from recsys_platform.core.source import SourceDatabase
+from recsys_platform.batch.seed import synthetic as seed_mod
+from recsys_platform.batch.source import SourceDatabase
 
 
 def test_same_seed_and_scale_give_identical_data():

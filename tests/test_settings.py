@@ -1,6 +1,6 @@
 import pytest
 
-from recsys_platform.core.errors import ConfigError
+from recsys_platform.errors import ConfigError
 from recsys_platform.settings import Settings
 
 

@@ -1,8 +1,9 @@
 import pytest
 import sqlalchemy as sa
 
-from recsys_platform.core.errors import DataQualityError, SourceSchemaError, SourceUnavailableError
-from recsys_platform.core.source import SourceDatabase, masked_url
+from recsys_platform.batch.contract import Selection
+from recsys_platform.batch.source import SourceDatabase, masked_url
+from recsys_platform.errors import DataQualityError, SourceSchemaError, SourceUnavailableError
 
 
 def _exec(settings, *statements):
@@ -70,9 +71,9 @@ def test_customer_version_changes_only_for_the_changed_customer(settings):
 def test_arrow_extraction_filters_by_customer_and_bucket(settings):
     db = SourceDatabase(settings.source_url)
     customers = db.customer_numbers()[:3]
-    table = db.read_arrow("ratings", customers=customers)
+    table = db.read_arrow("ratings", Selection.of_customers(customers))
     assert set(table["customerNumber"].to_pylist()) == set(customers)
-    assert table.num_rows == db.count_ratings(customers=customers)
-    bucket = db.read_arrow("ratings", bucket=(4, [1, 3]))
+    assert table.num_rows == db.count_ratings(Selection.of_customers(customers))
+    bucket = db.read_arrow("ratings", Selection.of_buckets(4, [1, 3]))
     assert {c % 4 for c in bucket["customerNumber"].to_pylist()} == {1, 3}
-    assert db.read_arrow("ratings", customers=[]).num_rows == 0
+    assert db.read_arrow("ratings", Selection.of_customers([])).num_rows == 0

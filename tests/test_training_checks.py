@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from recsys_platform.core import training_checks as tc
+from recsys_platform.batch import checks as tc
 
 GOOD = pa.table({
     "city": ["Nantes", "NYC"], "state": [None, "NY"], "postalCode": ["44000", "10022"],

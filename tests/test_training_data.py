@@ -2,11 +2,8 @@
 
 import pytest
 
-from recsys_platform.core.training_data import (
-    TRAINING_COLUMNS,
-    build_training_data,
-    find_violations,
-)
+from recsys_platform.batch.contract import COLUMN_NAMES
+from recsys_platform.batch.engines.spark import build_training_data, find_violations
 
 PRODUCTS = [("S10_1678", "Motorcycles", "1:10", 7933, 48.81, 95.70),
             ("S18_2625", "Motorcycles", "1:18", 4357, 24.23, 60.57)]
@@ -28,8 +25,8 @@ def frames(spark):
 
 def test_join_gives_the_13_contract_columns_in_order(frames):
     df = build_training_data(*frames())
-    assert df.columns == TRAINING_COLUMNS
-    assert len(TRAINING_COLUMNS) == 13
+    assert df.columns == COLUMN_NAMES
+    assert len(COLUMN_NAMES) == 13
     rows = {(r.customerNumber, r.productCode): r for r in df.collect()}
     assert set(rows) == {(103, "S10_1678"), (103, "S18_2625"), (112, "S10_1678")}
     r = rows[(112, "S10_1678")]

@@ -7,7 +7,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from recsys_platform.core.vector_store import VectorStore, VectorStoreError
+from recsys_platform.vectors.store import VectorStore, VectorStoreError
 
 
 def _data(n_items=300, n_users=100, dim=32, seed=0):

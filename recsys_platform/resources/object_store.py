@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import PrivateAttr
 
-from recsys_platform.core.object_store import ObjectStore
+from recsys_platform.storage.object_store import ObjectStore
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import PrivateAttr
 
-from recsys_platform.core.source import SourceDatabase, masked_url
+from recsys_platform.batch.source import SourceDatabase, masked_url
 
 
 class SourceDatabaseResource(dg.ConfigurableResource):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import PrivateAttr
 
-from recsys_platform.core.vector_store import VectorStore, embedded_dsn
+from recsys_platform.vectors.embedded import embedded_dsn
+from recsys_platform.vectors.store import VectorStore
 
 
 class VectorStoreResource(dg.ConfigurableResource):

@@ -1,4 +1,4 @@
-# The Glue job that runs the project's own PySpark transform (recsys_platform.core.batch) over the
+# The Glue job that runs the project's own PySpark transform (recsys_platform.batch.engines.spark) over the
 # MySQL source, through a Glue JDBC connection whose credentials live in Secrets Manager.
 
 variable "project" {

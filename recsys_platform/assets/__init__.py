@@ -1,1 +1,0 @@
-"""Dagster definitions by domain: batch, ml, vectors, streaming."""

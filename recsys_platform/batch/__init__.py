@@ -1,0 +1,1 @@
+"""Batch domain, pure code: the training-data contract, the source, the engines, the checks, the seed."""

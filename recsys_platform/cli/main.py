@@ -1,0 +1,187 @@
+"""The `recsys-platform` console script: argument parsing and one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recsys_platform.errors import RecsysError
+from recsys_platform.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(source_url=getattr(args, "source_url", None), home=getattr(args, "home", None))
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    import os
+
+    from recsys_platform.batch.seed import seed
+    from recsys_platform.batch.source import SourceDatabase
+
+    settings = _settings(args)
+    os.makedirs(settings.home, exist_ok=True)
+    db = SourceDatabase(settings.source_url)
+    db.connect().close()  # a clear, masked error if the database is unreachable
+    try:
+        summary = seed(db.engine, scale=args.scale, seed=args.seed, replace=args.replace)
+    except FileExistsError as e:
+        raise RecsysError(f"{db.masked_url}: {e}") from None
+    print(f"seeded {db.masked_url} at scale {args.scale}: {summary}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recsys_platform.cli.demo import run_demo
+
+    report = run_demo(_settings(args))
+    return 1 if report.failed_checks else 0
+
+
+def cmd_produce_events(args: argparse.Namespace) -> int:
+    import time
+    from collections import Counter
+
+    from recsys_platform.batch.source import SourceDatabase
+    from recsys_platform.streaming.producer import load_catalog, sessions
+
+    settings = _settings(args)
+    db = SourceDatabase(settings.source_url)
+    db.connect().close()
+    customers, products = load_catalog(db.engine)
+    if not customers or not products:
+        raise RecsysError(f"{db.masked_url} has no customers or products: run `recsys-platform seed` first")
+    from recsys_platform import wiring
+
+    stream = wiring.stream(settings)
+    kinds: Counter = Counter()
+    batch, sent, started = [], 0, time.monotonic()
+    for key, data, kind in sessions(customers, products, args.count, args.malformed, seed=args.seed):
+        kinds[kind] += 1
+        batch.append((key, data))
+        if len(batch) >= 500 or (args.rate and len(batch) >= max(1, int(args.rate / 10))):
+            sent += stream.put_records(batch)
+            batch = []
+            if args.rate:  # pace to `rate` events per second
+                time.sleep(max(0.0, sent / args.rate - (time.monotonic() - started)))
+    if batch:
+        sent += stream.put_records(batch)
+    print(f"produced {sent} events into {settings.stream} stream {stream.name!r}: {dict(kinds)}")
+    return 0
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from recsys_platform import wiring
+    from recsys_platform.streaming.delivery import BufferHints
+
+    settings = _settings(args)
+    hints = BufferHints(args.buffer_records, args.buffer_bytes, args.buffer_seconds)
+    runtime = wiring.delivery_runtime(settings, wiring.inference_service(settings), hints=hints)
+    counters = runtime.run(once=args.once, max_seconds=args.max_seconds)
+    print(f"delivered into {settings.recommendations_url}: {counters.summary()}")
+    return 0 if counters.balanced else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from recsys_platform import wiring
+    from recsys_platform.streaming.http import make_server
+
+    service = wiring.inference_service(_settings(args))
+    version, _ = service.models.get()  # fail now, clearly, if no model is published
+    server = make_server(service, args.port, args.host)
+    print(f"serving model {version} on http://{args.host}:{server.server_port} "
+          "(POST /user_embeddings, POST /items_from_user?limit=N, GET /items_from_item?item_id=...&limit=N)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from recsys_platform.deploy.packaging import build
+
+    for name, digest in build(args.out).items():
+        print(f"{args.out}/{name}  sha256={digest[:16]}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from recsys_platform.vectors.embedded import stop_embedded
+
+    stopped = stop_embedded(_settings(args).pgdata)
+    print("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys-platform",
+        description="Product recommendations on Dagster: batch training data, model, vectors, stream. "
+        "Configuration comes from RECSYS_* environment variables (see README).")
+    parser.add_argument("--home", help="state folder for the embedded default (RECSYS_HOME, default ./.recsys)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("seed", help="create the classicmodels schema with ratings and fill it deterministically")
+    p.add_argument("--scale", type=float, default=1.0, help="1 is the lab's size (~120 customers); 100 and 1000 feed benchmarks")
+    p.add_argument("--seed", type=int, default=42, help="random seed (same seed and scale, same data)")
+    p.add_argument("--source-url", help="SQLAlchemy URL (RECSYS_SOURCE_URL; default: SQLite under RECSYS_HOME)")
+    p.add_argument("--replace", action="store_true", help="drop what the database holds and seed again")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("demo", help="run the platform end to end on the configured profile and print a summary")
+    p.add_argument("--source-url", help="SQLAlchemy URL (RECSYS_SOURCE_URL)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("produce-events", help="write synthetic activity sessions into the stream (RECSYS_STREAM)")
+    p.add_argument("--count", type=int, required=True, help="sessions to produce")
+    p.add_argument("--rate", type=float, default=0, help="events per second (0: as fast as possible)")
+    p.add_argument("--malformed", type=float, default=0.05, help="share of malformed events (default 0.05)")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_produce_events)
+
+    p = sub.add_parser("deliver", help="the local delivery runtime (Firehose): stream -> transformation -> bucket")
+    p.add_argument("--once", action="store_true", help="stop when the stream is drained")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--buffer-records", type=int, default=500)
+    p.add_argument("--buffer-bytes", type=int, default=1 << 20)
+    p.add_argument("--buffer-seconds", type=float, default=1.0)
+    p.set_defaults(func=cmd_deliver)
+
+    p = sub.add_parser("serve", help="the model inference HTTP API (the Lambda Function URL routes) on localhost")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("package", help="build the Lambda zips and the Glue script (reproducibly) for infra/")
+    p.add_argument("--out", default="dist", help="output folder (default dist/, which infra/ reads)")
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("stop", help="stop the embedded PostgreSQL (vector store) under RECSYS_HOME")
+    p.set_defaults(func=cmd_stop)
+    return parser
+
+
+def _quiet_known_warnings() -> None:
+    """Dagster's beta notices (observable sources, backfill policies) are not the user's concern."""
+    import warnings
+
+    from dagster import BetaWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is deprecated")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_known_warnings()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RecsysError as e:
+        print(f"recsys-platform {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+

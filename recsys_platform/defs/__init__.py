@@ -1,0 +1,1 @@
+"""Dagster definitions, one package per domain (assets, checks, partitions, sensors, schedules)."""

@@ -1,0 +1,28 @@
+"""Batch domain: source observation, `ratings_ml_training`, its checks, partition sensor, schedule."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from recsys_platform.batch.contract import Layout
+from recsys_platform.defs.batch.assets import SOURCE_KEY, TRAINING_KEY, build_batch_assets
+from recsys_platform.defs.batch.schedules import build_batch_schedules
+from recsys_platform.defs.batch.sensors import build_batch_sensors
+
+OBSERVE_JOB = "classicmodels_ratings_observation"
+
+
+def build_batch_defs(layout: Layout) -> dg.Definitions:
+    assets = build_batch_assets(layout)
+    observe_job = dg.define_asset_job(
+        OBSERVE_JOB, selection=[SOURCE_KEY],
+        description="Observes the source: records each partition's data version (count and checksum of its ratings).")
+    training_job = dg.define_asset_job(
+        "ratings_ml_training_job", selection=[TRAINING_KEY],
+        description="Builds `ratings_ml_training` partitions with their checks (one Spark job per run).")
+    return dg.Definitions(
+        assets=assets,
+        jobs=[training_job, observe_job],
+        sensors=build_batch_sensors(layout),
+        schedules=build_batch_schedules(layout, training_job),
+    )

@@ -1,0 +1,116 @@
+"""`recommender_model`: train, evaluate against baselines, and publish only a model that wins."""
+
+import hashlib
+
+import dagster as dg
+import pandas as pd
+
+from recsys_platform.batch.contract import DATASET, Layout
+from recsys_platform.defs.batch.assets import TRAINING_KEY
+from recsys_platform.defs.shared import OWNERS
+from recsys_platform.ml import artifacts
+from recsys_platform.ml.evaluation import train_and_evaluate
+from recsys_platform.ml.model import TwoTowerRecommender
+from recsys_platform.ml.plots import model_report
+from recsys_platform.resources import ObjectStoreResource
+from recsys_platform.storage import lake
+
+MODEL_KEY = dg.AssetKey("recommender_model")
+BEATS_BIAS = "beats_bias_baseline"
+BEATS_POPULARITY = "beats_popularity_ndcg"
+
+
+class ModelConfig(dg.Config):
+    dim: int = 32
+    hybrid: bool = True
+    l2: float = 20.0
+    max_iter: int = 300
+    test_share: float = 0.2
+    valid_share: float = 0.1
+    seed: int = 0
+
+
+def training_frame(store, layout: Layout) -> tuple[pd.DataFrame, str]:
+    """The whole training dataset from the lake, and a version string of its content."""
+    table = lake.read_partitions(store, DATASET, layout.column)
+    if layout.buckets and layout.column in table.column_names:
+        table = table.drop_columns([layout.column])
+    frame = table.to_pandas().sort_values(["customerNumber", "productCode"]).reset_index(drop=True)
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+    return frame, f"{len(frame)}-{digest}"
+
+
+def build_ml_defs(layout: Layout) -> dg.Definitions:
+    @dg.asset(
+        key=MODEL_KEY,
+        deps=[TRAINING_KEY],
+        group_name="ml",
+        kinds={"scikitlearn", "numpy"},
+        owners=OWNERS,
+        check_specs=[
+            dg.AssetCheckSpec(BEATS_BIAS, asset=MODEL_KEY, blocking=True,
+                              description="Held-out RMSE below the user/item-bias baseline's; otherwise nothing is published."),
+            dg.AssetCheckSpec(BEATS_POPULARITY, asset=MODEL_KEY,
+                              description="Held-out NDCG@10 above the popularity baseline's."),
+        ],
+        description=(
+            "A two-tower recommender (scikit-learn one-hot encoders and standard scalers, linear "
+            "towers, biases folded into the vectors so that the inner product is the predicted "
+            "rating plus a popularity prior chosen on a validation split) trained on "
+            "`ratings_ml_training`, evaluated on a held-out split against "
+            "global-mean, bias and popularity baselines, and published as "
+            "`<artifacts>/<version>/{model,scalers,embeddings}/` with a manifest and a `CURRENT` "
+            "pointer written last. A model that does not beat the bias baseline is not published."),
+    )
+    def recommender_model(context: dg.AssetExecutionContext, config: ModelConfig,
+                          lake_store: ObjectStoreResource, artifacts_store: ObjectStoreResource) -> dg.MaterializeResult:
+        frame, data_version = training_frame(lake_store.store, layout)
+        if frame.empty:
+            raise dg.Failure(description=f"{DATASET} is empty in {lake_store.store.uri(DATASET)}: nothing to train on")
+        run = train_and_evaluate(
+            frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=config.l2,
+                                       max_iter=config.max_iter, seed=config.seed),
+            test_share=config.test_share, valid_share=config.valid_share, seed=config.seed)
+        model, test, metrics = run.model, run.test, run.metrics
+        context.log.info(f"popularity prior NDCG@10 on validation by weight: {run.popularity_ndcg_by_weight}; "
+                         f"chose {model.popularity_weight}")
+        context.log.info(f"held-out metrics: {metrics}")
+        wins = metrics["rmse"] < metrics["rmse_bias"]
+        spec = model.spec
+        published = None
+        if wins:
+            users = frame[spec.user_columns()].drop_duplicates(spec.user_id)
+            items = frame[spec.item_columns()].drop_duplicates(spec.item_id)
+            published = artifacts.publish(artifacts_store.store, model, users, items, metrics, data_version)
+            context.log.info(f"published model version {published.version}")
+        report = model_report(test[spec.rating].to_numpy(), model.predict(test), model.training_log)
+        rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+        table = "| metric | model | baseline |\n|---|---|---|\n" + "\n".join([
+            f"| RMSE | {rounded['rmse']} | bias {rounded['rmse_bias']}, mean {rounded['rmse_global_mean']} |",
+            f"| MAE | {rounded['mae']} | bias {rounded['mae_bias']}, mean {rounded['mae_global_mean']} |",
+            f"| NDCG@10 | {rounded['ndcg@10']} | popularity {rounded['ndcg@10_popularity']} |",
+            f"| Recall@10 | {rounded['recall@10']} | popularity {rounded['recall@10_popularity']} |",
+            f"| coverage | {rounded['coverage']} | popularity {rounded['coverage_popularity']} |"])
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": published.version if published else "not published",
+                "published": bool(published),
+                "training_data_version": data_version,
+                "dagster/row_count": len(frame),
+                "metrics": dg.MetadataValue.json(rounded),
+                "evaluation": dg.MetadataValue.md(table + "\n\n" + report),
+                "location": dg.MetadataValue.path(artifacts_store.store.uri(published.version)) if published else "",
+                **{k: dg.MetadataValue.float(float(v)) for k, v in rounded.items() if isinstance(v, float)},
+            },
+            check_results=[
+                dg.AssetCheckResult(check_name=BEATS_BIAS, passed=wins, severity=dg.AssetCheckSeverity.ERROR,
+                                    description=f"RMSE {rounded['rmse']} vs bias baseline {rounded['rmse_bias']}"
+                                    + ("" if wins else ": not published"),
+                                    metadata={"rmse": rounded["rmse"], "rmse_bias": rounded["rmse_bias"]}),
+                dg.AssetCheckResult(check_name=BEATS_POPULARITY, passed=metrics["ndcg@10"] > metrics["ndcg@10_popularity"],
+                                    severity=dg.AssetCheckSeverity.WARN,
+                                    description=f"NDCG@10 {rounded['ndcg@10']} vs popularity {rounded['ndcg@10_popularity']}"),
+            ],
+        )
+
+    return dg.Definitions(assets=[recommender_model])

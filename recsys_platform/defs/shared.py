@@ -1,0 +1,3 @@
+"""What every domain's definitions share: the owning team."""
+
+OWNERS = ["team:data-platform"]

@@ -1,0 +1,113 @@
+"""Hourly `recommendations` compacted from the recommendations bucket, and the sensor that asks for them."""
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+
+from recsys_platform.defs.shared import OWNERS
+from recsys_platform.defs.vectors.assets import ITEM_KEY
+from recsys_platform.ml import artifacts
+from recsys_platform.resources import ObjectStoreResource
+from recsys_platform.streaming import firehose
+from recsys_platform.streaming.recommendations import (
+    COLUMN,
+    DATASET,
+    compact_hour,
+    hour_keys,
+    hour_of,
+)
+
+RECS_KEY = dg.AssetKey("recommendations")
+# end_offset=1: the hour in progress is a partition too, so its first objects are ingested at once.
+HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", end_offset=1)
+SCHEMA_CHECK = "records_have_the_contract_fields"
+CATALOG_CHECK = "recommended_ids_exist_in_the_catalog"
+FAILURE_CHECK = "failure_rate_under_threshold"
+MAX_FAILURE_RATE = 0.2
+LOOKBACK_HOURS = 6
+
+
+class RecommendationsConfig(dg.Config):
+    max_failure_rate: float = MAX_FAILURE_RATE
+
+
+def build_streaming_defs() -> dg.Definitions:
+    @dg.asset(
+        key=RECS_KEY, partitions_def=HOURLY, group_name="streaming", owners=OWNERS, kinds={"parquet", "kinesis"},
+        deps=[ITEM_KEY],
+        description="One hour of recommendations delivered by the stream (Firehose or the local delivery "
+        "runtime) under `<recommendations>/YYYY/MM/DD/HH/`, compacted into one Parquet file at "
+        "`<lake>/recommendations/hour=YYYY-MM-DD-HH/`, with the hour's failures counted from "
+        "`processing-failed/`. Rerunning an hour rewrites the same file.",
+        check_specs=[
+            dg.AssetCheckSpec(SCHEMA_CHECK, asset=RECS_KEY, description="Every delivered record has the contract's fields."),
+            dg.AssetCheckSpec(CATALOG_CHECK, asset=RECS_KEY, description="Every recommended id is an item of the model version that produced it."),
+            dg.AssetCheckSpec(FAILURE_CHECK, asset=RECS_KEY, description=f"Failed records under {MAX_FAILURE_RATE:.0%} of the hour's events."),
+        ],
+    )
+    def recommendations(context: dg.AssetExecutionContext, config: RecommendationsConfig,
+                        recommendations_store: ObjectStoreResource, lake_store: ObjectStoreResource,
+                        artifacts_store: ObjectStoreResource) -> dg.MaterializeResult:
+        hour = hour_of(context.partition_key)
+        result = compact_hour(recommendations_store.store, lake_store.store, hour)
+        m = result["metrics"]
+        unknown: set[str] = set()
+        catalog: set[str] = set()
+        for version in m["model_versions"]:
+            try:
+                _, _, emb = artifacts.load_embeddings(artifacts_store.store, version)
+                catalog |= set(emb["item"][0])
+                unknown |= result["recommended_ids"] - set(emb["item"][0])
+            except artifacts.ArtifactError as e:
+                unknown.add(f"<model version {version} unreadable: {e}>")
+        rate = m["failure_rate"]
+        preview = result["table"].slice(0, 5).select(["session_id", "customer_number", "model_version"]).to_pylist()
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": m["delivered"], "events": m["events"], "failed": m["failed"],
+                      "failure_rate": dg.MetadataValue.float(round(rate, 4)), "users": m["users"],
+                      "catalog_items_recommended": m["recommended_distinct_items"],
+                      "catalog_coverage": dg.MetadataValue.float(
+                          round(len(result["recommended_ids"] & catalog) / len(catalog), 4) if catalog else 0.0),
+                      "model_versions": dg.MetadataValue.json(m["model_versions"]), "objects": result["objects"],
+                      "preview": dg.MetadataValue.json(preview),
+                      "location": lake_store.store.uri(f"{DATASET}/{COLUMN}={hour.strftime('%Y-%m-%d-%H')}")},
+            check_results=[
+                dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=not result["bad_rows"],
+                                    description=f"{len(result['bad_rows'])} record(s) lack fields"
+                                    + (f", e.g. {result['bad_rows'][0]}" if result["bad_rows"] else "")),
+                dg.AssetCheckResult(check_name=CATALOG_CHECK, passed=not unknown,
+                                    description=f"{len(unknown)} unknown id(s)" + (f", e.g. {sorted(unknown)[:3]}" if unknown else "")),
+                dg.AssetCheckResult(check_name=FAILURE_CHECK, passed=rate <= config.max_failure_rate,
+                                    severity=dg.AssetCheckSeverity.WARN,
+                                    description=f"failure rate {rate:.1%} (threshold {config.max_failure_rate:.0%})"),
+            ],
+        )
+
+    job = dg.define_asset_job("recommendations_job", selection=[RECS_KEY])
+
+    @dg.sensor(job=job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Lists the recommendations bucket hour by hour over the last {LOOKBACK_HOURS} hours "
+               "(never the whole bucket) and requests the hour's `recommendations` partition when its set of "
+               "objects changed; run keys come from the objects seen, so a rerun of a tick is deduplicated.")
+    def recommendations_sensor(context: dg.SensorEvaluationContext, recommendations_store: ObjectStoreResource):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        now = dt.datetime.now(dt.timezone.utc)
+        requests, seen = [], {}
+        for back in range(LOOKBACK_HOURS, -1, -1):
+            hour = (now - dt.timedelta(hours=back)).replace(minute=0, second=0, microsecond=0)
+            ok, failed = hour_keys(recommendations_store.store, hour)
+            if not ok and not failed:
+                continue
+            digest = hashlib.sha1("\n".join(ok + failed).encode()).hexdigest()[:16]
+            key = hour.strftime("%Y-%m-%d-%H:00")
+            seen[key] = digest
+            if cursor.get(key) != digest:
+                requests.append(dg.RunRequest(run_key=f"{key}:{digest}", partition_key=key,
+                                              tags={"recsys/objects": str(len(ok) + len(failed))}))
+        if not requests:
+            return dg.SkipReason(f"no new objects in the last {LOOKBACK_HOURS} hours of {firehose.hour_prefix(now)}")
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen))
+
+    return dg.Definitions(assets=[recommendations], jobs=[job], sensors=[recommendations_sensor])

@@ -1,0 +1,101 @@
+"""`item_emb` and `user_emb`: the published embeddings loaded into pgvector, checked, then switched."""
+
+import dagster as dg
+import numpy as np
+
+from recsys_platform.defs.ml.assets import MODEL_KEY
+from recsys_platform.defs.shared import OWNERS
+from recsys_platform.errors import RecsysError
+from recsys_platform.ml import artifacts
+from recsys_platform.resources import ObjectStoreResource, VectorStoreResource
+
+ITEM_KEY = dg.AssetKey("item_emb")
+USER_KEY = dg.AssetKey("user_emb")
+COUNTS = "row_counts_match_csv"
+DIMENSIONS = "dimensions_match_manifest"
+SELF_NEAREST = "item_is_its_own_nearest_neighbour"
+RECALL = "hnsw_recall_at_10"
+RECALL_THRESHOLD = 0.95
+KEEP_VERSIONS = 3
+
+
+class VectorConfig(dg.Config):
+    ef_search: int = 100
+    recall_queries: int = 200
+    keep_versions: int = KEEP_VERSIONS
+
+
+def hnsw_recall(store, version: str, user_vectors: np.ndarray, item_ids: list[str], item_vectors: np.ndarray,
+                queries: int, ef_search: int, k: int = 10, seed: int = 0) -> float:
+    """Mean overlap of the index's top-k with exact inner-product search (numpy), over sampled users."""
+    rng = np.random.default_rng(seed)
+    sample = user_vectors[rng.choice(len(user_vectors), size=min(queries, len(user_vectors)), replace=False)]
+    found = store.items_for_users(sample, k=k, ef_search=ef_search, version=version)
+    exact = np.argsort(-(sample.astype(np.float64) @ item_vectors.astype(np.float64).T), axis=1)[:, :k]
+    hits = [len({n.id for n in f} & {item_ids[j] for j in e}) / k for f, e in zip(found, exact)]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+def build_vector_defs() -> dg.Definitions:
+    checks = {
+        COUNTS: "Rows in each table equal the rows of its embeddings CSV.",
+        DIMENSIONS: "Vector dimensions equal the manifest's.",
+        SELF_NEAREST: "By cosine, every item's nearest item is itself (or an exact duplicate).",
+        RECALL: f"HNSW top-10 recall against exact search at least {RECALL_THRESHOLD}.",
+    }
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(ITEM_KEY, deps=[MODEL_KEY], group_name="vectors", kinds={"postgres", "pgvector"}, owners=OWNERS,
+                         description="Item embeddings of the current model version: `item_emb(id varchar primary key, "
+                         "embedding vector(32))`, HNSW indexes for inner product (user to item) and cosine (item to item)."),
+            dg.AssetSpec(USER_KEY, deps=[MODEL_KEY], group_name="vectors", kinds={"postgres", "pgvector"}, owners=OWNERS,
+                         description="Customer embeddings of the current model version: `user_emb(id int primary key, "
+                         "embedding vector(32))`, HNSW index for inner product."),
+        ],
+        check_specs=[dg.AssetCheckSpec(name, asset=ITEM_KEY, description=text, blocking=True)
+                     for name, text in checks.items()],
+    )
+    def embeddings(context: dg.AssetExecutionContext, config: VectorConfig, artifacts_store: ObjectStoreResource,
+                   vector_store: VectorStoreResource):
+        """Loads CURRENT into its own tables, checks them, and only then switches the public views."""
+        try:
+            version, manifest, emb = artifacts.load_embeddings(artifacts_store.store)
+            store = vector_store.store
+            active = store.active_version()
+            if active == version:
+                context.log.info(f"version {version} is already active; nothing to load")
+                timings = {}
+            else:
+                timings = store.load_version(version, emb["item"], emb["user"], manifest["dim"])
+        except RecsysError as e:
+            raise dg.Failure(description=f"{e}; the previous version keeps serving") from None
+        counts = store.counts(version)
+        dims = store.dimensions(version)
+        checked, strangers = store.nearest_item_to_itself(config.ef_search, version)
+        recall = hnsw_recall(store, version, emb["user"][1], emb["item"][0], emb["item"][1],
+                             config.recall_queries, config.ef_search)
+        results = {
+            COUNTS: (counts == {"item": len(emb["item"][0]), "user": len(emb["user"][0])},
+                     f"tables {counts}, CSVs item={len(emb['item'][0])} user={len(emb['user'][0])}"),
+            DIMENSIONS: (set(dims.values()) == {manifest["dim"]}, f"tables {dims}, manifest {manifest['dim']}"),
+            SELF_NEAREST: (not strangers, f"{checked - len(strangers)}/{checked} items are their own nearest"
+                           + (f"; e.g. {strangers[:3]}" if strangers else "")),
+            RECALL: (recall >= RECALL_THRESHOLD, f"recall@10 {recall:.3f} at ef_search={config.ef_search}"),
+        }
+        passed = all(ok for ok, _ in results.values())
+        if passed and active != version:
+            store.activate(version)
+            dropped = store.retain(config.keep_versions)
+            context.log.info(f"activated {version}; dropped old versions {dropped}")
+        elif not passed:
+            context.log.error(f"version {version} failed its checks; {active} keeps serving")
+        meta = {"model_version": version, "active_version": store.active_version(), "hnsw_recall@10": recall,
+                **{k: dg.MetadataValue.float(round(v, 3)) for k, v in timings.items()}}
+        yield dg.MaterializeResult(asset_key=ITEM_KEY, metadata={**meta, "dagster/row_count": counts["item"]})
+        yield dg.MaterializeResult(asset_key=USER_KEY, metadata={**meta, "dagster/row_count": counts["user"]})
+        for name, (ok, text) in results.items():
+            yield dg.AssetCheckResult(check_name=name, asset_key=ITEM_KEY, passed=bool(ok),
+                                      severity=dg.AssetCheckSeverity.ERROR, description=text)
+
+    return dg.Definitions(assets=[embeddings])

@@ -1,0 +1,1 @@
+"""Deployable artifacts: the Glue job entry point and reproducible packaging for infra/."""

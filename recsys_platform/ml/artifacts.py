@@ -1,0 +1,175 @@
+"""Model artifacts in a bucket: `<artifacts>/<version>/{model,scalers,embeddings}/`, a manifest
+with checksums, and a `CURRENT` pointer written last.
+
+Nothing here unpickles: weights are `.npz` read with `allow_pickle=False`, encoders are JSON,
+and every file's SHA-256 is checked against the manifest before it is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys_platform.errors import RecsysError
+from recsys_platform.ml.model import TowerEncoder, TwoTowerRecommender, TwoTowerSpec
+from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.vectors.literal import parse_vector, vector_literal
+
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+ITEM_EMBEDDINGS = "embeddings/item_embeddings.csv"
+USER_EMBEDDINGS = "embeddings/user_embeddings.csv"
+WEIGHTS = "model/weights.npz"
+CONFIG = "model/config.json"
+POPULARITY = "model/item_popularity.json"
+SCALERS = {name: f"scalers/{name}.json" for name in ("user_ohe", "user_std_scaler", "item_ohe", "item_std_scaler")}
+
+
+class ArtifactError(RecsysError):
+    """An artifact is missing, corrupt or inconsistent with its manifest."""
+
+
+def embeddings_csv(ids: Sequence, vectors: np.ndarray) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "embedding"])
+    for i, v in zip(ids, vectors):
+        w.writerow([i, vector_literal(v)])
+    return buf.getvalue().encode()
+
+
+def read_embeddings_csv(data: bytes, dim: int, name: str) -> tuple[list[str], np.ndarray]:
+    """Parse and validate: header, dimension, finite values, unique ids."""
+    reader = csv.reader(io.StringIO(data.decode()))
+    header = next(reader, None)
+    if header != ["id", "embedding"]:
+        raise ArtifactError(f"{name}: header is {header}, expected ['id', 'embedding']")
+    ids, vectors, seen = [], [], set()
+    for line, row in enumerate(reader, start=2):
+        if len(row) != 2:
+            raise ArtifactError(f"{name} line {line}: expected 2 fields, got {len(row)}")
+        if row[0] in seen:
+            raise ArtifactError(f"{name} line {line}: duplicate id {row[0]!r}")
+        seen.add(row[0])
+        ids.append(row[0])
+        try:
+            vectors.append(parse_vector(row[1], dim, f"{name} line {line} (id {row[0]})"))
+        except ValueError as e:
+            raise ArtifactError(str(e)) from None
+    return ids, np.vstack(vectors) if vectors else np.zeros((0, dim), np.float32)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def new_version(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+@dataclass
+class PublishedModel:
+    version: str
+    manifest: dict
+
+
+def publish(store: ObjectStore, model: TwoTowerRecommender, users, items, metrics: dict,
+            training_data_version: str, version: str | None = None) -> PublishedModel:
+    """Write every artifact under `<version>/`, the manifest, then `CURRENT` (last)."""
+    import sklearn
+
+    version = version or new_version()
+    spec = model.spec
+    user_ohe, user_std = model.user_encoder.to_json()
+    item_ohe, item_std = model.item_encoder.to_json()
+    weights = io.BytesIO()
+    np.savez(weights, user_weights=model.user_weights, item_weights=model.item_weights)
+    files = {
+        WEIGHTS: weights.getvalue(),
+        CONFIG: json.dumps(model.config(), indent=2).encode(),
+        POPULARITY: json.dumps(model.item_counts).encode(),
+        SCALERS["user_ohe"]: json.dumps(user_ohe).encode(),
+        SCALERS["user_std_scaler"]: json.dumps(user_std).encode(),
+        SCALERS["item_ohe"]: json.dumps(item_ohe).encode(),
+        SCALERS["item_std_scaler"]: json.dumps(item_std).encode(),
+        ITEM_EMBEDDINGS: embeddings_csv(items[spec.item_id].tolist(), model.item_embeddings(items)),
+        USER_EMBEDDINGS: embeddings_csv(users[spec.user_id].tolist(), model.user_embeddings(users)),
+    }
+    for name, data in files.items():
+        store.write_bytes(f"{version}/{name}", data)
+    manifest = {
+        "version": version, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "dim": model.dim, "metric": "inner_product", "items": int(len(items)), "users": int(len(users)),
+        "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()},
+        "metrics": metrics, "training_data_version": training_data_version,
+        "libraries": {"python": platform.python_version(), "numpy": np.__version__,
+                      "scikit-learn": sklearn.__version__},
+    }
+    store.write_bytes(f"{version}/{MANIFEST}", json.dumps(manifest, indent=2, default=float).encode())
+    store.write_bytes(CURRENT, version.encode())
+    return PublishedModel(version, manifest)
+
+
+def current_version(store: ObjectStore) -> str:
+    if not store.exists(CURRENT):
+        raise ArtifactError(f"no model published yet: {store.uri(CURRENT)} does not exist")
+    version = store.read_bytes(CURRENT).decode().strip()
+    if not store.exists(f"{version}/{MANIFEST}"):
+        raise ArtifactError(f"CURRENT names version {version!r}, which has no manifest in {store.uri()}")
+    return version
+
+
+def read_verified(store: ObjectStore, version: str, manifest: dict, name: str) -> bytes:
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise ArtifactError(f"{version}: the manifest lists no {name}")
+    if not store.exists(f"{version}/{name}"):
+        raise ArtifactError(f"{version}: {name} is missing")
+    data = store.read_bytes(f"{version}/{name}")
+    if _sha256(data) != entry["sha256"]:
+        raise ArtifactError(f"{version}: checksum mismatch for {name} (the file was changed after publishing)")
+    return data
+
+
+def read_manifest(store: ObjectStore, version: str | None = None) -> tuple[str, dict]:
+    version = version or current_version(store)
+    try:
+        return version, json.loads(store.read_bytes(f"{version}/{MANIFEST}"))
+    except (OSError, FileNotFoundError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{version}: unreadable manifest ({e})") from None
+
+
+def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, TwoTowerRecommender]:
+    """The model of `version` (default: CURRENT), every file checked against the manifest."""
+    version, manifest = read_manifest(store, version)
+    config = json.loads(read_verified(store, version, manifest, CONFIG))
+    scalers = {k: json.loads(read_verified(store, version, manifest, path)) for k, path in SCALERS.items()}
+    with np.load(io.BytesIO(read_verified(store, version, manifest, WEIGHTS)), allow_pickle=False) as npz:
+        user_weights, item_weights = npz["user_weights"], npz["item_weights"]
+    model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
+                                l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"])
+    model.global_mean = config["global_mean"]
+    model.popularity_weight = config.get("popularity_weight", 0.0)
+    model.item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))
+    model.user_encoder = TowerEncoder.from_json(scalers["user_ohe"], scalers["user_std_scaler"])
+    model.item_encoder = TowerEncoder.from_json(scalers["item_ohe"], scalers["item_std_scaler"])
+    model.user_weights, model.item_weights = user_weights, item_weights
+    return version, model
+
+
+def load_embeddings(store: ObjectStore, version: str | None = None) -> tuple[str, dict, dict[str, tuple[list[str], np.ndarray]]]:
+    """Both embedding tables of `version`, verified (checksum, header, dimension, NaN, duplicates)."""
+    version, manifest = read_manifest(store, version)
+    out = {}
+    for kind, name in (("item", ITEM_EMBEDDINGS), ("user", USER_EMBEDDINGS)):
+        out[kind] = read_embeddings_csv(read_verified(store, version, manifest, name), manifest["dim"], name)
+    return version, manifest, out

@@ -1,0 +1,1 @@
+"""Vectors domain, pure code: pgvector tables per model version behind switched views, the embedded server."""

@@ -1,0 +1,314 @@
+"""Embeddings in PostgreSQL + pgvector: versioned tables behind stable views, switched atomically.
+
+Each model version loads into its own tables (`item_emb__<v>`, `user_emb__<v>`) with binary
+COPY, then gets its HNSW indexes; only then are the public views `item_emb` and `user_emb`
+re-pointed, both in one transaction, so a reader sees the old version or the new one, never an
+empty or half-loaded table. Two HNSW indexes per item table: inner product (the model's score,
+for user -> item) and cosine (item -> item similarity, where an item is its own nearest
+neighbour; under inner product it need not be).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from recsys_platform.errors import RecsysError
+from recsys_platform.vectors.literal import vector_literal
+
+VERSIONS_TABLE = "recsys_vector_versions"
+_VERSION_RE = re.compile(r"^[0-9A-Za-z_]+$")
+
+
+class VectorStoreError(RecsysError):
+    """The vector database is unreachable or a load cannot proceed; the previous version serves on."""
+
+
+def _set_ef_search(conn: psycopg.Connection, value: int) -> None:
+    conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(int(value)),))
+
+
+def _table(kind: str, version: str) -> str:
+    if not _VERSION_RE.match(version):
+        raise VectorStoreError(f"unsafe model version name {version!r}")
+    return f"{kind}_emb__{version.lower()}"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    id: str
+    score: float
+
+
+class VectorStore:
+    """A pgvector database: load versions, switch them, query them in batches."""
+
+    def __init__(self, dsn: str, connect_timeout: int = 10):
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self._local = threading.local()  # one reusable query connection per thread
+
+    def _query_conn(self) -> psycopg.Connection:
+        """A cached autocommit connection for reads; reopened if the server dropped it."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = self.connect(autocommit=True)
+        return conn
+
+    def _read(self, fn):
+        """Run `fn(conn)` on the cached connection, retrying once on a dropped connection."""
+        try:
+            return fn(self._query_conn())
+        except psycopg.OperationalError:
+            self._local.conn = None
+            try:
+                return fn(self._query_conn())
+            except psycopg.OperationalError as e:
+                raise VectorStoreError(f"the vector database failed a query: {str(e).strip().splitlines()[0]}") from None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def connect(self, autocommit: bool = False) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.dsn, autocommit=autocommit, connect_timeout=self.connect_timeout)
+        except psycopg.OperationalError as e:
+            raise VectorStoreError(f"cannot connect to the vector database: {str(e).strip().splitlines()[0]}") from None
+
+    def ensure_schema(self) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute(f"""CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (
+                version text PRIMARY KEY, dim int NOT NULL, items int NOT NULL, users int NOT NULL,
+                loaded_at timestamptz NOT NULL DEFAULT now(), activated_at timestamptz)""")
+
+    # -- loading ------------------------------------------------------------------------------
+    def load_version(self, version: str, items: tuple[Sequence[str], np.ndarray],
+                     users: tuple[Sequence, np.ndarray], dim: int, m: int = 16,
+                     ef_construction: int = 64) -> dict[str, float]:
+        """Load one version's tables with binary COPY and build their HNSW indexes (not active yet).
+
+        Idempotent: an earlier partial load of the same version is dropped first.
+        """
+        self.ensure_schema()
+        if self.active_version() == version:
+            raise VectorStoreError(f"version {version!r} is active and serving; it is never reloaded in place")
+        timings: dict[str, float] = {}
+        item_t, user_t = _table("item", version), _table("user", version)
+        from pgvector.psycopg import register_vector
+
+        with self.connect() as conn:
+            register_vector(conn)
+            conn.execute("SET maintenance_work_mem = '256MB'")
+            for name in (item_t, user_t):
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE TABLE {} (id varchar(64) PRIMARY KEY, embedding vector({}) NOT NULL)").format(
+                sql.Identifier(item_t), sql.Literal(dim)))
+            conn.execute(sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, embedding vector({}) NOT NULL)").format(
+                sql.Identifier(user_t), sql.Literal(dim)))
+            t = time.perf_counter()
+            self._copy(conn, item_t, [str(i) for i in items[0]], items[1], dim)
+            self._copy(conn, user_t, [int(i) for i in users[0]], users[1], dim)
+            timings["copy_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            with_ = sql.SQL("WITH (m = {}, ef_construction = {})").format(sql.Literal(m), sql.Literal(ef_construction))
+            for name, ops in ((item_t, "vector_ip_ops"), (item_t, "vector_cosine_ops"), (user_t, "vector_ip_ops")):
+                conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding {}) {}").format(
+                    sql.Identifier(f"{name}_{ops.split('_')[1]}_hnsw"), sql.Identifier(name), sql.SQL(ops), with_))
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(item_t)))
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(user_t)))
+            conn.execute(f"""INSERT INTO {VERSIONS_TABLE} (version, dim, items, users) VALUES (%s, %s, %s, %s)
+                ON CONFLICT (version) DO UPDATE SET dim = EXCLUDED.dim, items = EXCLUDED.items,
+                users = EXCLUDED.users, loaded_at = now()""", (version, dim, len(items[0]), len(users[0])))
+            timings["index_s"] = time.perf_counter() - t
+            conn.commit()
+        return timings
+
+    @staticmethod
+    def _copy(conn, table: str, ids: list, vectors: np.ndarray, dim: int) -> None:
+        from pgvector import Vector
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), dim):
+            raise VectorStoreError(f"{table}: vectors have shape {vectors.shape}, expected ({len(ids)}, {dim})")
+        if not np.all(np.isfinite(vectors)):
+            raise VectorStoreError(f"{table}: vectors hold NaN or infinity")
+        id_type = "varchar" if ids and isinstance(ids[0], str) else "integer"
+        with conn.cursor().copy(sql.SQL("COPY {} (id, embedding) FROM STDIN WITH (FORMAT BINARY)").format(
+                sql.Identifier(table))) as copy:
+            copy.set_types([id_type, "vector"])
+            for i, v in zip(ids, vectors):
+                copy.write_row((i, Vector(v)))
+
+    def activate(self, version: str) -> None:
+        """Point `item_emb` and `user_emb` at `version`, both in one transaction."""
+        with self.connect() as conn:
+            row = conn.execute(f"SELECT 1 FROM {VERSIONS_TABLE} WHERE version = %s", (version,)).fetchone()
+            if row is None:
+                raise VectorStoreError(f"version {version!r} is not loaded; load it before activating")
+            for kind in ("item", "user"):
+                view = f"{kind}_emb"
+                conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(view)))
+                conn.execute(sql.SQL("CREATE VIEW {} AS SELECT id, embedding FROM {}").format(
+                    sql.Identifier(view), sql.Identifier(_table(kind, version))))
+            conn.execute(f"UPDATE {VERSIONS_TABLE} SET activated_at = now() WHERE version = %s", (version,))
+            conn.commit()
+
+    def active_version(self) -> str | None:
+        with self.connect() as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (VERSIONS_TABLE,)).fetchone()[0]
+            if exists is None:
+                return None
+            row = conn.execute(f"""SELECT version FROM {VERSIONS_TABLE} WHERE activated_at IS NOT NULL
+                ORDER BY activated_at DESC LIMIT 1""").fetchone()
+            return row[0] if row else None
+
+    def retain(self, keep: int = 2) -> list[str]:
+        """Drop the tables of all but the `keep` most recently loaded versions (never the active one)."""
+        active = self.active_version()
+        with self.connect() as conn:
+            versions = [r[0] for r in conn.execute(f"SELECT version FROM {VERSIONS_TABLE} ORDER BY loaded_at DESC")]
+            dropped = [v for v in versions[keep:] if v != active]
+            for v in dropped:
+                for kind in ("item", "user"):
+                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(_table(kind, v))))
+                conn.execute(f"DELETE FROM {VERSIONS_TABLE} WHERE version = %s", (v,))
+            conn.commit()
+        return dropped
+
+    # -- queries (the active views, or one loaded version's tables) ------------------------------
+    @staticmethod
+    def _relation(kind: str, version: str | None) -> str:
+        return f'"{_table(kind, version)}"' if version else f"{kind}_emb"
+    def items_for_users(self, vectors: np.ndarray, k: int = 10, exclude: Sequence[set[str]] | None = None,
+                        ef_search: int = 100, version: str | None = None) -> list[list[Neighbour]]:
+        """Top-k items by inner product for each user vector, in one round trip."""
+
+        exclude = exclude or [set()] * len(vectors)
+        extra = max((len(e) for e in exclude), default=0)
+        def query(conn):
+            _set_ef_search(conn, max(ef_search, k + extra))
+            return conn.execute(f"""
+                SELECT q.ord, r.id, r.score FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, ord)
+                CROSS JOIN LATERAL (
+                    SELECT i.id, -(i.embedding <#> q.v::vector) AS score FROM {self._relation("item", version)} i
+                    ORDER BY i.embedding <#> q.v::vector LIMIT %s) r
+                ORDER BY q.ord, r.score DESC""", ([vector_literal(v) for v in vectors], k + extra)).fetchall()
+
+        rows = self._read(query)
+        out: list[list[Neighbour]] = [[] for _ in vectors]
+        for ord_, item, score in rows:
+            n = ord_ - 1
+            if item not in exclude[n] and len(out[n]) < k:
+                out[n].append(Neighbour(item, float(score)))
+        return out
+
+    def similar_items(self, item_ids: Sequence[str], k: int = 10, ef_search: int = 100,
+                      version: str | None = None) -> list[list[Neighbour]]:
+        """For each item, the k most similar other items by cosine, in one round trip."""
+        items = self._relation("item", version)
+
+        def query(conn):
+            _set_ef_search(conn, max(ef_search, k + 1))
+            return conn.execute(f"""
+                SELECT q.ord, r.id, r.score FROM unnest(%s::text[]) WITH ORDINALITY AS q(id, ord)
+                JOIN {items} s ON s.id = q.id
+                CROSS JOIN LATERAL (
+                    SELECT i.id, 1 - (i.embedding <=> s.embedding) AS score FROM {items} i
+                    ORDER BY i.embedding <=> s.embedding LIMIT %s) r
+                ORDER BY q.ord, r.score DESC""", (list(item_ids), k + 1)).fetchall()
+
+        rows = self._read(query)
+        out: list[list[Neighbour]] = [[] for _ in item_ids]
+        for ord_, item, score in rows:
+            n = ord_ - 1
+            if item != item_ids[n] and len(out[n]) < k:
+                out[n].append(Neighbour(item, float(score)))
+        return out
+
+    def known_items(self, item_ids: Sequence[str]) -> set[str]:
+        """Which of these product codes the active catalog holds."""
+        rows = self._read(lambda conn: conn.execute("SELECT id FROM item_emb WHERE id = ANY(%s)",
+                                                    (list(item_ids),)).fetchall())
+        return {r[0] for r in rows}
+
+    def recommend_batch(self, requests: Sequence[dict], k: int = 10, ef_search: int = 100) -> dict:
+        """Everything a batch of sessions needs from the store, in one round trip.
+
+        Each request: `user_vector` (or None: look the customer up in user_emb), `customer`,
+        `anchor` (a product for similar items), `exclude` (products not to recommend), `products`
+        (codes to check against the catalog). Returns per request index the recommended and
+        similar items, and the set of known product codes.
+        """
+
+        extra = max((len(r["exclude"]) for r in requests), default=0)
+        vectors = [vector_literal(r["user_vector"]) if r.get("user_vector") is not None else None for r in requests]
+        codes = sorted({c for r in requests for c in r["products"]})
+
+        def query(conn):
+            _set_ef_search(conn, max(ef_search, k + extra + 1))
+            return conn.execute("""
+                WITH q AS (
+                    SELECT t.ord, t.anchor,
+                           COALESCE(t.v::vector, (SELECT u.embedding FROM user_emb u WHERE u.id = t.c)) AS uv
+                    FROM unnest(%s::text[], %s::int[], %s::text[]) WITH ORDINALITY AS t(v, c, anchor, ord))
+                SELECT 'u', q.ord, r.id, r.score FROM q CROSS JOIN LATERAL (
+                    SELECT i.id, -(i.embedding <#> q.uv) AS score FROM item_emb i
+                    ORDER BY i.embedding <#> q.uv LIMIT %s) r WHERE q.uv IS NOT NULL
+                UNION ALL
+                SELECT 's', q.ord, r.id, r.score FROM q JOIN item_emb a ON a.id = q.anchor CROSS JOIN LATERAL (
+                    SELECT i.id, 1 - (i.embedding <=> a.embedding) AS score FROM item_emb i
+                    ORDER BY i.embedding <=> a.embedding LIMIT %s) r
+                UNION ALL
+                SELECT 'p', 0, i.id, 0 FROM item_emb i WHERE i.id = ANY(%s)""",
+                (vectors, [int(r["customer"]) for r in requests], [r["anchor"] for r in requests],
+                 k + extra, k + 1, codes)).fetchall()
+
+        rows = self._read(query)
+        recommended: list[list[Neighbour]] = [[] for _ in requests]
+        similar: list[list[Neighbour]] = [[] for _ in requests]
+        user_found = [False] * len(requests)
+        known: set[str] = set()
+        for kind, ord_, item, score in sorted(rows, key=lambda r: (r[0], r[1], -(r[3] or 0))):
+            if kind == "p":
+                known.add(item)
+                continue
+            n = ord_ - 1
+            if kind == "u":
+                user_found[n] = True
+                if item not in requests[n]["exclude"] and len(recommended[n]) < k:
+                    recommended[n].append(Neighbour(item, float(score)))
+            elif item != requests[n]["anchor"] and len(similar[n]) < k:
+                similar[n].append(Neighbour(item, float(score)))
+        return {"recommended": recommended, "similar": similar, "user_found": user_found, "known": known}
+
+    def nearest_item_to_itself(self, ef_search: int = 100, version: str | None = None) -> tuple[int, list[str]]:
+        """(items checked, ids whose nearest item by cosine is another item at a non-zero distance)."""
+        items = self._relation("item", version)
+        with self.connect() as conn:
+            _set_ef_search(conn, ef_search)
+            rows = conn.execute(f"""
+                SELECT s.id, n.id, n.d FROM {items} s CROSS JOIN LATERAL (
+                    SELECT i.id, i.embedding <=> s.embedding AS d FROM {items} i
+                    ORDER BY i.embedding <=> s.embedding LIMIT 1) n""").fetchall()
+        return len(rows), [s for s, n, d in rows if n != s and d > 1e-6]
+
+    def counts(self, version: str | None = None) -> dict[str, int]:
+        with self.connect() as conn:
+            return {kind: conn.execute(f"SELECT count(*) FROM {self._relation(kind, version)}").fetchone()[0]
+                    for kind in ("item", "user")}
+
+    def dimensions(self, version: str | None = None) -> dict[str, int | None]:
+        with self.connect() as conn:
+            return {kind: (conn.execute(f"SELECT vector_dims(embedding) FROM {self._relation(kind, version)} LIMIT 1")
+                           .fetchone() or [None])[0] for kind in ("item", "user")}

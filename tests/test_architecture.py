@@ -1,0 +1,50 @@
+"""The package's layers, checked by import-linter against the contracts in pyproject.toml.
+
+The contracts are run on the real tree, and on copies with one planted violation each, so each
+contract is shown to fail when its rule is broken (a check that cannot fail checks nothing).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    return subprocess.run([sys.executable, "-c", code, "--no-cache"], cwd=root, capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+
+
+def test_the_tree_keeps_every_layer_contract():
+    run = _lint(REPO)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "6 kept, 0 broken" in run.stdout
+
+
+@pytest.mark.parametrize(("module", "planted", "contract"), [
+    ("recsys_platform/ml/model.py", "import dagster", "Pure domain code never imports Dagster"),
+    ("recsys_platform/batch/checks.py", "import pyspark", "Only the Spark engine imports Spark"),
+    ("lambdas/model_inference/handler.py", "import recsys_platform.wiring", "The Lambdas depend only on"),
+    ("recsys_platform/streaming/events.py", "import lambdas.model_inference.handler", "Nothing in the package imports"),
+    ("recsys_platform/vectors/store.py", "import recsys_platform.defs.vectors", "Layers: entry points >"),
+    ("recsys_platform/batch/source.py", "import recsys_platform.batch.engines.spark", "No import cycle between sibling"),
+])
+def test_a_planted_violation_breaks_its_contract(tmp_path, module, planted, contract):
+    root = tmp_path / "tree"
+    root.mkdir()
+    shutil.copy(REPO / "pyproject.toml", root)
+    for package in ("recsys_platform", "lambdas"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    with (root / module).open("a") as f:
+        f.write(f"\n{planted}  # planted by the test\n")
+    run = _lint(root)
+    assert run.returncode != 0
+    broken = [line for line in run.stdout.splitlines() if line.rstrip().endswith("BROKEN")]
+    assert any(contract in line for line in broken), run.stdout[-3000:]
