@@ -27,7 +27,9 @@ ENV_VARS = {
     "spark_master": "RECSYS_SPARK_MASTER",
     "glue_job": "RECSYS_GLUE_JOB",
     "pipes_bucket": "RECSYS_PIPES_BUCKET",
+    "engine": "RECSYS_ENGINE",
 }
+ENGINES = ("auto", "arrow", "spark")
 
 
 def _validate_bucket_url(name: str, url: str) -> str:
@@ -56,6 +58,22 @@ class Settings:
     spark_master: str = "local[2]"
     glue_job: str = ""
     pipes_bucket: str = ""
+    engine: str = "auto"
+
+    @property
+    def batch_engine(self) -> str:
+        """What builds the training data: "glue" (RECSYS_GLUE_JOB), "spark" or "arrow".
+        `auto` picks Spark for a non-local Spark master, Arrow on one machine."""
+        if self.glue_job:
+            return "glue"
+        if self.engine != "auto":
+            return self.engine
+        return "arrow" if self.spark_master.startswith("local") else "spark"
+
+    @property
+    def source_is_default(self) -> bool:
+        """True when the source is the embedded SQLite under RECSYS_HOME (the only one the demo seeds)."""
+        return self.source_url == f"sqlite:///{Path(self.home) / 'classicmodels.db'}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> Settings:
@@ -84,6 +102,9 @@ class Settings:
             hash_buckets = int(raw_buckets)
         except ValueError:
             raise ConfigError(f"RECSYS_HASH_BUCKETS must be a whole number, got {raw_buckets!r}") from None
+        engine = (values.get("engine") or "auto").lower()
+        if engine not in ENGINES:
+            raise ConfigError(f"RECSYS_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
         if hash_buckets < 0:
             raise ConfigError(f"RECSYS_HASH_BUCKETS must be 0 (one folder per customer) or positive, got {hash_buckets}")
         return cls(
@@ -97,6 +118,7 @@ class Settings:
             spark_master=values.get("spark_master") or "local[2]",
             glue_job=values.get("glue_job") or "",
             pipes_bucket=values.get("pipes_bucket") or "",
+            engine=engine,
             **buckets,
         )
 

@@ -17,9 +17,10 @@ from recsys_platform.storage import lake
 from recsys_platform.storage.object_store import ObjectStore
 
 
-@pytest.fixture
-def defs(settings, spark):  # `spark` first: the resource reuses the session instead of a new one
-    return build_definitions(settings, keep_spark=True)
+@pytest.fixture(params=["arrow", "spark"])
+def defs(request, settings, spark):  # `spark` first: the resource reuses the session instead of a new one
+    """The platform's definitions with each batch engine (RECSYS_ENGINE)."""
+    return build_definitions(settings.with_(engine=request.param), keep_spark=True)
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_definitions_describe_every_asset_for_the_ui(defs):
     specs = {s.key: s for s in defs.resolve_all_asset_specs()}
     training = specs[TRAINING_KEY]
     assert training.group_name == "batch"
-    assert {"spark", "parquet"} <= set(training.kinds)
+    assert {training.metadata["engine"], "parquet"} <= set(training.kinds)
     assert training.owners == ["team:data-platform"]
     assert "13 columns" in training.description
     assert training.metadata["dagster/column_schema"].columns[0].name == "customerNumber"
@@ -67,10 +68,17 @@ def test_single_run_backfill_builds_every_partition_with_passing_checks(defs, se
 
     mats = result.asset_materializations_for_node(DATASET)
     assert {m.partition for m in mats} == set(keys)
-    meta = mats[0].metadata
-    assert meta["dagster/row_count"].value == SourceDatabase(settings.source_url).count_ratings()
-    assert "| customerNumber | city |" in meta["preview"].value
-    assert meta["partitions_written"].value == len(keys)
+    db = SourceDatabase(settings.source_url)
+    assert mats[0].metadata["run_rows"].value == db.count_ratings()
+    assert mats[0].metadata["partitions_written"].value == len(keys)
+    per_customer = db.read_arrow("ratings")["customerNumber"].value_counts().to_pylist()
+    expected = {str(d["values"]): d["counts"] for d in per_customer}
+    for m in mats:  # each partition's page tells its own story, not the run's
+        assert m.metadata["dagster/row_count"].value == expected[m.partition], m.partition
+        preview = m.metadata["preview"].value
+        assert preview.records and {r.data["customerNumber"] for r in preview.records} == {int(m.partition)}
+        assert sum(m.metadata["rating_distribution"].value.values()) == expected[m.partition]
+        assert m.metadata["location"].value.endswith(f"customerNumber={m.partition}/{lake.PART_FILE}")
     store = ObjectStore.from_url(settings.lake_url)
     assert lake.list_partition_keys(store, DATASET, "customerNumber") == sorted(keys)
 

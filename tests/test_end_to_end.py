@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_platform.batch.contract import DATASET
+from recsys_platform.batch.contract import DATASET, Selection
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.settings import Settings
 from recsys_platform.storage import lake
@@ -109,14 +109,18 @@ def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_ho
             assert proc.poll() is None, (demo_home / "webserver.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "webserver did not answer in 120 s"
             time.sleep(1)
+        settings = Settings.build(home=str(demo_home))
+        db = SourceDatabase(settings.source_url)
+        partition = str(db.customer_numbers()[5])
+        own_rows = db.count_ratings(Selection.of_customers([int(partition)]))
         data = _graphql(port, """{
           assetNodes { assetKey { path } groupName description kinds hasAssetChecks
             owners { ... on TeamAssetOwner { team } }
             assetChecksOrError { ... on AssetChecks { checks { name blocking } } } }
           assetOrError(assetKey: {path: ["ratings_ml_training"]}) { ... on Asset {
-            assetMaterializations(limit: 1) { partition runId
+            assetMaterializations(partitions: ["PARTITION"], limit: 1) { partition runId
               metadataEntries { label ... on IntMetadataEntry { intValue } } } } }
-        }""")
+        }""".replace("PARTITION", partition))
         nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
         training = nodes["ratings_ml_training"]
         assert training["groupName"] == "batch" and nodes["classicmodels_ratings"]["groupName"] == "batch"
@@ -124,7 +128,7 @@ def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_ho
         assert nodes["item_emb"]["groupName"] == nodes["user_emb"]["groupName"] == "vectors"
         assert {"pgvector", "postgres"} <= set(nodes["item_emb"]["kinds"])
         assert nodes["recommendations"]["groupName"] == "streaming"
-        assert {"spark", "parquet"} <= set(training["kinds"])
+        assert {"arrow", "parquet"} <= set(training["kinds"])  # the one-machine engine, by default
         assert training["owners"] == [{"team": "data-platform"}]
         assert "Glue join" in training["description"]
         checks = {c["name"]: c["blocking"] for c in training["assetChecksOrError"]["checks"]}
@@ -132,10 +136,11 @@ def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_ho
                                  "row_count_matches_source", "unique_customer_product"}
         assert all(checks.values())
         (latest,) = data["assetOrError"]["assetMaterializations"]
+        assert latest["partition"] == partition
         entries = {e["label"]: e.get("intValue") for e in latest["metadataEntries"]}
-        settings = Settings.build(home=str(demo_home))
-        assert entries["dagster/row_count"] == SourceDatabase(settings.source_url).count_ratings()
-        assert {"preview", "dagster/column_schema", "partitions_written"} <= entries.keys()
+        assert entries["dagster/row_count"] == own_rows, "the partition's own row count, not the run's"
+        assert entries["run_rows"] == db.count_ratings()
+        assert {"preview", "rating_distribution", "dagster/column_schema", "partitions_written"} <= entries.keys()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

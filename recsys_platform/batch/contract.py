@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DATASET = "ratings_ml_training"
 CUSTOMER_KEY = "customerNumber"
@@ -70,6 +71,17 @@ COLUMN_NAMES = [c.name for c in COLUMNS]
 # The columns that may never be null: the row's identity and its label.
 KEY_COLUMNS = tuple(c.name for c in COLUMNS if not c.nullable)
 ARROW_SCHEMA = pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in COLUMNS])
+
+
+# The source rules a build checks before it writes anything (each engine evaluates them its own
+# way: Spark on the extracted frames, the Arrow engine as SQL in the source): name -> meaning.
+RULES = {
+    "null_keys": f"no null {', '.join(KEY_COLUMNS)} in ratings",
+    "rating_range": f"every {RATING} between {RATING_MIN} and {RATING_MAX}",
+    "unique_ratings": f"one rating per ({CUSTOMER_KEY}, {PRODUCT_KEY})",
+    "referential_integrity": f"every rating's {PRODUCT_KEY} in products and {CUSTOMER_KEY} in customers",
+    "types": "every value of a numeric column is a number (SQLite stores any value in any column)",
+}
 
 
 def source_columns(table: str) -> dict[str, pa.DataType]:
@@ -159,3 +171,25 @@ class Layout:
         if self.buckets:
             return [str(k) for k in range(self.buckets)]
         return [str(c) for c in customer_numbers]
+
+    def file_schema(self) -> pa.Schema:
+        """The schema of a partition's file: the contract's columns less the partition column."""
+        return pa.schema([f for f in ARROW_SCHEMA if f.name != self.column])
+
+    def finish(self, table: pa.Table) -> pa.Table:
+        """One partition's rows exactly as its file holds them, whatever engine produced them:
+        sorted by customer then product (binary order), in the contract's types and
+        nullability, without the partition column (the folder name carries it)."""
+        table = table.sort_by([(CUSTOMER_KEY, "ascending"), (PRODUCT_KEY, "ascending")])
+        schema = self.file_schema()
+        return _exact_floats(table.select(schema.names), schema).cast(schema)
+
+
+def _exact_floats(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """DECIMAL source columns as the nearest double, like Spark's BigDecimal.doubleValue: Arrow's
+    decimal-to-double cast is off by an ulp (101.27 -> 101.27000000000001); its decimal text
+    parsed as a double is correctly rounded."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_decimal(field.type) and pa.types.is_floating(schema.field(field.name).type):
+            table = table.set_column(i, field.name, pc.cast(pc.cast(table.column(i), pa.string()), pa.float64()))
+    return table

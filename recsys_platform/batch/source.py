@@ -71,6 +71,12 @@ class SourceDatabase:
         return masked_url(self.url)
 
     @property
+    def dialect(self) -> str:
+        """`sqlite`, `mysql` (MySQL and MariaDB) or `postgresql`."""
+        backend = make_url(self.url).get_backend_name()
+        return "mysql" if backend == "mariadb" else backend
+
+    @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
             try:
@@ -179,20 +185,21 @@ class SourceDatabase:
 MAX_BIND_PARAMETERS = 1_000
 
 
-def customer_filter(selection: Selection | None, inline: bool = False) -> tuple[str, dict]:
+def customer_filter(selection: Selection | None, inline: bool = False,
+                    column: str = CUSTOMER_KEY) -> tuple[str, dict]:
     """A WHERE clause on customerNumber for a selection, and its bind parameters.
 
     With bind parameters (`:c0, :c1, ...`) by default. `inline=True` renders the same clause with
     the (already validated) integers written out, for Spark JDBC's `dbtable`, which takes no
-    parameters, and for lists longer than MAX_BIND_PARAMETERS (SQLite refuses more than 32,766);
+    parameters, and for connectorx, and for lists longer than MAX_BIND_PARAMETERS (SQLite refuses more than 32,766);
     either way each value is an `int` from `Selection`, never text from outside.
     """
     if selection is None or selection.everything:
         return "", {}
     if selection.buckets:
-        column, values = bucket_sql(selection.buckets), selection.bucket_keys
+        column, values = bucket_sql(selection.buckets, column), selection.bucket_keys
     else:
-        column, values = CUSTOMER_KEY, selection.customers
+        values = selection.customers
     if not values:
         return " WHERE 1 = 0", {}
     if inline or len(values) > MAX_BIND_PARAMETERS:

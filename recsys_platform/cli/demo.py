@@ -79,8 +79,8 @@ def run_batch(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInst
     if not result.success:
         raise RunFailedError(f"building {DATASET} failed: {_failure_reason(result)}")
     materialization = result.asset_materializations_for_node(TRAINING_KEY.path[-1])[0]
-    rows = materialization.metadata["dagster/row_count"].value
-    location = materialization.metadata["location"].value
+    rows = materialization.metadata["run_rows"].value
+    location = materialization.metadata["dataset_location"].value
     report.add(f"{DATASET}: {rows:,} rows in {len(keys):,} partitions ({layout.column}=...) at {location}")
 
 

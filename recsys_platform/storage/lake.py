@@ -7,7 +7,8 @@ one, never a mix, and a failed run leaves every partition as it was or fully rep
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -50,9 +51,12 @@ class PartitionWriter:
 
     RESULT_SCHEMA = "key string, rows long"
 
-    def __init__(self, store_url: str, endpoint_url: str, dataset: str, column: str):
+    def __init__(self, store_url: str, endpoint_url: str, dataset: str, column: str,
+                 finish: Callable[[pa.Table], pa.Table] | None = None):
         self.store_url, self.endpoint_url = store_url, endpoint_url
         self.dataset, self.column = dataset, column
+        # Turns a partition's rows into the file's table (order, types); default: drop the column.
+        self.finish = finish
 
     def _store(self) -> ObjectStore:
         ident = (self.store_url, self.endpoint_url)
@@ -61,7 +65,8 @@ class PartitionWriter:
         return _STORES[ident]
 
     def write(self, key: str, pieces: list[pa.RecordBatch]) -> int:
-        body = pa.Table.from_batches(pieces).drop_columns([self.column])
+        table = pa.Table.from_batches(pieces)
+        body = self.finish(table) if self.finish else table.drop_columns([self.column])
         self._store().write_bytes(partition_file(self.dataset, self.column, key), encode_parquet(body))
         return body.num_rows
 
@@ -69,13 +74,14 @@ class PartitionWriter:
         # One small result batch per task, not per partition: each batch crossing back to the
         # JVM costs about a millisecond, as much as writing a partition file.
         keys, rows = [], []
-        for key, n in self._write_all(batches):
+        for key, n in self.write_all(batches):
             keys.append(key)
             rows.append(n)
         yield pa.RecordBatch.from_pydict({"key": keys, "rows": rows},
                                          schema=pa.schema([("key", pa.string()), ("rows", pa.int64())]))
 
-    def _write_all(self, batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, int]]:
+    def groups(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, list[pa.RecordBatch]]]:
+        """(key, its rows) for a stream of batches sorted by the partition column."""
         current, pending = None, []
         for batch in batches:
             keys = batch.column(self.column).to_numpy(zero_copy_only=False)
@@ -85,12 +91,34 @@ class PartitionWriter:
             for start, stop in zip(cuts[:-1], cuts[1:]):
                 key = str(keys[start])
                 if current is not None and key != current:
-                    yield current, self.write(current, pending)
+                    yield current, pending
                     pending = []
                 current = key
                 pending.append(batch.slice(start, stop - start))
         if current is not None:
-            yield current, self.write(current, pending)
+            yield current, pending
+
+    def write_all(self, batches: Iterable[pa.RecordBatch], threads: int = 1) -> Iterator[tuple[str, int]]:
+        """Write every partition of a sorted stream; yields (key, rows) as each file lands.
+
+        With `threads > 1`, partitions are encoded and written on a pool (Parquet encoding and
+        the file or S3 write release the GIL) while the stream is read; at most `2 x threads`
+        partitions are in flight, so memory stays bounded by a few partitions.
+        """
+        if threads <= 1:
+            for key, pieces in self.groups(batches):
+                yield key, self.write(key, pieces)
+            return
+        in_flight: deque = deque()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for key, pieces in self.groups(batches):
+                in_flight.append((key, pool.submit(self.write, key, pieces)))
+                while len(in_flight) >= 2 * threads:
+                    done_key, future = in_flight.popleft()
+                    yield done_key, future.result()
+            while in_flight:
+                done_key, future = in_flight.popleft()
+                yield done_key, future.result()
 
     def as_function(self):
         """A plain annotated function (PySpark infers the UDF kind from the type hints)."""

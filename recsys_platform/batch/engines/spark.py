@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from pyspark.sql import DataFrame, SparkSession
@@ -17,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sqlalchemy.engine import make_url
 
-from recsys_platform.batch.build import BuildResult
+from recsys_platform.batch.build import BuildResult, Violation, reconcile, refuse
 from recsys_platform.batch.contract import (
     BUCKET_COLUMN,
     COLUMNS,
@@ -35,7 +34,7 @@ from recsys_platform.batch.contract import (
     source_columns,
 )
 from recsys_platform.batch.source import SourceDatabase, customer_filter
-from recsys_platform.errors import ConfigError, DataQualityError
+from recsys_platform.errors import ConfigError
 from recsys_platform.storage import lake
 from recsys_platform.storage.object_store import ObjectStore
 
@@ -55,24 +54,6 @@ def build_training_data(ratings: DataFrame, customers: DataFrame, products: Data
 def with_bucket(df: DataFrame, buckets: int) -> DataFrame:
     """Adds `customer_bucket = customerNumber mod buckets`, the same rule the source filter uses."""
     return df.withColumn(BUCKET_COLUMN, F.pmod(F.col(CUSTOMER_KEY), F.lit(buckets)).cast("int"))
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule: which check, where, how many rows, and one example."""
-
-    check: str
-    table: str
-    column: str
-    count: int
-    example: str
-
-    def __str__(self) -> str:
-        return f"{self.check}: {self.count} row(s) of {self.table}.{self.column}, e.g. {self.example}"
-
-    def as_dict(self) -> dict:
-        return {"check": self.check, "table": self.table, "column": self.column,
-                "count": self.count, "example": self.example}
 
 
 def _example(df: DataFrame) -> str:
@@ -182,9 +163,7 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     violations = find_violations(ratings, customers, products)
     if violations:
         ratings.unpersist()
-        raise DataQualityError(
-            "the source breaks the training-data contract, nothing was written: "
-            + "; ".join(str(v) for v in violations), [v.as_dict() for v in violations])
+        refuse(violations)
     timings["validate_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -194,21 +173,10 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     # Each partition (a customer or a bucket) is encoded and published by the Spark task that
     # holds it, straight into its final place: one atomic object per partition, in parallel.
     # Sorted, so a partition's rows arrive together and the same source gives the same bytes.
-    writer = lake.PartitionWriter(store.url, store.endpoint_url, DATASET, layout.column)
+    writer = lake.PartitionWriter(store.url, store.endpoint_url, DATASET, layout.column, finish=layout.finish)
     ordered = df.repartition(layout.column).sortWithinPartitions(layout.column, CUSTOMER_KEY, PRODUCT_KEY)
     written = ordered.mapInArrow(writer.as_function(), writer.RESULT_SCHEMA).collect()
     ratings.unpersist()
-    counts = {r["key"]: int(r["rows"]) for r in written}
     timings["transform_write_s"] = time.perf_counter() - t2
-    extra = set(counts) - set(keys)
-    if extra:  # cannot happen with a correct filter; refuse to hide it
-        raise RuntimeError(f"extraction returned rows outside the requested partitions: {sorted(extra)[:5]}")
-
-    t3 = time.perf_counter()
-    partitions = {k: "written" for k in counts}
-    partitions.update(lake.remove_partitions(store, DATASET, layout.column, [k for k in keys if k not in counts]))
-    timings["publish_s"] = time.perf_counter() - t3
-    rows = sum(counts.values())
-    log(f"{DATASET}: {rows} rows in {len(partitions)} partitions ({timings})")
-    return BuildResult(rows, partitions, {k: counts.get(k, 0) for k in keys},
-                       "spark-jdbc" if use_jdbc else "sqlalchemy-arrow", timings)
+    counts = {r["key"]: int(r["rows"]) for r in written}
+    return reconcile(store, keys, counts, layout, "spark-jdbc" if use_jdbc else "sqlalchemy-arrow", timings, log)

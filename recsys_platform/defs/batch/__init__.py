@@ -12,14 +12,14 @@ from recsys_platform.defs.batch.sensors import build_batch_sensors
 OBSERVE_JOB = "classicmodels_ratings_observation"
 
 
-def build_batch_defs(layout: Layout) -> dg.Definitions:
-    assets = build_batch_assets(layout)
+def build_batch_defs(layout: Layout, engine: str = "arrow") -> dg.Definitions:
+    assets = build_batch_assets(layout, engine)
     observe_job = dg.define_asset_job(
         OBSERVE_JOB, selection=[SOURCE_KEY],
         description="Observes the source: records each partition's data version (count and checksum of its ratings).")
     training_job = dg.define_asset_job(
         "ratings_ml_training_job", selection=[TRAINING_KEY],
-        description="Builds `ratings_ml_training` partitions with their checks (one Spark job per run).")
+        description="Builds `ratings_ml_training` partitions with their checks (one engine run per run).")
     return dg.Definitions(
         assets=assets,
         jobs=[training_job, observe_job],

@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+import numpy as np
 
 from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.build import source_row_count
@@ -14,7 +15,8 @@ from recsys_platform.batch.contract import (
     RATING,
     Layout,
 )
-from recsys_platform.batch.engines.spark import build
+from recsys_platform.batch.engines import arrow as arrow_engine
+from recsys_platform.batch.engines import spark as spark_engine
 from recsys_platform.defs.batch.checks import training_check_results, training_check_specs
 from recsys_platform.defs.batch.partitions import partition_versions, partitions_for
 from recsys_platform.defs.shared import OWNERS
@@ -22,6 +24,7 @@ from recsys_platform.errors import DataQualityError, RecsysError
 from recsys_platform.resources import ObjectStoreResource, SourceDatabaseResource, SparkResource
 from recsys_platform.resources.glue import GlueBatchResource
 from recsys_platform.storage import lake
+from recsys_platform.storage.lake import partition_file
 
 SOURCE_KEY = dg.AssetKey("classicmodels_ratings")
 TRAINING_KEY = dg.AssetKey(DATASET)
@@ -37,58 +40,76 @@ def column_schema() -> dg.TableSchema:
     ])
 
 
-def _markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "_no rows_"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+PREVIEW_ROWS = 3  # per partition: every partition's page shows its own first rows
 
 
-def _preview(table, rows: int = 10) -> list[dict]:
-    """The first rows of what the lake now holds, in contract column order."""
-    if not table.num_rows:
-        return []
-    head = table.sort_by([(CUSTOMER_KEY, "ascending"), (PRODUCT_KEY, "ascending")]).slice(0, rows)
-    return head.select(COLUMN_NAMES).to_pylist()
+def _preview_table(rows: list[dict]) -> dg.TableMetadataValue:
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in rows], schema=column_schema())
+
+
+def per_partition_metadata(written, layout: Layout, keys: list[str]) -> dict[str, dict]:
+    """Each requested partition's own row count, rating distribution and preview, from what the
+    lake holds (one sort and one pass, whatever the run's size)."""
+    out = {k: {"dagster/row_count": 0, "rating_distribution": dg.MetadataValue.json({}),
+               "preview": _preview_table([])} for k in keys}
+    if not written.num_rows:
+        return out
+    written = written.sort_by([(layout.column, "ascending"), (CUSTOMER_KEY, "ascending"), (PRODUCT_KEY, "ascending")])
+    parts = written[layout.column].to_numpy()
+    cuts = [0, *(np.flatnonzero(parts[1:] != parts[:-1]) + 1), len(parts)]
+    ratings = written[RATING].to_numpy()
+    contract = written.select(COLUMN_NAMES)
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        key = str(parts[start])
+        values, counts = np.unique(ratings[start:stop], return_counts=True)
+        out[key] = {
+            "dagster/row_count": int(stop - start),
+            "rating_distribution": dg.MetadataValue.json({str(v): int(n) for v, n in zip(values, counts)}),
+            "preview": _preview_table(contract.slice(start, min(PREVIEW_ROWS, stop - start)).to_pylist()),
+        }
+    return out
 
 
 def _checked_result(context, source: SourceDatabaseResource, store, layout: Layout, keys: list[str],
                     versions: dict[str, str], run_metadata: dict) -> dg.MaterializeResult:
-    """Read the published partitions back, record each one's source version, and check them
-    against the contract and the source (the same for Spark local and the Glue job)."""
+    """Read the published partitions back, record each one's source version and own metadata,
+    and check them against the contract and the source (the same for every engine and Glue)."""
     written = lake.read_partitions(store, DATASET, layout.column, keys)
-    per_partition: dict[str, int] = {}
-    if written.num_rows:
-        per_partition = {str(d["values"]): d["counts"] for d in written[layout.column].value_counts().to_pylist()}
-    for key in keys:
+    for key, metadata in per_partition_metadata(written, layout, keys).items():
+        context.add_asset_metadata({**metadata, "location": _location(store, partition_file(DATASET, layout.column, key))},
+                                   partition_key=key)
         context.log_event(dg.AssetObservation(
             asset_key=TRAINING_KEY, partition=key,
-            metadata={SOURCE_VERSION: versions.get(key, "absent"), "rows": per_partition.get(key, 0)}))
+            metadata={SOURCE_VERSION: versions.get(key, "absent"), "rows": metadata["dagster/row_count"]}))
     if layout.buckets and written.num_columns:  # the bucket is a folder, not a contract column
         written = written.drop_columns([layout.column])
     products = source.db.read_arrow("products")
     outcomes = training_checks.evaluate(
         written, set(products[PRODUCT_KEY].to_pylist()), source_row_count(source.db, layout, keys))
-    ratings = written[RATING].value_counts().to_pylist() if written.num_rows else []
-    distribution = {str(d["values"]): d["counts"] for d in sorted(ratings, key=lambda d: d["values"])}
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": written.num_rows,
             "dagster/column_schema": column_schema(),
             "source": source.masked_url,
-            "location": dg.MetadataValue.url(store.uri(DATASET)) if store.url.startswith("s3")
-            else dg.MetadataValue.path(store.path(DATASET)),
-            "rating_distribution": dg.MetadataValue.json(distribution),
-            "preview": dg.MetadataValue.md(_markdown_table(_preview(written))),
+            "run_rows": written.num_rows,
+            "run_partitions": len(keys),
+            "dataset_location": _location(store, DATASET),
             **run_metadata,
         },
         check_results=training_check_results(TRAINING_KEY, outcomes),
     )
 
 
-def build_batch_assets(layout: Layout) -> list:
+def _location(store, key: str):
+    return dg.MetadataValue.url(store.uri(key)) if store.url.startswith("s3") else dg.MetadataValue.path(store.path(key))
+
+
+ENGINE_NAMES = {"arrow": "Arrow engine (connectorx + pyarrow, one machine)",
+                "spark": "Spark engine (PySpark: local, a cluster, EMR)",
+                "glue": "Glue job (the Spark engine on AWS Glue, through Dagster Pipes)"}
+
+
+def build_batch_assets(layout: Layout, engine: str = "arrow") -> list:
+    """`engine`: "arrow", "spark" or "glue" (Settings.batch_engine: RECSYS_ENGINE resolved)."""
     partitions_def = partitions_for(layout)
 
     @dg.observable_source_asset(
@@ -119,26 +140,25 @@ def build_batch_assets(layout: Layout) -> list:
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=check_specs,
-        kinds={"spark", "parquet"},
+        kinds={"parquet", engine},
         owners=OWNERS,
         description=(
             "One row per rating with the customer's and the product's features: the lab's Glue "
             "join (`ratings r join products p using productCode join customers c using "
-            "customerNumber`), 13 columns, snappy Parquet written by PySpark under "
+            "customerNumber`), 13 columns, snappy Parquet under "
             "`<lake>/ratings_ml_training/customerNumber=<n>/` (or `customer_bucket=<k>/` with hash "
-            "buckets). Each partition is one file replaced atomically; a backfill of any set of "
-            "customers is one Spark job. The source is validated first: a bad source writes "
-            "nothing."),
-        metadata={"dagster/column_schema": column_schema(), "partition_column": layout.column},
+            f"buckets), built by the {ENGINE_NAMES[engine]}. Each partition is one file replaced "
+            "atomically, byte for byte the same whichever engine wrote it; a backfill of any set "
+            "of customers is one run. The source is validated first: a bad source writes nothing."),
+        metadata={"dagster/column_schema": column_schema(), "partition_column": layout.column, "engine": engine},
     )
     def ratings_ml_training(context: dg.AssetExecutionContext, source: SourceDatabaseResource,
                             lake_store: ObjectStoreResource, spark: SparkResource,
                             glue: GlueBatchResource) -> dg.MaterializeResult:
         keys = list(context.partition_keys)
         store = lake_store.store
-        context.log.info(
-            f"building {len(keys)} partition(s) from {source.masked_url} into {store.uri(DATASET)} "
-            f"via {'Spark JDBC' if source.use_jdbc else 'SQLAlchemy to Arrow'}")
+        context.log.info(f"building {len(keys)} partition(s) from {source.masked_url} into "
+                         f"{store.uri(DATASET)} with the {ENGINE_NAMES[engine]}")
         # Versions first: if the source moves during the build, the recorded version is the older
         # one and the next scheduled check rebuilds the partition (never the reverse).
         versions = partition_versions(layout, source.db.customer_versions(layout.selection(keys)))
@@ -146,9 +166,12 @@ def build_batch_assets(layout: Layout) -> list:
             reported = glue.run(context, keys, {"RECSYS_LAKE_URL": store.url, "RECSYS_HASH_BUCKETS": str(layout.buckets)})
             return _checked_result(context, source, store, layout, keys, versions, reported)
         try:
-            result = build(spark.spark_session, source.db, store, keys, layout=layout,
-                           use_jdbc=source.use_jdbc, num_partitions=source.jdbc_partitions,
-                           log=context.log.info)
+            if engine == "spark":
+                result = spark_engine.build(spark.spark_session, source.db, store, keys, layout=layout,
+                                            use_jdbc=source.use_jdbc, num_partitions=source.jdbc_partitions,
+                                            log=context.log.info)
+            else:
+                result = arrow_engine.build(source.db, store, keys, layout=layout, log=context.log.info)
         except DataQualityError as e:
             raise dg.Failure(description=str(e), metadata={
                 "violations": dg.MetadataValue.json(e.violations)}) from None

@@ -1,0 +1,181 @@
+"""The Arrow engine: `ratings_ml_training` on one machine, without a JVM.
+
+1. Validate: the contract's source rules (`contract.RULES`) as aggregate SQL in the source, so a
+   bad source is refused before anything is written, without holding the table in memory.
+2. Stream the lab's join (`ratings r join products p using productCode join customers c using
+   customerNumber`) through connectorx (a Rust reader for MySQL/MariaDB, PostgreSQL and SQLite)
+   as Arrow record batches, ordered by partition, in bounded batches.
+3. Write each partition as soon as its rows are complete, on a small thread pool, through the
+   same `PartitionWriter` and `Layout.finish` as the Spark engine: the same rows give the same
+   bytes, whichever engine wrote them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from urllib.parse import quote
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from recsys_platform.batch.build import BuildResult, Violation, reconcile, refuse
+from recsys_platform.batch.contract import (
+    BUCKET_COLUMN,
+    COLUMNS,
+    CUSTOMER_KEY,
+    DATASET,
+    KEY_COLUMNS,
+    PRODUCT_KEY,
+    RATING,
+    RATING_MAX,
+    RATING_MIN,
+    SOURCE_COLUMNS,
+    Layout,
+    Selection,
+    bucket_sql,
+)
+from recsys_platform.batch.source import SourceDatabase, customer_filter
+from recsys_platform.errors import ConfigError, SourceUnavailableError
+from recsys_platform.storage import lake
+from recsys_platform.storage.object_store import ObjectStore
+
+EXTRACTION = "connectorx-arrow"
+ALIASES = {"ratings": "r", "customers": "c", "products": "p"}
+# SQLite keeps any value in any column: numeric columns are cast in SQL (connectorx refuses a
+# column whose rows mix storage classes) after the `types` rule has checked they hold numbers.
+SQLITE_CASTS = {"int32": "INTEGER", "float64": "REAL"}
+SQLITE_TYPEOF = {"int32": ("integer",), "float64": ("integer", "real")}
+
+
+def connectorx_url(url: str) -> str:
+    """A SQLAlchemy URL as connectorx takes it (mysql://, postgresql://, sqlite:///abs/path)."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise ConfigError("the Arrow engine needs a SQLite file, not an in-memory database")
+        return f"sqlite://{os.path.abspath(u.database)}"
+    scheme = {"mysql": "mysql", "mariadb": "mysql", "postgresql": "postgresql"}.get(backend)
+    if scheme is None:
+        raise ConfigError(f"the Arrow engine reads MySQL/MariaDB, PostgreSQL or SQLite, not {backend}; "
+                          "set RECSYS_ENGINE=spark")
+    auth = quote(u.username or "", safe="") + (f":{quote(u.password, safe='')}" if u.password else "")
+    port = f":{u.port}" if u.port else ""
+    return f"{scheme}://{auth}@{u.host or 'localhost'}{port}/{u.database or ''}"
+
+
+def _column_sql(name: str, dialect: str) -> str:
+    """`alias.column AS column`, cast where SQLite's storage classes would mix."""
+    column = next(c for c in COLUMNS if c.name == name)
+    table = "ratings" if name in (CUSTOMER_KEY, PRODUCT_KEY) else column.source
+    ref = f"{ALIASES[table]}.{name}"
+    if dialect == "sqlite" and column.type in SQLITE_CASTS:
+        ref = f"CAST({ref} AS {SQLITE_CASTS[column.type]})"
+    return f"{ref} AS {name}"
+
+
+def join_sql(selection: Selection, layout: Layout, dialect: str) -> str:
+    """The lab's join for a selection of customers, ordered so each partition's rows are adjacent."""
+    columns = [_column_sql(c.name, dialect) for c in COLUMNS]
+    order = f"r.{CUSTOMER_KEY}"
+    if layout.buckets:
+        columns.append(f"{bucket_sql(layout.buckets, f'r.{CUSTOMER_KEY}')} AS {BUCKET_COLUMN}")
+        order = f"{BUCKET_COLUMN}, r.{CUSTOMER_KEY}"
+    where, _ = customer_filter(selection, inline=True, column=f"r.{CUSTOMER_KEY}")
+    return (f"SELECT {', '.join(columns)} FROM ratings r "
+            f"JOIN products p ON p.{PRODUCT_KEY} = r.{PRODUCT_KEY} "
+            f"JOIN customers c ON c.{CUSTOMER_KEY} = r.{CUSTOMER_KEY}{where} ORDER BY {order}")
+
+
+# -- validation: the contract's source rules, evaluated by the source database ------------------------
+def _one_example(conn: sa.Connection, sql: str, params: dict) -> str:
+    row = conn.execute(sa.text(sql + " LIMIT 1"), params).mappings().first()
+    return ", ".join(f"{k}={v!r}" for k, v in row.items()) if row else ""
+
+
+def find_violations(source: SourceDatabase, selection: Selection) -> list[Violation]:
+    """The same rules as the Spark engine's `find_violations`, as SQL over the selected ratings."""
+    where, params = customer_filter(selection)
+    r_where, r_params = customer_filter(selection, column=f"r.{CUSTOMER_KEY}")
+    out: list[Violation] = []
+    rules = {("null_keys", c): f"{c} IS NULL" for c in KEY_COLUMNS}
+    rules[("rating_range", RATING)] = f"({RATING} < {RATING_MIN} OR {RATING} > {RATING_MAX})"
+    and_ = " AND " if where else " WHERE "
+    with source.connect() as conn:
+        if source.dialect == "sqlite":
+            out += _sqlite_type_violations(conn)
+        sums = ", ".join(f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)" for cond in rules.values())
+        counts = conn.execute(sa.text(f"SELECT {sums} FROM ratings{where}"), params).one()
+        for ((check, column), cond), n in zip(rules.items(), counts):
+            if n:
+                out.append(Violation(check, "ratings", column, int(n), _one_example(
+                    conn, f"SELECT {', '.join(SOURCE_COLUMNS['ratings'])} FROM ratings{where}{and_}{cond}", params)))
+        dupes = (f"SELECT {CUSTOMER_KEY}, {PRODUCT_KEY}, COUNT(*) AS n FROM ratings{where} "
+                 f"GROUP BY {CUSTOMER_KEY}, {PRODUCT_KEY} HAVING COUNT(*) > 1")
+        n = conn.execute(sa.text(f"SELECT COUNT(*) FROM ({dupes}) d"), params).scalar_one()
+        if n:
+            out.append(Violation("unique_ratings", "ratings", f"{CUSTOMER_KEY}, {PRODUCT_KEY}", int(n),
+                                 _one_example(conn, dupes, params)))
+        r_and = " AND " if r_where else " WHERE "
+        for key, table, alias in ((PRODUCT_KEY, "products", "p"), (CUSTOMER_KEY, "customers", "c")):
+            orphans = (f"SELECT r.{CUSTOMER_KEY}, r.{PRODUCT_KEY}, r.{RATING} FROM ratings r "
+                       f"LEFT JOIN {table} {alias} ON {alias}.{key} = r.{key}{r_where}{r_and}"
+                       f"{alias}.{key} IS NULL AND r.{key} IS NOT NULL")
+            n = conn.execute(sa.text(f"SELECT COUNT(*) FROM ({orphans}) o"), r_params).scalar_one()
+            if n:
+                out.append(Violation("referential_integrity", "ratings", key, int(n),
+                                     _one_example(conn, orphans, r_params)))
+    return out
+
+
+def _sqlite_type_violations(conn: sa.Connection) -> list[Violation]:
+    out = []
+    for table, columns in SOURCE_COLUMNS.items():
+        for name in columns:
+            kind = next(c.type for c in COLUMNS if c.name == name)
+            if kind not in SQLITE_TYPEOF:
+                continue
+            allowed = ", ".join(f"'{t}'" for t in (*SQLITE_TYPEOF[kind], "null"))
+            bad = f"SELECT {name} FROM {table} WHERE typeof({name}) NOT IN ({allowed})"
+            n = conn.execute(sa.text(f"SELECT COUNT(*) FROM ({bad}) b")).scalar_one()
+            if n:
+                out.append(Violation("types", table, name, int(n), _one_example(conn, bad, {})))
+    return out
+
+
+# -- the build --------------------------------------------------------------------------------------
+def read_join(source: SourceDatabase, selection: Selection, layout: Layout,
+              batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """The join as a stream of Arrow record batches (connectorx), ordered by partition."""
+    import connectorx as cx
+
+    sql = join_sql(selection, layout, source.dialect)
+    try:
+        reader = cx.read_sql(connectorx_url(source.url), sql, return_type="arrow_stream", batch_size=batch_rows)
+    except RuntimeError as e:
+        raise SourceUnavailableError(f"cannot read the source {source.masked_url}: "
+                                     f"{str(e).replace(make_url(source.url).password or chr(0), '***')}") from None
+    yield from reader
+
+
+def build(source: SourceDatabase, store: ObjectStore, keys: Sequence[str], layout: Layout = Layout(),
+          log=print, batch_rows: int = 65_536, threads: int = 4) -> BuildResult:
+    """Replace the partitions `keys` of `<store>/ratings_ml_training/` with fresh data.
+
+    Validates the source first: on any violation raises DataQualityError and writes nothing.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source.validate_schema()
+    selection = layout.selection(keys)
+    refuse(find_violations(source, selection))
+    timings["validate_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    writer = lake.PartitionWriter(store.url, store.endpoint_url, DATASET, layout.column, finish=layout.finish)
+    counts = dict(writer.write_all(read_join(source, selection, layout, batch_rows), threads=threads))
+    timings["extract_transform_write_s"] = time.perf_counter() - t1
+    return reconcile(store, keys, counts, layout, EXTRACTION, timings, log)
