@@ -7,6 +7,7 @@ import dagster as dg
 from recsys_platform.batch.contract import Layout
 from recsys_platform.defs.batch import build_batch_defs
 from recsys_platform.defs.ml import MODEL_KEY, build_ml_defs
+from recsys_platform.defs.shared import LOGGERS
 from recsys_platform.defs.streaming import build_streaming_defs
 from recsys_platform.defs.vectors import ITEM_KEY, USER_KEY, build_vector_defs
 from recsys_platform.resources import (
@@ -47,7 +48,7 @@ def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Defini
         build_ml_defs(layout),
         build_vector_defs(),
         build_streaming_defs(),
-        dg.Definitions(jobs=[model_job], resources=build_resources(settings, keep_spark=keep_spark)),
+        dg.Definitions(jobs=[model_job], resources=build_resources(settings, keep_spark=keep_spark), loggers=LOGGERS),
     )
 
 

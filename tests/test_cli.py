@@ -34,3 +34,69 @@ def test_unknown_command_shows_usage(capsys):
         main(["frobnicate"])
     assert err.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{err[-3000:]}"
+    return lines[0]
+
+
+def _without_column(path, column: str) -> str:
+    """A seeded SQLite source whose ratings table lacks `column`."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{path}"
+    assert main(["seed", "--source-url", url]) == 0
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE ratings DROP COLUMN {column}"))
+    return url
+
+
+def test_demo_names_a_missing_column_and_the_fix_in_one_line(tmp_path, capsys, monkeypatch):
+    url = _without_column(tmp_path / "cm.db", "productRating")
+    capsys.readouterr()
+    monkeypatch.setenv("RECSYS_SOURCE_URL", url)
+    assert main(["--home", str(tmp_path / "home"), "demo"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "column ratings.productRating is missing" in line
+    assert "fix the table, or point RECSYS_SOURCE_URL at" in line
+    assert not (tmp_path / "home" / "lake").exists(), "checked before anything ran"
+
+
+def test_demo_names_an_unreachable_host_in_one_line_without_the_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RECSYS_SOURCE_URL", "mysql+pymysql://app:hunter2@127.0.0.1:1/cm")
+    assert main(["--home", str(tmp_path), "demo"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "cannot connect to the source database mysql+pymysql://app:***@127.0.0.1:1/cm" in line
+    assert "that the server at 127.0.0.1 is running" in line and "hunter2" not in line
+
+
+def test_an_explicit_sqlite_source_that_does_not_exist_is_not_created(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "typo" / "classicmodel.db"
+    monkeypatch.setenv("RECSYS_SOURCE_URL", f"sqlite:///{missing}")
+    assert main(["--home", str(tmp_path / "home"), "demo"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"the SQLite source {missing} does not exist" in line and "recsys-platform seed --source-url" in line
+    assert not missing.exists()
+    assert main(["--home", str(tmp_path / "home"), "produce-events", "--count", "1"]) == 2
+    assert not missing.exists()
+
+
+def test_an_explicit_empty_source_is_not_seeded_by_the_demo(tmp_path, capsys, monkeypatch):
+    import sqlalchemy as sa
+
+    path = tmp_path / "empty.db"
+    sa.create_engine(f"sqlite:///{path}").connect().close()  # exists, holds nothing
+    monkeypatch.setenv("RECSYS_SOURCE_URL", f"sqlite:///{path}")
+    assert main(["--home", str(tmp_path / "home"), "demo"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "holds no ratings: the demo seeds only its own embedded source" in line
+
+
+def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
+    from recsys_platform.errors import SourceUnavailableError
+
+    monkeypatch.setenv("RECSYS_SOURCE_URL", f"sqlite:///{tmp_path / 'nope.db'}")
+    with pytest.raises(SourceUnavailableError, match="does not exist"):
+        main(["--debug", "--home", str(tmp_path / "home"), "demo"])

@@ -82,8 +82,8 @@ def test_single_run_backfill_builds_every_partition_with_passing_checks(defs, se
     store = ObjectStore.from_url(settings.lake_url)
     assert lake.list_partition_keys(store, DATASET, "customerNumber") == sorted(keys)
 
-    observations = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=TRAINING_KEY), limit=1000).records
-    recorded = {r.partition_key: r.asset_observation.metadata[SOURCE_VERSION].value for r in observations}
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=TRAINING_KEY), limit=1000).records
+    recorded = {r.partition_key: r.asset_materialization.metadata[SOURCE_VERSION].value for r in records}
     assert recorded == partition_versions(Layout(), SourceDatabase(settings.source_url).customer_versions())
 
 

@@ -7,6 +7,7 @@ Every message names the table and column at fault and shows the URL with its pas
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -59,9 +60,14 @@ def _expected_family(arrow_type: pa.DataType) -> set[str]:
 
 @dataclass
 class SourceDatabase:
-    """A connection to the operational database behind a SQLAlchemy URL."""
+    """A connection to the operational database behind a SQLAlchemy URL.
+
+    A SQLite URL naming a missing file is an error, never an empty database created on the
+    spot, unless `create` (the `seed` command and the demo's own embedded source).
+    """
 
     url: str
+    create: bool = False
 
     def __post_init__(self) -> None:
         self._engine: sa.Engine | None = None
@@ -93,12 +99,19 @@ class SourceDatabase:
             self._engine = None
 
     def connect(self) -> sa.Connection:
+        u = make_url(self.url)
+        if u.get_backend_name() == "sqlite" and not self.create and u.database not in (None, "", ":memory:") \
+                and not os.path.exists(u.database):
+            raise SourceUnavailableError(
+                f"the SQLite source {u.database} does not exist: check RECSYS_SOURCE_URL, or create it "
+                f"with `recsys-platform seed --source-url {self.masked_url}`")
         try:
             return self.engine.connect()
         except sa.exc.SQLAlchemyError as e:
             reason = str(getattr(e, "orig", e)).replace(make_url(self.url).password or "\0", "***")
             raise SourceUnavailableError(
-                f"cannot connect to the source database {self.masked_url}: {reason}"
+                f"cannot connect to the source database {self.masked_url}: {reason.strip()}; check "
+                f"RECSYS_SOURCE_URL and that the server at {make_url(self.url).host or 'localhost'} is running"
             ) from None
 
     # -- schema -----------------------------------------------------------------------------
@@ -124,7 +137,8 @@ class SourceDatabase:
                             f"{' or '.join(sorted(_expected_family(arrow_type)))}")
         if problems:
             raise SourceSchemaError(
-                f"the source database {self.masked_url} does not match the contract: " + "; ".join(problems))
+                f"the source database {self.masked_url} does not match the contract: " + "; ".join(problems)
+                + "; fix the table, or point RECSYS_SOURCE_URL at a classicmodels database with ratings")
 
     # -- customers and their versions ---------------------------------------------------------
     def customer_numbers(self) -> list[int]:

@@ -1,13 +1,23 @@
-"""`recsys-platform demo`: the whole platform end to end on the configured profile."""
+"""`recsys-platform demo`: the whole platform end to end on the configured profile.
+
+The terminal shows one progress line per step and a short summary; Dagster's event log goes to
+`$RECSYS_HOME/logs/dagster.log` (`--verbose` streams it too). The source is checked before
+anything runs (reachable, the contract's tables and columns), and only the demo's own embedded
+SQLite source is created and seeded on demand: any failure ends in one line naming what is
+wrong and the fix.
+"""
 
 from __future__ import annotations
 
-import os
+import json
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from rich.console import Console
 
 from recsys_platform import wiring
 from recsys_platform.batch.contract import DATASET, Layout
@@ -17,7 +27,7 @@ from recsys_platform.definitions import build_definitions
 from recsys_platform.defs.batch import OBSERVE_JOB
 from recsys_platform.defs.batch.assets import TRAINING_KEY
 from recsys_platform.defs.batch.partitions import CUSTOMERS
-from recsys_platform.errors import RunFailedError
+from recsys_platform.errors import RunFailedError, SourceUnavailableError
 from recsys_platform.settings import Settings
 
 
@@ -26,10 +36,163 @@ class DemoReport:
     lines: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    console: Console = field(default_factory=lambda: Console(highlight=False))
 
     def add(self, text: str) -> None:
         self.lines.append(text)
-        print(text, flush=True)
+        self.console.print(text, soft_wrap=True, markup=False)
+
+    @contextmanager
+    def step(self, name: str, timing: str):
+        """A spinner while a step runs, then its time; the step's own lines follow it."""
+        started = time.perf_counter()
+        with self.console.status(f"{name} ..."):
+            yield
+        self.timings[timing] = time.perf_counter() - started
+        self.console.print(f"[green]✓[/green] {name} [dim]({self.timings[timing]:.1f} s)[/dim]")
+
+
+class Demo:
+    """The steps of the demo over one Definitions, one Dagster instance and one log file."""
+
+    def __init__(self, settings: Settings, verbose: bool = False):
+        self.settings = settings
+        self.report = DemoReport()
+        self.log_path = Path(settings.home) / "logs" / "dagster.log"
+        loggers: dict = {"file": {"config": {"path": str(self.log_path)}}}
+        if verbose:
+            loggers["console"] = {}
+        self.run_config = {"loggers": loggers}
+        self.instance = instance_for(settings)
+        self.defs = build_definitions(settings)  # one Definitions (and resources) for every step
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def execute(self, job: str, what: str, run_config: dict | None = None, **kwargs) -> dg.ExecuteInProcessResult:
+        result = self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, raise_on_error=False, run_config={**self.run_config, **(run_config or {})}, **kwargs)
+        for evaluation in result.get_asset_check_evaluations():
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                self.report.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+        if not result.success:
+            raise RunFailedError(f"{what} failed: {_failure_reason(result)} (run {result.run_id[:8]}; "
+                                 f"the full log is in {self.log_path})")
+        return result
+
+    # -- steps ------------------------------------------------------------------------------------
+    def check_source(self) -> SourceDatabase:
+        """Reachable, seeded (the embedded source only: on demand), and shaped like the contract."""
+        settings = self.settings
+        db = SourceDatabase(settings.source_url, create=settings.source_is_default)
+        if settings.source_is_default:
+            Path(settings.home).mkdir(parents=True, exist_ok=True)
+        db.connect().close()
+        if not is_seeded(db.engine):
+            if not settings.source_is_default:
+                raise SourceUnavailableError(
+                    f"the source {db.masked_url} holds no ratings: the demo seeds only its own embedded source; "
+                    f"run `recsys-platform seed --source-url '{db.masked_url}'` (with the password) to fill it")
+            self.report.add(f"  seeded {db.masked_url}: {seed(db.engine)}")
+        db.validate_schema()
+        return db
+
+    def batch(self, db: SourceDatabase) -> None:
+        layout = Layout(self.settings.hash_buckets)
+        keys = layout.partition_keys(db.customer_numbers())
+        db.dispose()
+        if not layout.buckets:
+            known = set(self.instance.get_dynamic_partitions(CUSTOMERS.name))
+            self.instance.add_dynamic_partitions(CUSTOMERS.name, [k for k in keys if k not in known])
+        self.execute(OBSERVE_JOB, "observing the source")
+        result = self.execute("ratings_ml_training_job", f"building {DATASET}",
+                              tags={"dagster/asset_partition_range_start": keys[0],
+                                    "dagster/asset_partition_range_end": keys[-1]})
+        meta = result.asset_materializations_for_node(TRAINING_KEY.path[-1])[0].metadata
+        self.report.add(f"  {DATASET}: {meta['run_rows'].value:,} rows in {len(keys):,} partitions "
+                        f"({layout.column}=...) via {meta['extraction'].value if 'extraction' in meta else 'Glue'} at "
+                        f"{meta['dataset_location'].value}")
+
+    def model_and_vectors(self) -> None:
+        result = self.execute("model_and_vectors_job", "training or loading the vectors")
+        model = result.asset_materializations_for_node("recommender_model")[0].metadata
+        metrics = model["metrics"].value
+        self.report.add(f"  recommender_model {model['model_version'].value}: held-out RMSE {metrics['rmse']} "
+                        f"(bias baseline {metrics['rmse_bias']}), NDCG@10 {metrics['ndcg@10']} "
+                        f"(popularity {metrics['ndcg@10_popularity']})")
+        by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("embeddings")}
+        item, user = by_key["item_emb"], by_key["user_emb"]
+        self.report.add(f"  pgvector: item_emb {item['dagster/row_count'].value} rows, user_emb "
+                        f"{user['dagster/row_count'].value} rows, HNSW recall@10 {item['hnsw_recall@10'].value:.3f}")
+
+    def streaming(self, events: int = 500) -> None:
+        """Activity events into the stream, the delivery runtime until drained, two samples shown."""
+        from recsys_platform.streaming.producer import load_catalog, sessions
+
+        settings = self.settings
+        db = SourceDatabase(settings.source_url)
+        customers, products = load_catalog(db.engine)
+        db.dispose()
+        runtime = wiring.delivery_runtime(settings, wiring.inference_service(settings), log=lambda *_: None)
+        produced = list(sessions(customers, products, events, malformed_share=0.05, seed=int(time.time())))
+        runtime.stream.put_records([(k, d) for k, d, _ in produced])
+        counters = runtime.run(once=True)
+        self.report.add(f"  {events} events: delivered {counters.delivered}, failed {counters.failed} "
+                        f"({len(counters.reasons)} kinds of reason), dropped {counters.dropped}, balanced: "
+                        f"{counters.balanced}")
+        if not counters.balanced:
+            self.report.failed_checks.append("delivery:records_in_equals_delivered_dropped_failed")
+        known = {int(c["customerNumber"]) for c in customers}
+        samples: dict[str, dict] = {}
+        for obj in reversed(runtime.store.list()):
+            if obj.key.startswith("processing-failed/") or len(samples) == 2:
+                continue
+            for line in runtime.store.read_bytes(obj.key).decode().splitlines():
+                rec = json.loads(line)
+                samples.setdefault("known customer" if rec["customer_number"] in known else "new customer", rec)
+        for kind, rec in sorted(samples.items()):
+            self.report.add(f"  {kind} {rec['customer_number']} ({rec['city']}, {rec['country']}): recommended "
+                            f"{', '.join(i['id'] for i in rec['recommended_items'])}")
+
+    def ingestion(self) -> None:
+        """One tick of `recommendations_sensor`, then the hourly partitions it requested."""
+        sensor = self.defs.resolve_sensor_def("recommendations_sensor")
+        # A fresh tick (no cursor): every hour in the look-back window with objects.
+        with dg.build_sensor_context(instance=self.instance, definitions=self.defs, resources={
+                "recommendations_store": self.defs.resources["recommendations_store"]}) as ctx:
+            result = sensor.evaluate_tick(ctx)
+        for request in result.run_requests or []:
+            run = self.execute("recommendations_job", f"ingesting hour {request.partition_key}",
+                               partition_key=request.partition_key,
+                               tags={**request.tags, "dagster/run_key": request.run_key})
+            meta = run.asset_materializations_for_node("recommendations")[0].metadata
+            self.report.add(f"  hour {request.partition_key}: {meta['dagster/row_count'].value} rows, "
+                            f"{meta['failed'].value} failed ({meta['failure_rate'].value:.1%}), "
+                            f"{meta['users'].value} users")
+        if not result.run_requests:
+            self.report.add(f"  recommendations_sensor: {result.skip_message}")
+
+    def run(self) -> DemoReport:
+        report, settings = self.report, self.settings
+        report.add(f"recsys-platform demo: RECSYS_HOME={settings.home} (Dagster's event log: {self.log_path})")
+        started = time.perf_counter()
+        db: list[SourceDatabase] = []
+        steps: list[tuple[str, str, Callable[[], object]]] = [
+            ("source checked", "source_s", lambda: db.append(self.check_source())),
+            (f"{DATASET} built, checked", "batch_s", lambda: self.batch(db[0])),
+            ("model trained, evaluated, published; vectors loaded", "model_and_vectors_s", self.model_and_vectors),
+            ("events streamed through the Lambdas", "streaming_s", self.streaming),
+            ("the hour ingested by the sensor's run", "ingestion_s", self.ingestion),
+        ]
+        for name, timing, action in steps:
+            with report.step(name, timing):
+                action()
+        report.timings["total_s"] = time.perf_counter() - started
+        report.add(f"done in {report.timings['total_s']:.1f} s: " + (
+            "FAILED checks: " + ", ".join(report.failed_checks) if report.failed_checks else "all checks passed"))
+        report.add(f"buckets: {settings.lake_url}, {settings.artifacts_url}, {settings.recommendations_url}")
+        report.add(f"open the UI over the same state: make ui RECSYS_HOME={settings.home}  "
+                   f"(or RECSYS_HOME={settings.home} DAGSTER_HOME={Path(settings.home) / 'dagster_home'} "
+                   "dagster dev -w workspace.yaml)")
+        return report
 
 
 def instance_for(settings: Settings) -> dg.DagsterInstance:
@@ -42,156 +205,15 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def _observe(defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
-    """Record the source's per-partition data versions (the batch domain's observation job)."""
-    result = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance, raise_on_error=False)
-    if not result.success:
-        raise RunFailedError("observing the source failed; see the run in the Dagster UI")
-
-
-def run_batch(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance, report: DemoReport) -> None:
-    layout = Layout(settings.hash_buckets)
-    db = SourceDatabase(settings.source_url)
-    t0 = time.perf_counter()
-    if not is_seeded(db.engine):
-        os.makedirs(settings.home, exist_ok=True)
-        summary = seed(db.engine)
-        report.add(f"seeded {db.masked_url}: {summary}")
-    else:
-        report.add(f"source {db.masked_url} already seeded")
-    customers = db.customer_numbers()
-    db.dispose()
-    keys = layout.partition_keys(customers)
-    if not layout.buckets:
-        known = set(instance.get_dynamic_partitions(CUSTOMERS.name))
-        instance.add_dynamic_partitions(CUSTOMERS.name, [k for k in keys if k not in known])
-    _observe(defs, instance)
-    report.timings["seed_and_observe_s"] = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    job = defs.resolve_job_def("ratings_ml_training_job")
-    result = job.execute_in_process(
-        instance=instance, raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": keys[0],
-              "dagster/asset_partition_range_end": keys[-1]})
-    report.timings["ratings_ml_training_s"] = time.perf_counter() - t1
-    _failed_checks(result, report)
-    if not result.success:
-        raise RunFailedError(f"building {DATASET} failed: {_failure_reason(result)}")
-    materialization = result.asset_materializations_for_node(TRAINING_KEY.path[-1])[0]
-    rows = materialization.metadata["run_rows"].value
-    location = materialization.metadata["dataset_location"].value
-    report.add(f"{DATASET}: {rows:,} rows in {len(keys):,} partitions ({layout.column}=...) at {location}")
-
-
-def _failed_checks(result, report: DemoReport) -> None:
-    for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-            report.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
-
-
-def _failure_reason(result) -> str:
+def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
     failure = next((e for e in result.all_events if e.is_step_failure), None)
-    return failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
+    if failure is None:
+        return "see the run's log"
+    data = failure.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:  # a dg.Failure: already one clear line
+        return data.user_failure_data.description.strip()
+    return data.error.message.strip().splitlines()[0] if data.error else "see the run's log"
 
 
-def run_model_and_vectors(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance,
-                          report: DemoReport) -> None:
-    t0 = time.perf_counter()
-    result = defs.resolve_job_def("model_and_vectors_job").execute_in_process(instance=instance, raise_on_error=False)
-    report.timings["model_and_vectors_s"] = time.perf_counter() - t0
-    _failed_checks(result, report)
-    if not result.success:
-        raise RunFailedError(f"training or loading the vectors failed: {_failure_reason(result)}")
-    model = result.asset_materializations_for_node("recommender_model")[0].metadata
-    metrics = model["metrics"].value
-    report.add(f"recommender_model: version {model['model_version'].value}, held-out RMSE {metrics['rmse']} "
-               f"(bias baseline {metrics['rmse_bias']}), NDCG@10 {metrics['ndcg@10']} "
-               f"(popularity {metrics['ndcg@10_popularity']}), artifacts at {settings.artifacts_url}")
-    item = result.asset_materializations_for_node("embeddings")
-    by_key = {m.asset_key.to_user_string(): m.metadata for m in item}
-    item, user = by_key["item_emb"], by_key["user_emb"]
-    report.add(f"pgvector: item_emb {item['dagster/row_count'].value} rows, user_emb {user['dagster/row_count'].value} "
-               f"rows, active version {item['active_version'].value}, HNSW recall@10 {item['hnsw_recall@10'].value:.3f}")
-
-
-def run_streaming(settings: Settings, report: DemoReport, events: int = 500) -> None:
-    """Activity events into the stream, the delivery runtime until drained, a sample printed."""
-    import json
-
-    from recsys_platform.streaming.producer import load_catalog, sessions
-
-    t0 = time.perf_counter()
-    db = SourceDatabase(settings.source_url)
-    customers, products = load_catalog(db.engine)
-    db.dispose()
-    runtime = wiring.delivery_runtime(settings, wiring.inference_service(settings), log=lambda *_: None)
-    produced = list(sessions(customers, products, events, malformed_share=0.05, seed=int(time.time())))
-    runtime.stream.put_records([(k, d) for k, d, _ in produced])
-    counters = runtime.run(once=True)
-    report.timings["streaming_s"] = time.perf_counter() - t0
-    report.add(f"stream: {events} events -> delivered {counters.delivered}, failed {counters.failed}, "
-               f"dropped {counters.dropped} (balanced: {counters.balanced}) into {settings.recommendations_url}")
-    if counters.reasons:
-        report.add("  failure reasons: " + "; ".join(f"{r} x{n}" for r, n in counters.reasons.most_common()))
-    if not counters.balanced:
-        report.failed_checks.append("delivery:records_in_equals_delivered_dropped_failed")
-    known = {int(c["customerNumber"]) for c in customers}
-    samples: dict[str, dict] = {}
-    for obj in reversed(runtime.store.list()):
-        if obj.key.startswith("processing-failed/") or len(samples) == 2:
-            continue
-        for line in runtime.store.read_bytes(obj.key).decode().splitlines():
-            rec = json.loads(line)
-            kind = "known customer" if rec["customer_number"] in known else "new customer"
-            samples.setdefault(kind, rec)
-    for kind, rec in sorted(samples.items()):
-        report.add(f"  {kind} {rec['customer_number']} ({rec['city']}, {rec['country']}), cart "
-                   f"{[b['product_code'] for b in rec['browse_history']]}: recommended "
-                   f"{[i['id'] for i in rec['recommended_items']]}, similar to "
-                   f"{rec['similar_items']['product_code']}: {[i['id'] for i in rec['similar_items']['similar_items'][:3]]}")
-
-
-def run_ingestion(defs: dg.Definitions, instance: dg.DagsterInstance, report: DemoReport) -> None:
-    """One tick of `recommendations_sensor`, then the hourly partitions it requested."""
-    sensor = defs.resolve_sensor_def("recommendations_sensor")
-    # The demo evaluates a fresh tick (no cursor): every hour in the look-back window with objects.
-    with dg.build_sensor_context(instance=instance, definitions=defs,
-                                 resources={"recommendations_store": defs.resources["recommendations_store"]}) as ctx:
-        result = sensor.evaluate_tick(ctx)
-    requests = result.run_requests or []
-    t0 = time.perf_counter()
-    job = defs.resolve_job_def("recommendations_job")
-    for request in requests:
-        run = job.execute_in_process(instance=instance, partition_key=request.partition_key, raise_on_error=False,
-                                     tags={**request.tags, "dagster/run_key": request.run_key})
-        _failed_checks(run, report)
-        if not run.success:
-            raise RunFailedError(f"ingesting hour {request.partition_key} failed: {_failure_reason(run)}")
-        meta = run.asset_materializations_for_node("recommendations")[0].metadata
-        report.add(f"recommendations hour {request.partition_key}: {meta['dagster/row_count'].value} rows, "
-                   f"{meta['failed'].value} failed, {meta['users'].value} users, failure rate "
-                   f"{meta['failure_rate'].value:.1%} -> {meta['location'].value}")
-    report.timings["ingestion_s"] = time.perf_counter() - t0
-    if not requests:
-        report.add(f"recommendations_sensor: {result.skip_message}")
-
-
-def run_demo(settings: Settings) -> DemoReport:
-    report = DemoReport()
-    report.add(f"recsys-platform demo: RECSYS_HOME={settings.home}")
-    started = time.perf_counter()
-    instance = instance_for(settings)
-    defs = build_definitions(settings)  # one Definitions (and resources) for every step
-    run_batch(settings, defs, instance, report)
-    run_model_and_vectors(settings, defs, instance, report)
-    run_streaming(settings, report)
-    run_ingestion(defs, instance, report)
-    report.timings["total_s"] = time.perf_counter() - started
-    report.add("timings: " + ", ".join(f"{k}={v:.1f}" for k, v in report.timings.items()))
-    if report.failed_checks:
-        report.add("FAILED checks: " + ", ".join(report.failed_checks))
-    else:
-        report.add("all checks passed")
-    report.add(f"open the UI over the same state: DAGSTER_HOME={Path(settings.home) / 'dagster_home'} dagster dev")
-    return report
+def run_demo(settings: Settings, verbose: bool = False) -> DemoReport:
+    return Demo(settings, verbose=verbose).run()

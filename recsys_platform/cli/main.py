@@ -21,7 +21,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     os.makedirs(settings.home, exist_ok=True)
-    db = SourceDatabase(settings.source_url)
+    db = SourceDatabase(settings.source_url, create=True)  # seeding may create a SQLite file
     db.connect().close()  # a clear, masked error if the database is unreachable
     try:
         summary = seed(db.engine, scale=args.scale, seed=args.seed, replace=args.replace)
@@ -34,7 +34,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys_platform.cli.demo import run_demo
 
-    report = run_demo(_settings(args))
+    report = run_demo(_settings(args), verbose=args.verbose)
     return 1 if report.failed_checks else 0
 
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Product recommendations on Dagster: batch training data, model, vectors, stream. "
         "Configuration comes from RECSYS_* environment variables (see README).")
     parser.add_argument("--home", help="state folder for the embedded default (RECSYS_HOME, default ./.recsys)")
+    parser.add_argument("--debug", action="store_true", help="on failure, show the full Python traceback")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("seed", help="create the classicmodels schema with ratings and fill it deterministically")
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the platform end to end on the configured profile and print a summary")
     p.add_argument("--source-url", help="SQLAlchemy URL (RECSYS_SOURCE_URL)")
+    p.add_argument("--verbose", action="store_true",
+                   help="stream Dagster's event log to the terminal too (always in $RECSYS_HOME/logs/dagster.log)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("produce-events", help="write synthetic activity sessions into the stream (RECSYS_STREAM)")
@@ -173,15 +176,23 @@ def _quiet_known_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure ends in one line on stderr and a non-zero exit (2: the user can fix it,
+    1: unexpected); `--debug` shows the traceback instead."""
     _quiet_known_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except RecsysError as e:
-        print(f"recsys-platform {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
+    except Exception as e:
+        if args.debug:
+            raise
+        if isinstance(e, RecsysError):
+            print(f"recsys-platform {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        print(f"recsys-platform {args.command}: unexpected error: {type(e).__name__}: "
+              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -28,7 +28,7 @@ from recsys_platform.storage.lake import partition_file
 
 SOURCE_KEY = dg.AssetKey("classicmodels_ratings")
 TRAINING_KEY = dg.AssetKey(DATASET)
-SOURCE_VERSION = "source_version"  # observation metadata: the source version a partition was built from
+SOURCE_VERSION = "source_version"  # a partition's metadata: the source version it was built from
 
 
 def column_schema() -> dg.TableSchema:
@@ -72,15 +72,14 @@ def per_partition_metadata(written, layout: Layout, keys: list[str]) -> dict[str
 
 def _checked_result(context, source: SourceDatabaseResource, store, layout: Layout, keys: list[str],
                     versions: dict[str, str], run_metadata: dict) -> dg.MaterializeResult:
-    """Read the published partitions back, record each one's source version and own metadata,
+    """Read the published partitions back, give each its own metadata (rows, distribution,
+    preview, file, the source version it was built from: what the schedule compares),
     and check them against the contract and the source (the same for every engine and Glue)."""
     written = lake.read_partitions(store, DATASET, layout.column, keys)
     for key, metadata in per_partition_metadata(written, layout, keys).items():
-        context.add_asset_metadata({**metadata, "location": _location(store, partition_file(DATASET, layout.column, key))},
-                                   partition_key=key)
-        context.log_event(dg.AssetObservation(
-            asset_key=TRAINING_KEY, partition=key,
-            metadata={SOURCE_VERSION: versions.get(key, "absent"), "rows": metadata["dagster/row_count"]}))
+        context.add_asset_metadata({
+            **metadata, SOURCE_VERSION: versions.get(key, "absent"),
+            "location": _location(store, partition_file(DATASET, layout.column, key))}, partition_key=key)
     if layout.buckets and written.num_columns:  # the bucket is a folder, not a contract column
         written = written.drop_columns([layout.column])
     products = source.db.read_arrow("products")

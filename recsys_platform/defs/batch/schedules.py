@@ -15,16 +15,16 @@ MAX_RUNS = 4
 
 
 def recorded_versions(instance: dg.DagsterInstance, page: int = 10_000) -> dict[str, str]:
-    """Per partition, the source version its latest build recorded (newest observation wins)."""
+    """Per partition, the source version its latest build recorded (newest materialization wins)."""
     seen: dict[str, str] = {}
     cursor = None
     while True:
-        result = instance.fetch_observations(
+        result = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=TRAINING_KEY), limit=page, cursor=cursor, ascending=False)
         for record in result.records:
             key = record.partition_key
             if key is not None and key not in seen:
-                value = record.asset_observation.metadata.get(SOURCE_VERSION)
+                value = record.asset_materialization.metadata.get(SOURCE_VERSION)
                 if value is not None:
                     seen[key] = str(value.value)
         if not result.has_more:
