@@ -1,21 +1,28 @@
-"""Batch benchmark: `ratings_ml_training` from a MariaDB source, against floors and a naive baseline.
+"""Batch benchmark: `ratings_ml_training` from a MariaDB source, both engines against floors and naive.
 
-Measures rows/s, all in one run on the same data:
-  - pipeline: this platform's `build` (validate + join + write + atomic publish), for both
-    layouts (one folder per customer, hash buckets) and both extraction paths (SQLAlchemy->Arrow,
-    Spark JDBC). The Spark session is started once beforehand and its start time reported apart.
-  - floor_source: the `mariadb` command-line client streaming the same join to /dev/null.
-  - floor_write: pyarrow writing the same rows as Hive-partitioned Parquet (per layout).
-  - naive: pandas `read_sql` of the join + `to_parquet(partition_cols=...)` (per layout).
-Ratios: pipeline vs the serial floor (source then write) and vs naive.
+In one run, on the same data, for each scale and both layouts (one folder per customer; hash
+buckets), in rows/s and seconds:
+  - floor_source: the `mariadb` command-line client streaming the lab's join to /dev/null;
+  - floor_write: pyarrow writing the same rows as Hive-partitioned Parquet;
+  - floor_serial: the two one after the other (what a pipeline that does not overlap reaches);
+  - naive: pandas `read_sql` of the join + `to_parquet(partition_cols=...)`;
+  - arrow: this platform's Arrow engine (validate in SQL, connectorx stream, per-partition writes);
+  - spark_jdbc: this platform's Spark engine, Spark JDBC extraction (the session started beforehand).
+Peak memory (max RSS) of the Arrow engine and of naive, each in a fresh child process.
+Ratios: each engine's time over floor_serial, and naive's time over each engine's.
+Then, at scale 1 on SQLite: one partition materialized through Dagster in-process (a fresh
+process, as a run launched from the UI is), and `recsys-platform demo` from a fresh home.
 
-    . .services/env && python benchmarks/batch.py --scale 100
+    . .services/env && python benchmarks/batch.py --scales 100            # make bench-batch
+    . .services/env && python benchmarks/batch.py --scales 100 1000       # scale 1000 on demand
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,14 +36,15 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from benchmarks.common import timer, write_results  # noqa: E402
-from recsys_platform.batch.contract import Layout
-from recsys_platform.batch.engines.spark import build  # noqa: E402
-from recsys_platform.batch.seed import seed  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
+from recsys_platform.batch.contract import COLUMN_NAMES, Layout  # noqa: E402
+from recsys_platform.batch.engines import arrow, spark  # noqa: E402
+from recsys_platform.batch.seed import is_seeded, seed  # noqa: E402
 from recsys_platform.batch.source import SourceDatabase  # noqa: E402
 from recsys_platform.resources.spark import spark_config  # noqa: E402
 from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 JOIN_SQL = (
     "SELECT r.customerNumber, c.city, c.state, c.postalCode, c.country, c.creditLimit, r.productCode, "
     "p.productLine, p.productScale, p.quantityInStock, p.buyPrice, p.MSRP, r.productRating "
@@ -52,8 +60,6 @@ def ensure_source(server_url: str, scale: float) -> str:
         conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {name}"))
     url = server.set(database=name).render_as_string(hide_password=False)
     engine = sa.create_engine(url)
-    from recsys_platform.batch.seed import is_seeded
-
     if not is_seeded(engine):
         t = time.perf_counter()
         summary = seed(engine, scale=scale)
@@ -61,6 +67,7 @@ def ensure_source(server_url: str, scale: float) -> str:
     return url
 
 
+# -- floors and naive -------------------------------------------------------------------------------
 def floor_source(url: str) -> float:
     u = sa.engine.make_url(url)
     env = {**os.environ, "MYSQL_PWD": u.password or ""}
@@ -71,9 +78,9 @@ def floor_source(url: str) -> float:
 
 
 def joined_arrow(url: str) -> pa.Table:
-    import pandas as pd
+    import connectorx as cx
 
-    return pa.Table.from_pandas(pd.read_sql(JOIN_SQL, sa.create_engine(url)), preserve_index=False)
+    return cx.read_sql(arrow.connectorx_url(url), JOIN_SQL, return_type="arrow")
 
 
 def floor_write(table: pa.Table, layout: Layout, out: str) -> float:
@@ -86,87 +93,196 @@ def floor_write(table: pa.Table, layout: Layout, out: str) -> float:
     return time.perf_counter() - start
 
 
-def naive(url: str, layout: Layout, out: str) -> float:
+def _naive(url: str, buckets: int, out: str) -> int:
     import pandas as pd
 
-    start = time.perf_counter()
+    layout = Layout(buckets)
     df = pd.read_sql(JOIN_SQL, sa.create_engine(url))
     if layout.buckets:
         df[layout.column] = df["customerNumber"] % layout.buckets
     df.to_parquet(out, partition_cols=[layout.column], max_partitions=1_000_000)
-    return time.perf_counter() - start
+    return len(df)
+
+
+def _arrow_engine(url: str, buckets: int, out: str) -> int:
+    db = SourceDatabase(url)
+    layout = Layout(buckets)
+    keys = layout.partition_keys(db.customer_numbers())
+    return arrow.build(db, ObjectStore.from_url(Path(out).as_uri()), keys, layout=layout, log=lambda *_: None).rows
+
+
+def _child(queue, fn, args) -> None:
+    import connectorx  # noqa: F401 - imports are paid once per process, not per build: not timed
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    start = time.perf_counter()
+    rows = fn(*args)
+    seconds = time.perf_counter() - start
+    queue.put((rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+
+
+def in_child(fn, *args) -> tuple[int, float, int]:
+    """(rows, seconds, peak RSS bytes) of fn(*args) in a fresh process: memory of that work alone."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if proc.exitcode:
+        raise RuntimeError(f"{fn.__name__} failed in its child process (exit {proc.exitcode})")
+    return result
+
+
+# -- one partition through Dagster, and the demo ----------------------------------------------------
+ONE_PARTITION = """
+import time, sys
+started = time.perf_counter()
+import dagster as dg
+from recsys_platform.definitions import build_definitions
+from recsys_platform.settings import Settings
+settings = Settings.from_env()
+defs = build_definitions(settings)
+instance = dg.DagsterInstance.from_config(sys.argv[1])
+instance.add_dynamic_partitions("customers", [sys.argv[2]])
+loaded = time.perf_counter()
+result = defs.resolve_job_def("ratings_ml_training_job").execute_in_process(
+    instance=instance, partition_key=sys.argv[2], run_config={"loggers": {"file": {"config": {"path": sys.argv[3]}}}})
+assert result.success
+print(f"{time.perf_counter() - loaded} {time.perf_counter() - started}")
+"""
+
+
+def dagster_one_partition(home: Path) -> dict:
+    """A fresh process materializes one customer's partition in-process (what a UI launch runs)."""
+    env = {**os.environ, "RECSYS_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "recsys_platform.cli", "seed"], env=env, check=True, capture_output=True)
+    customer = str(SourceDatabase(f"sqlite:///{home / 'classicmodels.db'}").customer_numbers()[0])
+    (home / "dagster_home").mkdir(exist_ok=True)
+    (home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", ONE_PARTITION, str(home / "dagster_home"), customer,
+                              str(home / "logs" / "bench.log")], env=env, check=True, capture_output=True, text=True)
+        run_s, process_s = map(float, out.stdout.split())
+        runs.append({"run_s": run_s, "process_s": process_s})
+    return {"partition": customer, "runs": runs}
+
+
+def demo(home: Path) -> dict:
+    env = {**os.environ, "RECSYS_HOME": str(home)}
+    for var in ("RECSYS_SOURCE_URL", "RECSYS_ENGINE", "RECSYS_HASH_BUCKETS", "RECSYS_VECTOR_DSN"):
+        env.pop(var, None)
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "demo"], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    subprocess.run([sys.executable, "-m", "recsys_platform.cli", "stop"], env=env, capture_output=True)
+    if out.returncode:
+        raise RuntimeError(f"demo failed: {out.stderr[-2000:]}")
+    return {"wall_s": seconds, "summary": [line for line in out.stdout.splitlines() if line.startswith("done in")]}
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def measure_scale(url: str, scale: float, buckets: int, session, work: Path) -> dict:
+    db = SourceDatabase(url)
+    rows = db.count_ratings()
+    customers = db.customer_numbers()
+    out: dict = {"scale": scale, "rows": rows, "customers": len(customers), "layouts": {}}
+    out["floor_source_s"] = src = min(floor_source(url) for _ in range(2))
+    table = joined_arrow(url)
+    assert table.num_rows == rows
+    for layout in (Layout(0), Layout(buckets)):
+        name = "per_customer" if not layout.buckets else f"hash_buckets_{layout.buckets}"
+        keys = layout.partition_keys(customers)
+        entry: dict = {"partitions": len(keys)}
+        target = work / f"floor-{name}"
+        entry["floor_write_s"] = floor_write(table, layout, str(target))
+        shutil.rmtree(target, ignore_errors=True)
+        entry["floor_serial_s"] = src + entry["floor_write_s"]
+        _, entry["naive_s"], peak = in_child(_naive, url, layout.buckets, str(work / "naive"))
+        entry["naive_peak_rss_mb"] = round(peak / 2**20, 1)
+        shutil.rmtree(work / "naive", ignore_errors=True)
+        n, entry["arrow_s"], peak = in_child(_arrow_engine, url, layout.buckets, str(work / "arrow"))
+        assert n == rows, (n, rows)
+        entry["arrow_peak_rss_mb"] = round(peak / 2**20, 1)
+        shutil.rmtree(work / "arrow", ignore_errors=True)
+        store = ObjectStore.from_url((work / "spark").as_uri())
+        start = time.perf_counter()
+        result = spark.build(session, db, store, keys, layout=layout, use_jdbc=True, num_partitions=4,
+                             log=lambda *_: None)
+        entry["spark_jdbc_s"] = time.perf_counter() - start
+        entry["spark_jdbc_steps"] = result.timings
+        assert result.rows == rows
+        shutil.rmtree(work / "spark", ignore_errors=True)
+        entry["rows_per_s"] = {k: rows / entry[f"{k}_s"] for k in
+                               ("floor_serial", "floor_write", "naive", "arrow", "spark_jdbc")}
+        entry["rows_per_s"]["floor_source"] = rows / src
+        entry["ratios"] = {
+            "arrow_time_vs_floor_serial": entry["arrow_s"] / entry["floor_serial_s"],
+            "arrow_speedup_vs_naive": entry["naive_s"] / entry["arrow_s"],
+            "spark_jdbc_time_vs_floor_serial": entry["spark_jdbc_s"] / entry["floor_serial_s"],
+            "spark_jdbc_speedup_vs_naive": entry["naive_s"] / entry["spark_jdbc_s"],
+            "arrow_peak_rss_vs_naive": entry["arrow_peak_rss_mb"] / entry["naive_peak_rss_mb"],
+        }
+        out["layouts"][name] = entry
+    del table
+    return out
+
+
+def print_table(results: dict) -> None:
+    print("\nrows/s (higher is better); time ratio = engine time / floor_serial time (goal arrow <= 1.5; spark <= 2 "
+          "at scale 1000 with buckets); speedup = naive time / engine time (goal arrow >= 2)")
+    print(f"{'scale':>6} {'layout':<17} {'floor serial':>12} {'naive':>9} {'spark JDBC':>10} {'arrow':>9} "
+          f"{'arrow/floor':>11} {'spark/floor':>11} {'naive/arrow':>11} {'arrow MB':>8} {'naive MB':>8}")
+    for run in results["scales"]:
+        for name, e in run["layouts"].items():
+            r, q = e["rows_per_s"], e["ratios"]
+            print(f"{run['scale']:>6g} {name:<17} {r['floor_serial']:>12,.0f} {r['naive']:>9,.0f} {r['spark_jdbc']:>10,.0f} "
+                  f"{r['arrow']:>9,.0f} {q['arrow_time_vs_floor_serial']:>11.2f} {q['spark_jdbc_time_vs_floor_serial']:>11.2f} "
+                  f"{q['arrow_speedup_vs_naive']:>11.2f} {e['arrow_peak_rss_mb']:>8.0f} {e['naive_peak_rss_mb']:>8.0f}")
+    one = results.get("dagster_one_partition")
+    if one:
+        print(f"one partition through Dagster in-process (fresh process): run {one['runs'][-1]['run_s']:.2f} s, "
+              f"process {one['runs'][-1]['process_s']:.2f} s (goal: under 3 s)")
+    if results.get("demo"):
+        print(f"recsys-platform demo at scale 1 from a fresh home: {results['demo']['wall_s']:.1f} s wall (goal: under 20 s)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=100)
+    parser.add_argument("--scales", type=float, nargs="+", default=[100])
     parser.add_argument("--buckets", type=int, default=64, help="hash buckets for the bucket layout")
     parser.add_argument("--source-url", default=os.environ.get("RECSYS_TEST_MYSQL_URL", ""))
     parser.add_argument("--jar", default=os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar"))
-    parser.add_argument("--jdbc-partitions", type=int, default=4)
+    parser.add_argument("--skip-demo", action="store_true", help="skip the Dagster one-partition and demo timings")
     args = parser.parse_args()
     if not args.source_url:
         parser.error("no MariaDB: start scripts/services.sh and source .services/env, or pass --source-url")
 
-    url = ensure_source(args.source_url, args.scale)
-    db = SourceDatabase(url)
-    rows = db.count_ratings()
-    customers = db.customer_numbers()
-    results: dict = {"scale": args.scale, "rows": rows, "customers": len(customers), "runs": {}}
+    results: dict = {"columns": COLUMN_NAMES, "scales": []}
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-
     from pyspark.sql import SparkSession
 
-    t = time.perf_counter()
+    start = time.perf_counter()
     builder = SparkSession.builder
     for k, v in spark_config("local[2]", jars=args.jar).items():
         builder = builder.config(k, v)
-    spark = builder.getOrCreate()
-    results["spark_start_s"] = time.perf_counter() - t
-
-    src_floor = min(floor_source(url) for _ in range(2))
-    results["floor_source_s"] = src_floor
-    table = joined_arrow(url)
+    session = builder.getOrCreate()
+    results["spark_start_s"] = time.perf_counter() - start
     try:
-        for layout in (Layout(0), Layout(args.buckets)):
-            name = "per_customer" if not layout.buckets else f"hash_buckets_{layout.buckets}"
-            keys = layout.partition_keys(customers)
-            entry: dict = {"partitions": len(keys)}
-            out = work / f"floor-{name}"
-            entry["floor_write_s"] = floor_write(table, layout, str(out))
-            shutil.rmtree(out, ignore_errors=True)
-            out = work / f"naive-{name}"
-            entry["naive_s"] = naive(url, layout, str(out))
-            shutil.rmtree(out, ignore_errors=True)
-            for use_jdbc in (False, True):
-                path = "spark_jdbc" if use_jdbc else "sqlalchemy_arrow"
-                store = ObjectStore.from_url((work / f"lake-{name}-{path}").as_uri())
-                timings: dict = {}
-                with timer(timings, "total_s"):
-                    result = build(spark, db, store, keys, layout=layout, use_jdbc=use_jdbc,
-                                   num_partitions=args.jdbc_partitions, log=lambda *_: None)
-                assert result.rows == rows, (result.rows, rows)
-                entry[f"pipeline_{path}_s"] = timings["total_s"]
-                entry[f"pipeline_{path}_steps"] = result.timings
-                shutil.rmtree(store.path(), ignore_errors=True)
-            serial_floor = src_floor + entry["floor_write_s"]
-            entry["rows_per_s"] = {
-                "floor_source": rows / src_floor, "floor_write": rows / entry["floor_write_s"],
-                "floor_serial": rows / serial_floor, "naive": rows / entry["naive_s"],
-                **{p: rows / entry[f"pipeline_{p}_s"] for p in ("sqlalchemy_arrow", "spark_jdbc")},
-            }
-            entry["ratios"] = {
-                **{f"{p}_time_vs_floor": entry[f"pipeline_{p}_s"] / serial_floor for p in ("sqlalchemy_arrow", "spark_jdbc")},
-                **{f"{p}_speedup_vs_naive": entry["naive_s"] / entry[f"pipeline_{p}_s"] for p in ("sqlalchemy_arrow", "spark_jdbc")},
-            }
-            results["runs"][name] = entry
-            print(f"{name}: " + ", ".join(f"{k}={v:,.0f} rows/s" for k, v in entry["rows_per_s"].items()), flush=True)
-            print(f"{name}: " + ", ".join(f"{k}={v:.2f}" for k, v in entry["ratios"].items()), flush=True)
+        for scale in args.scales:
+            url = ensure_source(args.source_url, scale)
+            results["scales"].append(measure_scale(url, scale, args.buckets, session, work))
+            print_table({"scales": results["scales"][-1:]})
     finally:
-        spark.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    path = write_results("batch", results)
-    print(f"results: {path}")
+        session.stop()
+    if not args.skip_demo:
+        results["dagster_one_partition"] = dagster_one_partition(work / "one")
+        results["demo"] = demo(work / "demo")
+    shutil.rmtree(work, ignore_errors=True)
+    print_table(results)
+    print(f"results: {write_results('batch', results)}")
     return 0
 
 

@@ -176,12 +176,15 @@ class Layout:
         """The schema of a partition's file: the contract's columns less the partition column."""
         return pa.schema([f for f in ARROW_SCHEMA if f.name != self.column])
 
-    def finish(self, table: pa.Table) -> pa.Table:
-        """One partition's rows exactly as its file holds them, whatever engine produced them:
-        sorted by customer then product (binary order), in the contract's types and
-        nullability, without the partition column (the folder name carries it)."""
-        table = table.sort_by([(CUSTOMER_KEY, "ascending"), (PRODUCT_KEY, "ascending")])
-        schema = self.file_schema()
+    def prepare(self, table: pa.Table) -> pa.Table:
+        """Rows of whole partitions exactly as their files hold them, whatever engine produced
+        them, plus the partition column: sorted by partition, customer, then product (binary
+        order), in the contract's types and nullability. Applied to many partitions at once."""
+        order = dict.fromkeys([self.column, CUSTOMER_KEY, PRODUCT_KEY])
+        table = table.sort_by([(c, "ascending") for c in order])
+        schema = ARROW_SCHEMA
+        if self.buckets:
+            schema = schema.append(pa.field(BUCKET_COLUMN, pa.int32(), nullable=False))
         return _exact_floats(table.select(schema.names), schema).cast(schema)
 
 

@@ -38,18 +38,29 @@ class DemoReport:
     timings: dict[str, float] = field(default_factory=dict)
     console: Console = field(default_factory=lambda: Console(highlight=False))
 
+    pending: list[str] | None = None  # a running step's lines, shown under its ✓ line
+
     def add(self, text: str) -> None:
         self.lines.append(text)
-        self.console.print(text, soft_wrap=True, markup=False)
+        if self.pending is not None:
+            self.pending.append(text)
+        else:
+            self.console.print(text, soft_wrap=True, markup=False)
 
     @contextmanager
     def step(self, name: str, timing: str):
-        """A spinner while a step runs, then its time; the step's own lines follow it."""
+        """A spinner while a step runs, then a ✓ line with its time and the step's own lines."""
         started = time.perf_counter()
-        with self.console.status(f"{name} ..."):
-            yield
+        self.pending = []
+        try:
+            with self.console.status(f"{name} ..."):
+                yield
+        finally:
+            lines, self.pending = self.pending, None
         self.timings[timing] = time.perf_counter() - started
         self.console.print(f"[green]✓[/green] {name} [dim]({self.timings[timing]:.1f} s)[/dim]")
+        for text in lines:
+            self.console.print(text, soft_wrap=True, markup=False)
 
 
 class Demo:

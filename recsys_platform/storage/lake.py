@@ -7,12 +7,14 @@ one, never a mix, and a failed run leaves every partition as it was or fully rep
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -52,11 +54,13 @@ class PartitionWriter:
     RESULT_SCHEMA = "key string, rows long"
 
     def __init__(self, store_url: str, endpoint_url: str, dataset: str, column: str,
-                 finish: Callable[[pa.Table], pa.Table] | None = None):
+                 prepare: Callable[[pa.Table], pa.Table] | None = None, chunk_rows: int = 65_536):
         self.store_url, self.endpoint_url = store_url, endpoint_url
         self.dataset, self.column = dataset, column
-        # Turns a partition's rows into the file's table (order, types); default: drop the column.
-        self.finish = finish
+        # Turns rows of whole partitions into what their files hold (order, types), keeping the
+        # partition column; applied to chunks of about `chunk_rows` rows, not partition by partition.
+        self.prepare = prepare
+        self.chunk_rows = chunk_rows
 
     def _store(self) -> ObjectStore:
         ident = (self.store_url, self.endpoint_url)
@@ -64,9 +68,9 @@ class PartitionWriter:
             _STORES[ident] = ObjectStore.from_url(self.store_url, endpoint_url=self.endpoint_url)
         return _STORES[ident]
 
-    def write(self, key: str, pieces: list[pa.RecordBatch]) -> int:
-        table = pa.Table.from_batches(pieces)
-        body = self.finish(table) if self.finish else table.drop_columns([self.column])
+    def write(self, key: str, table: pa.Table) -> int:
+        """One partition's rows (with the partition column, which the folder name carries) as its file."""
+        body = table.drop_columns([self.column])
         self._store().write_bytes(partition_file(self.dataset, self.column, key), encode_parquet(body))
         return body.num_rows
 
@@ -80,39 +84,55 @@ class PartitionWriter:
         yield pa.RecordBatch.from_pydict({"key": keys, "rows": rows},
                                          schema=pa.schema([("key", pa.string()), ("rows", pa.int64())]))
 
-    def groups(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, list[pa.RecordBatch]]]:
-        """(key, its rows) for a stream of batches sorted by the partition column."""
-        current, pending = None, []
+    def _chunks(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+        """Tables of whole partitions, about `chunk_rows` rows each, from a stream sorted by the
+        partition column (a partition is never split between chunks)."""
+        current, pending, rows = None, [], 0
         for batch in batches:
             keys = batch.column(self.column).to_numpy(zero_copy_only=False)
             if not len(keys):
                 continue
             cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
             for start, stop in zip(cuts[:-1], cuts[1:]):
-                key = str(keys[start])
-                if current is not None and key != current:
-                    yield current, pending
-                    pending = []
+                key = keys[start]
+                if current is not None and key != current and rows >= self.chunk_rows:
+                    yield pa.Table.from_batches(pending)
+                    pending, rows = [], 0
                 current = key
                 pending.append(batch.slice(start, stop - start))
-        if current is not None:
-            yield current, pending
+                rows += stop - start
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+    def partitions(self, batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[str, pa.Table]]:
+        """(key, its rows as prepared) for a stream of batches sorted by the partition column."""
+        for chunk in self._chunks(batches):
+            if self.prepare:
+                chunk = self.prepare(chunk)
+            keys = chunk.column(self.column).to_numpy()
+            cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
+            for start, stop in zip(cuts[:-1], cuts[1:]):
+                yield str(keys[start]), chunk.slice(start, stop - start)
 
     def write_all(self, batches: Iterable[pa.RecordBatch], threads: int = 1) -> Iterator[tuple[str, int]]:
-        """Write every partition of a sorted stream; yields (key, rows) as each file lands.
+        """Write every partition of a stream sorted by the partition column; yields (key, rows)."""
+        return self.write_partitions(self.partitions(batches), threads)
+
+    def write_partitions(self, items: Iterable[tuple[str, pa.Table]], threads: int = 1) -> Iterator[tuple[str, int]]:
+        """Write prepared (key, rows) pairs; yields (key, rows) as each file lands.
 
         With `threads > 1`, partitions are encoded and written on a pool (Parquet encoding and
-        the file or S3 write release the GIL) while the stream is read; at most `2 x threads`
-        partitions are in flight, so memory stays bounded by a few partitions.
+        the file or S3 write release the GIL) while the next ones are produced; at most
+        `2 x threads` are in flight, so memory stays bounded by a few partitions.
         """
         if threads <= 1:
-            for key, pieces in self.groups(batches):
-                yield key, self.write(key, pieces)
+            for key, table in items:
+                yield key, self.write(key, table)
             return
         in_flight: deque = deque()
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            for key, pieces in self.groups(batches):
-                in_flight.append((key, pool.submit(self.write, key, pieces)))
+            for key, table in items:
+                in_flight.append((key, pool.submit(self.write, key, table)))
                 while len(in_flight) >= 2 * threads:
                     done_key, future = in_flight.popleft()
                     yield done_key, future.result()
@@ -168,3 +188,33 @@ def read_partitions(store: ObjectStore, dataset: str, column: str, keys: Iterabl
 def list_partition_keys(store: ObjectStore, dataset: str, column: str) -> list[str]:
     prefix = f"{column}="
     return [d[len(prefix):] for d in store.list_dirs(dataset) if d.startswith(prefix)]
+
+
+def spill_by_partition(batches: Iterable[pa.RecordBatch], column: str, folder: str) -> dict[str, str]:
+    """Split an unsorted stream into one Arrow IPC file per value of `column` under `folder`;
+    returns key -> path. Memory holds one batch; a partition's rows land in its own file."""
+    writers: dict[str, pa.ipc.RecordBatchFileWriter] = {}
+    paths: dict[str, str] = {}
+    try:
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            order = pc.sort_indices(batch, [(column, "ascending")])
+            batch = batch.take(order)
+            keys = batch.column(column).to_numpy(zero_copy_only=False)
+            cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
+            for start, stop in zip(cuts[:-1], cuts[1:]):
+                key = str(keys[start])
+                if key not in writers:
+                    paths[key] = os.path.join(folder, f"{len(paths)}.arrow")
+                    writers[key] = pa.ipc.new_file(paths[key], batch.schema)
+                writers[key].write_batch(batch.slice(start, stop - start))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return paths
+
+
+def read_spilled(path: str) -> pa.Table:
+    with pa.memory_map(path) as source:
+        return pa.ipc.open_file(source).read_all()

@@ -173,7 +173,7 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     # Each partition (a customer or a bucket) is encoded and published by the Spark task that
     # holds it, straight into its final place: one atomic object per partition, in parallel.
     # Sorted, so a partition's rows arrive together and the same source gives the same bytes.
-    writer = lake.PartitionWriter(store.url, store.endpoint_url, DATASET, layout.column, finish=layout.finish)
+    writer = lake.PartitionWriter(store.url, store.endpoint_url, DATASET, layout.column, prepare=layout.prepare)
     ordered = df.repartition(layout.column).sortWithinPartitions(layout.column, CUSTOMER_KEY, PRODUCT_KEY)
     written = ordered.mapInArrow(writer.as_function(), writer.RESULT_SCHEMA).collect()
     ratings.unpersist()
