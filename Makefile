@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: demo test setup services services-stop lint bench-batch ui package
+.PHONY: demo test setup services services-stop lint bench-batch ui package screenshots
 
 package: ## the Lambda zips and the Glue script for infra/ (dist/)
 	$(PYTHON) -m recsys_platform.cli package --out dist
@@ -11,8 +11,8 @@ demo: ## set up, then run the whole platform end to end on the embedded default
 	scripts/setup.sh
 	$(PYTHON) -m recsys_platform.cli demo
 
-test: ## set up (Python packages, MariaDB, Terraform, checkov), start the test servers, run the tests
-	scripts/setup.sh --services --infra
+test: ## set up (Python packages, MariaDB, Terraform, checkov, chromium), start the test servers, run the tests
+	scripts/setup.sh --services --infra --browser
 	scripts/services.sh start
 	. .services/env && $(PYTHON) -m pytest
 
@@ -30,7 +30,11 @@ lint:
 
 bench-batch: ## the batch benchmark at scale 100 against MariaDB (writes benchmarks/results/batch.json)
 	scripts/services.sh start
-	. .services/env && $(PYTHON) benchmarks/batch.py --scale 100
+	. .services/env && $(PYTHON) benchmarks/batch.py --scales 100
+
+screenshots: ## the README's pictures of the UI (docs/img/), over a fresh demo
+	scripts/setup.sh --browser
+	$(PYTHON) scripts/screenshots.py
 
 ui: ## the Dagster UI over the demo's state
 	DAGSTER_HOME=$${RECSYS_HOME:-$$PWD/.recsys}/dagster_home RECSYS_HOME=$${RECSYS_HOME:-$$PWD/.recsys} $(PYTHON) -m dagster dev -w workspace.yaml

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
 from recsys_platform.batch.contract import Layout
@@ -19,6 +21,8 @@ from recsys_platform.resources import (
 from recsys_platform.resources.glue import GlueBatchResource
 from recsys_platform.resources.spark import spark_config
 from recsys_platform.settings import Settings
+from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.streaming.recommendations import earliest_hour
 
 
 def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
@@ -38,6 +42,16 @@ def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
     }
 
 
+def stream_start(settings: Settings) -> dt.datetime:
+    """The first hour of `recommendations`: RECSYS_STREAM_START, else the bucket's first hour
+    with objects, else the start of today (UTC); the UI then shows hours that can hold data."""
+    if settings.stream_start:
+        fmt = "%Y-%m-%d-%H" if settings.stream_start.count("-") == 3 else "%Y-%m-%d"
+        return dt.datetime.strptime(settings.stream_start, fmt).replace(tzinfo=dt.timezone.utc)
+    first = earliest_hour(ObjectStore.from_url(settings.recommendations_url, endpoint_url=settings.aws_endpoint_url))
+    return first or dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Definitions:
     layout = Layout(buckets=settings.hash_buckets)
     model_job = dg.define_asset_job(
@@ -47,7 +61,7 @@ def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Defini
         build_batch_defs(layout, settings.batch_engine),
         build_ml_defs(layout),
         build_vector_defs(),
-        build_streaming_defs(),
+        build_streaming_defs(stream_start(settings)),
         dg.Definitions(jobs=[model_job], resources=build_resources(settings, keep_spark=keep_spark), loggers=LOGGERS),
     )
 

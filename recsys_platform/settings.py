@@ -28,6 +28,7 @@ ENV_VARS = {
     "glue_job": "RECSYS_GLUE_JOB",
     "pipes_bucket": "RECSYS_PIPES_BUCKET",
     "engine": "RECSYS_ENGINE",
+    "stream_start": "RECSYS_STREAM_START",
 }
 ENGINES = ("auto", "arrow", "spark")
 
@@ -39,6 +40,21 @@ def _validate_bucket_url(name: str, url: str) -> str:
     if scheme == "s3" and not urlsplit(url).netloc:
         raise ConfigError(f"{ENV_VARS[name]} names no bucket: {url!r} (expected s3://bucket/prefix)")
     return url.rstrip("/")
+
+
+def _hour(text: str) -> str:
+    """`YYYY-MM-DD` or `YYYY-MM-DD-HH`, validated; returned as given."""
+    import datetime as dt
+
+    if text:
+        for fmt in ("%Y-%m-%d-%H", "%Y-%m-%d"):
+            try:
+                dt.datetime.strptime(text, fmt)
+                return text
+            except ValueError:
+                pass
+        raise ConfigError(f"RECSYS_STREAM_START must be YYYY-MM-DD or YYYY-MM-DD-HH (UTC), got {text!r}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class Settings:
     glue_job: str = ""
     pipes_bucket: str = ""
     engine: str = "auto"
+    stream_start: str = ""  # the first hour of `recommendations` (YYYY-MM-DD[-HH]); empty: where the data starts
 
     @property
     def batch_engine(self) -> str:
@@ -119,6 +136,7 @@ class Settings:
             glue_job=values.get("glue_job") or "",
             pipes_bucket=values.get("pipes_bucket") or "",
             engine=engine,
+            stream_start=_hour(values.get("stream_start") or ""),
             **buckets,
         )
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the platform and its tests need: Python packages always; with --services, the
 # MariaDB server and its JDBC driver from Debian (root only, skipped when already present); with
-# --infra, Terraform 1.0.3 and checkov under .tools/ for the infrastructure tests.
+# --infra, Terraform 1.0.3 and checkov under .tools/ for the infrastructure tests; with --browser,
+# Debian's chromium for the browser tests and scripts/screenshots.py (Playwright drives it by its
+# path: no browser download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -16,6 +18,16 @@ if [[ " $* " == *" --services "* ]]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client libmariadb-java >/dev/null
   fi
+fi
+
+if [[ " $* " == *" --browser "* ]] && ! command -v chromium >/dev/null; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: chromium is missing; run as root or: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+  echo "setup: installing chromium from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 if [[ " $* " == *" --infra "* ]]; then

@@ -187,3 +187,28 @@ def catalog(tmp_path_factory, pg_server_dsn):
            "service": service, "inference": transform.infer, "transform": transform,
            "products": sorted(frame["productCode"].unique()), "customers": sorted(frame["customerNumber"].unique())}
     vectors.close()
+
+
+# -- the demo's state and the webserver over it (shared by the GraphQL and browser tests) ---------
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory) -> Path:
+    """One `recsys-platform demo` run on the embedded default, shared by the tests that read it."""
+    from tests.browser import run_demo
+
+    home = tmp_path_factory.mktemp("demo")
+    proc = run_demo(home)
+    (home / "demo.out").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    yield home
+    from recsys_platform.vectors.embedded import stop_embedded
+
+    stop_embedded(home / "pgdata")
+
+
+@pytest.fixture(scope="session")
+def webserver(demo_home):
+    """`dagster-webserver` over the demo's state (what `make ui` serves); yields its port."""
+    from tests.browser import dagster_ui
+
+    with dagster_ui(demo_home) as port:
+        yield port

@@ -36,8 +36,19 @@ def test_model_is_published_and_its_vectors_switched_in(ml_settings):
         assert vectors.active_version() == v1
         assert vectors.counts() == {"item": 110, "user": 122}
         model_meta = first.asset_materializations_for_node("recommender_model")[0].metadata
-        assert "![plot](data:image/png;base64," in model_meta["evaluation"].value
+        assert "![plot](data:image/png;base64," in model_meta["evaluation_plot"].value
+        table = {r.data["metric"]: r.data for r in model_meta["evaluation"].value.records}
+        assert table["NDCG@10"]["model"] == model_meta["ndcg@10"].value
+        assert "popularity" in table["NDCG@10"]["baselines"]
         assert model_meta["rmse"].value < model_meta["rmse_bias"].value
+        assert model_meta["training_rows"].value == 2397, "named for what it is, not a row count of the model"
+        assert model_meta["train_ratings"].value + model_meta["held_out_ratings"].value <= 2397
+        assert "dagster/row_count" not in model_meta
+        checks = {(e.asset_key.to_user_string(), e.check_name): e for e in first.get_asset_check_evaluations()}
+        assert {"item_emb", "user_emb"} == {k for k, _ in checks if k.endswith("_emb")}, "each table judged itself"
+        counts = checks[("user_emb", "row_counts_match_csv")].description
+        assert counts == "user_emb has 122 rows, as many as user_embeddings.csv has 122"
+        assert checks[("recommender_model", "beats_bias_baseline")].description.startswith("held-out RMSE")
 
         second = _run(ml_settings, instance)
         assert second.success

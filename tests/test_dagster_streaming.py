@@ -1,9 +1,11 @@
 """The streaming side through Dagster: the sensor requests the right hour, the asset compacts it."""
 
+import datetime as dt
 import json
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 from recsys_platform.batch.seed import generate
 from recsys_platform.definitions import build_definitions
@@ -65,6 +67,9 @@ def test_sensor_requests_the_hour_once_and_the_asset_compacts_it(catalog, settin
         table = pq.read_table(path)
         assert table.num_rows == meta["dagster/row_count"].value
         assert {"recommended_items", "similar_items", "model_version", "processed_at"} <= set(table.column_names)
+        preview = meta["preview"].value.records  # a table a person reads: what was recommended to whom
+        assert preview and all(r.data["recommended_items"].count(", ") == 4 for r in preview)
+        assert set(preview[0].data["recommended_items"].split(", ")) <= set(catalog["products"])
 
         _deliver(settings, catalog["transform"], 20, 0.0, seed=4)  # new objects in the same hour: a new request
         again = _tick(defs, instance, first.cursor)
@@ -90,3 +95,19 @@ def test_a_high_failure_rate_and_unknown_ids_fail_the_checks(catalog, settings):
         assert not checks["failure_rate_under_threshold"].passed
         assert not checks["recommended_ids_exist_in_the_catalog"].passed
         assert "S00_FAKE" in checks["recommended_ids_exist_in_the_catalog"].description
+
+
+def test_hourly_partitions_start_where_the_data_starts(catalog, settings):
+    from recsys_platform.definitions import stream_start
+    from recsys_platform.errors import ConfigError
+    from recsys_platform.settings import Settings
+
+    empty = build_definitions(settings, keep_spark=True).resolve_assets_def("recommendations").partitions_def
+    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert empty.start == today and len(empty.get_partition_keys()) <= 25, "no 2026-01-01 backlog of empty hours"
+    _deliver(settings, catalog["transform"], 10, 0.0, seed=6)
+    first = min(dt.datetime.strptime(h, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.timezone.utc) for h in _hours(settings))
+    assert stream_start(settings) == first
+    assert stream_start(settings.with_(stream_start="2026-03-01-05")) == dt.datetime(2026, 3, 1, 5, tzinfo=dt.timezone.utc)
+    with pytest.raises(ConfigError, match="RECSYS_STREAM_START must be YYYY-MM-DD or YYYY-MM-DD-HH"):
+        Settings.build(home=settings.home, stream_start="March")

@@ -21,21 +21,30 @@ from recsys_platform.streaming.recommendations import (
 
 RECS_KEY = dg.AssetKey("recommendations")
 # end_offset=1: the hour in progress is a partition too, so its first objects are ingested at once.
-HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", end_offset=1)
 SCHEMA_CHECK = "records_have_the_contract_fields"
 CATALOG_CHECK = "recommended_ids_exist_in_the_catalog"
 FAILURE_CHECK = "failure_rate_under_threshold"
 MAX_FAILURE_RATE = 0.2
 LOOKBACK_HOURS = 6
+PREVIEW_COLUMNS = ("session_id", "customer_number", "cart", "recommended_items", "similar_to", "similar_items",
+                   "model_version")
 
 
 class RecommendationsConfig(dg.Config):
     max_failure_rate: float = MAX_FAILURE_RATE
 
 
-def build_streaming_defs() -> dg.Definitions:
+def hourly_partitions(start: dt.datetime) -> dg.HourlyPartitionsDefinition:
+    """Hours from `start` (where the data starts); end_offset=1: the hour in progress is a
+    partition too, so its first objects are ingested at once."""
+    return dg.HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:00"), end_offset=1)
+
+
+def build_streaming_defs(start: dt.datetime) -> dg.Definitions:
+    hourly = hourly_partitions(start)
+
     @dg.asset(
-        key=RECS_KEY, partitions_def=HOURLY, group_name="streaming", owners=OWNERS, kinds={"parquet", "kinesis"},
+        key=RECS_KEY, partitions_def=hourly, group_name="streaming", owners=OWNERS, kinds={"parquet", "kinesis"},
         deps=[ITEM_KEY],
         description="One hour of recommendations delivered by the stream (Firehose or the local delivery "
         "runtime) under `<recommendations>/YYYY/MM/DD/HH/`, compacted into one Parquet file at "
@@ -63,7 +72,13 @@ def build_streaming_defs() -> dg.Definitions:
             except artifacts.ArtifactError as e:
                 unknown.add(f"<model version {version} unreadable: {e}>")
         rate = m["failure_rate"]
-        preview = result["table"].slice(0, 5).select(["session_id", "customer_number", "model_version"]).to_pylist()
+        preview = [dg.TableRecord({
+            "session_id": r["session_id"], "customer_number": r["customer_number"],
+            "cart": ", ".join(b["product_code"] for b in json.loads(r["browse_history"])),
+            "recommended_items": ", ".join(i["id"] for i in r["recommended_items"]),
+            "similar_to": r["similar_product_code"] or "",
+            "similar_items": ", ".join(i["id"] for i in r["similar_items"]),
+            "model_version": r["model_version"]}) for r in result["table"].slice(0, 5).to_pylist()]
         return dg.MaterializeResult(
             metadata={"dagster/row_count": m["delivered"], "events": m["events"], "failed": m["failed"],
                       "failure_rate": dg.MetadataValue.float(round(rate, 4)), "users": m["users"],
@@ -71,7 +86,8 @@ def build_streaming_defs() -> dg.Definitions:
                       "catalog_coverage": dg.MetadataValue.float(
                           round(len(result["recommended_ids"] & catalog) / len(catalog), 4) if catalog else 0.0),
                       "model_versions": dg.MetadataValue.json(m["model_versions"]), "objects": result["objects"],
-                      "preview": dg.MetadataValue.json(preview),
+                      "preview": dg.MetadataValue.table(preview, schema=dg.TableSchema(columns=[
+                          dg.TableColumn(c, "int" if c == "customer_number" else "string") for c in PREVIEW_COLUMNS])),
                       "location": lake_store.store.uri(f"{DATASET}/{COLUMN}={hour.strftime('%Y-%m-%d-%H')}")},
             check_results=[
                 dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=not result["bad_rows"],

@@ -1,0 +1,68 @@
+"""What a person sees in the Dagster UI over the demo's state, in a real browser (Debian's
+chromium, driven by Playwright): the lineage, the training data and one of its partitions, the
+model and its evaluation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from recsys_platform.batch import checks as training_checks
+from recsys_platform.batch.contract import Selection
+from recsys_platform.batch.source import SourceDatabase
+from recsys_platform.settings import Settings
+from tests.browser import ASSETS, browser_page, open_ui, show_whole_lineage
+
+pytestmark = pytest.mark.webserver
+
+
+def test_the_lineage_shows_every_asset_with_its_kinds_and_passing_checks(webserver):
+    width, height = 2600, 640
+    with browser_page(width, height) as page:
+        open_ui(page, webserver, "/asset-groups")
+        show_whole_lineage(page, width, height)
+        text = page.locator("body").inner_text()
+    for name in ASSETS:
+        assert name in text, name
+    for kind in ("SQL", "Arrow", "Parquet", "Scikit Learn", "pgvector", "Postgres"):
+        assert kind in text, kind
+    # Per asset card: training data 6 checks, model 2, item_emb 4, user_emb 2, recommendations 3.
+    passed = sorted(re.findall(r"(\d+) / (\d+) Passed", text))
+    assert passed == sorted([("6", "6"), ("2", "2"), ("4", "4"), ("2", "2"), ("3", "3")]), passed
+    assert "122 partitions" in text
+
+
+def test_a_partition_page_shows_its_own_row_count_and_the_checks_pass(demo_home, webserver):
+    db = SourceDatabase(Settings.build(home=str(demo_home)).source_url)
+    partition = str(db.customer_numbers()[5])
+    own_rows = db.count_ratings(Selection.of_customers([int(partition)]))
+    with browser_page() as page:
+        open_ui(page, webserver, f"/assets/ratings_ml_training?view=partitions&partition={partition}")
+        row = page.locator("tr", has_text="dagster/row_count").first
+        row.wait_for()
+        assert row.inner_text().split() == ["dagster/row_count", str(own_rows)], "the partition's own count"
+        assert page.locator("tr", has_text="run_rows").first.inner_text().split() == ["run_rows", str(db.count_ratings())]
+        open_ui(page, webserver, "/assets/ratings_ml_training?view=checks")
+        page.get_by_text(training_checks.ALL_CHECKS[0], exact=True).first.wait_for()
+        text = page.locator("body").inner_text()
+    for check in training_checks.ALL_CHECKS:
+        assert check in text, check
+    assert text.count("Succeeded") == len(training_checks.ALL_CHECKS), "each check's latest run, in the list"
+    assert "Failed" not in text
+    assert training_checks.DESCRIPTIONS[training_checks.NULL_KEYS] in text, "the check described in words"
+
+
+def test_the_model_page_shows_its_evaluation_against_the_baselines(webserver):
+    with browser_page() as page:
+        open_ui(page, webserver, "/assets/recommender_model")
+        page.get_by_text("evaluation", exact=True).first.wait_for()
+        text = page.locator("body").inner_text()
+        open_ui(page, webserver, "/assets/recommender_model?view=checks")
+        page.get_by_text("beats_bias_baseline", exact=True).first.wait_for()
+        checks = page.locator("body").inner_text()
+    for row in ("NDCG@10", "RMSE (lower is better)", "Recall@10", "catalog coverage of the top 10"):
+        assert row in text, row
+    assert "popularity" in text and "training_rows" in text and "held_out_ratings" in text
+    assert "Row count" not in text, "the model has no rows: its metadata says training rows"
+    assert "held-out RMSE" in checks and "Passed" in checks
