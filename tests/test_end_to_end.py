@@ -88,4 +88,4 @@ def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_ho
     entries = {e["label"]: e.get("intValue") for e in latest["metadataEntries"]}
     assert entries["dagster/row_count"] == own_rows, "the partition's own row count, not the run's"
     assert entries["run_rows"] == db.count_ratings()
-    assert {"preview", "rating_distribution", "dagster/column_schema", "partitions_written"} <= entries.keys()
+    assert {"preview", "rating_distribution", "source_version", "partitions_written"} <= entries.keys()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,13 +184,18 @@ class Demo:
 
     def run(self) -> DemoReport:
         report, settings = self.report, self.settings
+        # The embedded PostgreSQL (its first start runs initdb) starts while the batch runs.
+        pool = ThreadPoolExecutor(max_workers=1)
+        vectors_ready = pool.submit(wiring.vector_dsn, settings)
+        pool.shutdown(wait=False)
         report.add(f"recsys-platform demo: RECSYS_HOME={settings.home} (Dagster's event log: {self.log_path})")
         started = time.perf_counter()
         db: list[SourceDatabase] = []
         steps: list[tuple[str, str, Callable[[], object]]] = [
             ("source checked", "source_s", lambda: db.append(self.check_source())),
             (f"{DATASET} built, checked", "batch_s", lambda: self.batch(db[0])),
-            ("model trained, evaluated, published; vectors loaded", "model_and_vectors_s", self.model_and_vectors),
+            ("model trained, evaluated, published; vectors loaded", "model_and_vectors_s",
+             lambda: (vectors_ready.result(), self.model_and_vectors())),
             ("events streamed through the Lambdas", "streaming_s", self.streaming),
             ("the hour ingested by the sensor's run", "ingestion_s", self.ingestion),
         ]
