@@ -62,6 +62,7 @@ def test_demo_names_a_missing_column_and_the_fix_in_one_line(tmp_path, capsys, m
     assert "column ratings.productRating is missing" in line
     assert "fix the table, or point RECSYS_SOURCE_URL at" in line
     assert not (tmp_path / "home" / "lake").exists(), "checked before anything ran"
+    assert not (tmp_path / "home" / "pgdata").exists(), "no vector server started for a bad source"
 
 
 def test_demo_names_an_unreachable_host_in_one_line_without_the_password(tmp_path, capsys, monkeypatch):

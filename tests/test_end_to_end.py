@@ -46,6 +46,9 @@ def test_demo_is_rerunnable_and_fails_loudly_on_a_bad_source(demo_home, tmp_path
         conn.execute(sa.text("UPDATE ratings SET productRating = 0 WHERE rowid = 1"))
     proc = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "demo"], cwd=REPO, env=demo_env(home),
                           capture_output=True, text=True, timeout=600)
+    from recsys_platform.vectors.embedded import stop_embedded
+
+    stop_embedded(home / "pgdata")  # started once the source check passed; the bad rows stop the build
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
     assert "error: building ratings_ml_training failed" in proc.stderr

@@ -184,18 +184,24 @@ class Demo:
 
     def run(self) -> DemoReport:
         report, settings = self.report, self.settings
-        # The embedded PostgreSQL (its first start runs initdb) starts while the batch runs.
+        # The embedded PostgreSQL (its first start runs initdb) starts while the batch runs, once
+        # the source is known good (a demo that stops at its source check starts no server).
         pool = ThreadPoolExecutor(max_workers=1)
-        vectors_ready = pool.submit(wiring.vector_dsn, settings)
-        pool.shutdown(wait=False)
+        db: list[SourceDatabase] = []
+        vectors_ready: list = []
+
+        def source_checked() -> None:
+            db.append(self.check_source())
+            vectors_ready.append(pool.submit(wiring.vector_dsn, settings))
+            pool.shutdown(wait=False)
+
         report.add(f"recsys-platform demo: RECSYS_HOME={settings.home} (Dagster's event log: {self.log_path})")
         started = time.perf_counter()
-        db: list[SourceDatabase] = []
         steps: list[tuple[str, str, Callable[[], object]]] = [
-            ("source checked", "source_s", lambda: db.append(self.check_source())),
+            ("source checked", "source_s", source_checked),
             (f"{DATASET} built, checked", "batch_s", lambda: self.batch(db[0])),
             ("model trained, evaluated, published; vectors loaded", "model_and_vectors_s",
-             lambda: (vectors_ready.result(), self.model_and_vectors())),
+             lambda: (vectors_ready[0].result(), self.model_and_vectors())),
             ("events streamed through the Lambdas", "streaming_s", self.streaming),
             ("the hour ingested by the sensor's run", "ingestion_s", self.ingestion),
         ]
