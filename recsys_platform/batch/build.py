@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from recsys_platform.batch.contract import DATASET, Layout
+from recsys_platform.batch.contract import DATASET, RULES, Layout
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.errors import DataQualityError
 from recsys_platform.storage import lake
@@ -26,6 +26,10 @@ class Violation:
     column: str
     count: int
     example: str
+
+    def __post_init__(self) -> None:
+        if self.check not in RULES:  # an engine may only report the contract's own rules
+            raise ValueError(f"{self.check!r} is not a rule of the training-data contract: {sorted(RULES)}")
 
     def __str__(self) -> str:
         return f"{self.check}: {self.count} row(s) of {self.table}.{self.column}, e.g. {self.example}"
