@@ -23,6 +23,12 @@ from recsys_platform.storage.object_store import ObjectStore
 PART_FILE = "part-00000.snappy.parquet"
 
 
+def runs(keys: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal adjacent values in `keys`."""
+    cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 def partition_dir(column: str, key: str) -> str:
     return f"{column}={key}"
 
@@ -92,8 +98,7 @@ class PartitionWriter:
             keys = batch.column(self.column).to_numpy(zero_copy_only=False)
             if not len(keys):
                 continue
-            cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
-            for start, stop in zip(cuts[:-1], cuts[1:]):
+            for start, stop in runs(keys):
                 key = keys[start]
                 if current is not None and key != current and rows >= self.chunk_rows:
                     yield pa.Table.from_batches(pending)
@@ -110,8 +115,7 @@ class PartitionWriter:
             if self.prepare:
                 chunk = self.prepare(chunk)
             keys = chunk.column(self.column).to_numpy()
-            cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
-            for start, stop in zip(cuts[:-1], cuts[1:]):
+            for start, stop in runs(keys):
                 yield str(keys[start]), chunk.slice(start, stop - start)
 
     def write_all(self, batches: Iterable[pa.RecordBatch], threads: int = 1) -> Iterator[tuple[str, int]]:
@@ -202,8 +206,7 @@ def spill_by_partition(batches: Iterable[pa.RecordBatch], column: str, folder: s
             order = pc.sort_indices(batch, [(column, "ascending")])
             batch = batch.take(order)
             keys = batch.column(column).to_numpy(zero_copy_only=False)
-            cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
-            for start, stop in zip(cuts[:-1], cuts[1:]):
+            for start, stop in runs(keys):
                 key = str(keys[start])
                 if key not in writers:
                     paths[key] = os.path.join(folder, f"{len(paths)}.arrow")

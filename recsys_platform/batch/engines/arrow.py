@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from recsys_platform.batch.build import BuildResult, Violation, reconcile, refuse
 from recsys_platform.batch.contract import (
     BUCKET_COLUMN,
+    BY_NAME,
     COLUMNS,
     CUSTOMER_KEY,
     DATASET,
@@ -71,7 +72,7 @@ def connectorx_url(url: str) -> str:
 
 def _column_sql(name: str, dialect: str) -> str:
     """`alias.column AS column`, cast where SQLite's storage classes would mix."""
-    column = next(c for c in COLUMNS if c.name == name)
+    column = BY_NAME[name]
     table = "ratings" if name in (CUSTOMER_KEY, PRODUCT_KEY) else column.source
     ref = f"{ALIASES[table]}.{name}"
     if dialect == "sqlite" and column.type in SQLITE_CASTS:
@@ -149,7 +150,7 @@ def _sqlite_type_violations(conn: sa.Connection) -> list[Violation]:
     out = []
     for table, columns in SOURCE_COLUMNS.items():
         for name in columns:
-            kind = next(c.type for c in COLUMNS if c.name == name)
+            kind = BY_NAME[name].type
             if kind not in SQLITE_TYPEOF:
                 continue
             allowed = ", ".join(f"'{t}'" for t in (*SQLITE_TYPEOF[kind], "null"))

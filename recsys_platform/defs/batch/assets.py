@@ -56,10 +56,9 @@ def per_partition_metadata(written, layout: Layout, keys: list[str]) -> dict[str
         return out
     written = written.sort_by([(layout.column, "ascending"), (CUSTOMER_KEY, "ascending"), (PRODUCT_KEY, "ascending")])
     parts = written[layout.column].to_numpy()
-    cuts = [0, *(np.flatnonzero(parts[1:] != parts[:-1]) + 1), len(parts)]
     ratings = written[RATING].to_numpy()
     contract = written.select(COLUMN_NAMES)
-    for start, stop in zip(cuts[:-1], cuts[1:]):
+    for start, stop in lake.runs(parts):
         key = str(parts[start])
         values, counts = np.unique(ratings[start:stop], return_counts=True)
         out[key] = {
