@@ -74,6 +74,10 @@ module "streaming" {
   log_retention_days     = var.log_retention_days
   vector_db_secret_arn   = module.vector_db.master_secret_arn
   vector_db_endpoint     = module.vector_db.endpoint
+  # Lambda egress on 5432 goes to this group only; the database's ingress comes from the Lambdas'.
+  vector_db_security_group_id = module.vector_db.security_group_id
+  route_table_ids             = var.private_route_table_ids
+  processor_buffer_mb         = var.processor_buffer_mb
 }
 
 module "vector_db" {

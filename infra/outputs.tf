@@ -35,3 +35,8 @@ output "lambda_repository_url" {
   description = "Push the image of infra/lambda.Dockerfile here."
   value       = module.streaming.lambda_repository_url
 }
+
+output "inference_function_url" {
+  description = "The model inference routes (AWS_IAM auth: sign requests with SigV4, service lambda)."
+  value       = module.streaming.inference_function_url
+}

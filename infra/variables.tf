@@ -20,6 +20,17 @@ variable "private_subnet_ids" {
   type        = list(string)
 }
 
+variable "private_route_table_ids" {
+  description = "Route tables of the private subnets: the S3 gateway endpoint the Lambdas use is added to them."
+  type        = list(string)
+}
+
+variable "processor_buffer_mb" {
+  description = "Firehose's buffer for the transformation Lambda (0.2-3 MB). 0.6: the worst case (the smallest valid events, 7.8x expansion at top-k 5) answers within Lambda's 6 MB; see docs/streaming.md before raising it or RECSYS_TOP_K."
+  type        = number
+  default     = 0.6
+}
+
 variable "source_jdbc_url" {
   description = "JDBC URL of the MySQL classicmodels source, e.g. jdbc:mysql://host:3306/classicmodels."
   type        = string

@@ -37,7 +37,7 @@ def stream(settings: Settings) -> Stream:
 
 
 def inference_service(settings: Settings, k: int = 5) -> InferenceService:
-    """The one inference service of a process: the CURRENT model and the active vectors."""
+    """The one inference service of a process: the active vectors and their model version."""
     return build_inference_service(settings.artifacts_url, vector_dsn(settings), settings.aws_endpoint_url, k=k)
 
 
@@ -47,8 +47,8 @@ def stream_transformation(service: InferenceService) -> StreamTransformation:
 
 
 def delivery_runtime(settings: Settings, service: InferenceService, log: Callable[..., None] = print,
-                     hints: BufferHints | None = None) -> DeliveryRuntime:
+                     hints: BufferHints | None = None, retry_duration_s: float = 60.0) -> DeliveryRuntime:
     """The local Firehose: the configured stream, through the transformation, into the bucket."""
     return DeliveryRuntime(stream(settings), stream_transformation(service),
                            store(settings, settings.recommendations_url), f"{settings.home}/delivery",
-                           hints=hints, log=log)
+                           hints=hints, log=log, retry_duration_s=retry_duration_s)

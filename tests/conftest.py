@@ -181,7 +181,8 @@ def catalog(tmp_path_factory, pg_server_dsn):
     _, manifest, emb = artifacts.load_embeddings(store)
     vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
     vectors.activate(published.version)
-    service = InferenceService(ModelCache(store), vectors, k=5)
+    artifacts.set_current(store, published.version)
+    service = InferenceService(ModelCache(store, vectors), vectors, k=5)
     transform = wiring.stream_transformation(service)  # as the CLI composes it: inference in-process
     yield {"frame": frame, "store": store, "vectors": vectors, "version": published.version,
            "service": service, "inference": transform.infer, "transform": transform,

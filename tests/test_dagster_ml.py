@@ -53,7 +53,7 @@ def test_model_is_published_and_its_vectors_switched_in(ml_settings):
         second = _run(ml_settings, instance)
         assert second.success
         v2 = artifacts.current_version(store)
-        assert v2 != v1 and vectors.active_version() == v2
+        assert v2 != v1 and vectors.active_version() == v2 == artifacts.latest_version(store)
 
 
 def test_a_model_that_loses_to_the_bias_baseline_is_not_published(ml_settings):
@@ -63,7 +63,8 @@ def test_a_model_that_loses_to_the_bias_baseline_is_not_published(ml_settings):
         evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert not evaluation["beats_bias_baseline"].passed
         assert "not published" in evaluation["beats_bias_baseline"].description
-        assert not ObjectStore.from_url(ml_settings.artifacts_url).exists("CURRENT")
+        store = ObjectStore.from_url(ml_settings.artifacts_url)
+        assert not store.exists("CURRENT") and not store.exists("LATEST")
         assert VectorStore(ml_settings.vector_dsn).active_version() is None
 
 
@@ -75,7 +76,8 @@ def test_tampered_embeddings_stop_the_load_and_the_old_version_serves(ml_setting
         defs = build_definitions(ml_settings, keep_spark=True)
         assert defs.resolve_job_def("model_and_vectors_job").execute_in_process(
             instance=instance, op_selection=["recommender_model"]).success
-        v2 = artifacts.current_version(store)
+        v2 = artifacts.latest_version(store)
+        assert v2 != v1 and artifacts.current_version(store) == v1, "CURRENT moves only with the vectors"
         path = f"{v2}/embeddings/item_embeddings.csv"
         store.write_bytes(path, store.read_bytes(path).replace(b"[", b"[9", 1))
         result = defs.resolve_job_def("model_and_vectors_job").execute_in_process(
@@ -86,3 +88,4 @@ def test_tampered_embeddings_stop_the_load_and_the_old_version_serves(ml_setting
         assert "checksum mismatch for embeddings/item_embeddings.csv" in message
         assert "previous version keeps serving" in message
         assert VectorStore(ml_settings.vector_dsn).active_version() == v1
+        assert artifacts.current_version(store) == v1, "a failed vector load leaves the previous pair serving"

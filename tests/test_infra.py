@@ -60,15 +60,34 @@ def test_terraform_1_0_validates_offline(tmp_path, package_dir):
 
 def test_checkov_finds_no_failure(tmp_path):
     checkov = _tool(TOOLS / "checkov" / "bin" / "checkov", "checkov")
-    run = subprocess.run([str(checkov), "-d", str(INFRA), "--framework", "terraform", "--skip-download",
+    run = subprocess.run([str(checkov), "-d", str(INFRA), "--framework", "terraform", "dockerfile", "--skip-download",
                           "--quiet", "-o", "json"], capture_output=True, text=True, timeout=600)
     report = json.loads(run.stdout)
-    summary = report["summary"] if isinstance(report, dict) else report[0]["summary"]
-    (tmp_path / "checkov.json").write_text(json.dumps(summary))
-    assert summary["failed"] == 0, run.stdout[-4000:]
-    assert summary["passed"] > 100 and summary["parsing_errors"] == 0
-    skips = re.findall(r"#checkov:skip=(CKV2?_AWS_\d+):(.*)", TF_TEXT)
-    assert skips and all(reason.strip() for _, reason in skips), "every skip states a reason"
+    summaries = {r["check_type"]: r["summary"] for r in (report if isinstance(report, list) else [report])}
+    (tmp_path / "checkov.json").write_text(json.dumps(summaries))
+    assert set(summaries) == {"terraform", "dockerfile"}, summaries
+    for kind, summary in summaries.items():
+        assert summary["failed"] == 0 and summary["parsing_errors"] == 0, (kind, run.stdout[-4000:])
+    assert summaries["terraform"]["passed"] > 100 and summaries["dockerfile"]["skipped"] == 2
+    dockerfile = (INFRA / "lambda.Dockerfile").read_text()
+    skips = re.findall(r"#checkov:skip=(CKV2?_(?:AWS|DOCKER)_\d+):(.*)", TF_TEXT + "\n" + dockerfile)
+    assert {"CKV_DOCKER_2", "CKV_DOCKER_3"} <= {check for check, _ in skips}
+    assert all(reason.strip() for _, reason in skips), "every skip states a reason"
+
+
+def test_the_streaming_edge_is_sized_and_closed_as_the_code_expects():
+    streaming = (INFRA / "modules" / "streaming" / "main.tf").read_text()
+    default = re.search(r'variable "processor_buffer_mb" \{.*?default\s*=\s*([0-9.]+)', TF_TEXT, flags=re.S)
+    assert default and float(default.group(1)) == firehose.PROCESSOR_BUFFER_MB, "the budgeted processor buffer"
+    assert 0.2 <= firehose.PROCESSOR_BUFFER_MB <= 3, "Firehose accepts 0.2-3 MB"
+    assert 'parameter_value = tostring(var.processor_buffer_mb)' in streaming
+    url = re.search(r'resource "aws_lambda_function_url" "inference" \{(.*?)\n\}', streaming, flags=re.S)
+    assert url and 'authorization_type = "AWS_IAM"' in url.group(1) and 'this["inference"]' in url.group(1)
+    egress = re.findall(r'resource "aws_security_group_rule" "(lambda_[a-z_]+)" \{(.*?)\n\}', streaming, flags=re.S)
+    assert egress and all("cidr_blocks" not in body for _, body in egress), "no egress to an address range"
+    by_name = dict(egress)
+    assert "var.vector_db_security_group_id" in by_name["lambda_to_database"]
+    assert "5432" in by_name["lambda_to_database"]
 
 
 def test_no_secret_account_id_or_key_in_terraform():

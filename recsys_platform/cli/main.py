@@ -7,6 +7,7 @@ import sys
 
 from recsys_platform.errors import RecsysError
 from recsys_platform.settings import Settings
+from recsys_platform.streaming.firehose import PROCESSOR_BUFFER_BYTES
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -76,7 +77,8 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     hints = BufferHints(args.buffer_records, args.buffer_bytes, args.buffer_seconds)
-    runtime = wiring.delivery_runtime(settings, wiring.inference_service(settings), hints=hints)
+    runtime = wiring.delivery_runtime(settings, wiring.inference_service(settings), hints=hints,
+                                      retry_duration_s=args.retry_seconds)
     counters = runtime.run(once=args.once, max_seconds=args.max_seconds)
     print(f"delivered into {settings.recommendations_url}: {counters.summary()}")
     return 0 if counters.balanced else 1
@@ -84,17 +86,16 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from recsys_platform import wiring
-    from recsys_platform.streaming.http import make_server
+    from recsys_platform.streaming.http import serve
 
     service = wiring.inference_service(_settings(args))
     version, _ = service.models.get()  # fail now, clearly, if no model is published
-    server = make_server(service, args.port, args.host)
-    print(f"serving model {version} on http://{args.host}:{server.server_port} "
-          "(POST /user_embeddings, POST /items_from_user?limit=N, GET /items_from_item?item_id=...&limit=N)", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+
+    def ready(server) -> None:
+        print(f"serving model {version} on http://{args.host}:{args.port} (POST /user_embeddings, "
+              "POST /items_from_user?limit=N, GET /items_from_item?item_id=...&limit=N; OpenAPI at /docs)", flush=True)
+
+    serve(service, args.port, args.host, ready=ready)
     return 0
 
 
@@ -147,8 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="stop when the stream is drained")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--buffer-records", type=int, default=500)
-    p.add_argument("--buffer-bytes", type=int, default=1 << 20)
+    p.add_argument("--buffer-bytes", type=int, default=PROCESSOR_BUFFER_BYTES,
+                   help=f"the processor buffer in bytes (default {PROCESSOR_BUFFER_BYTES:,}, as infra/ sets it)")
     p.add_argument("--buffer-seconds", type=float, default=1.0)
+    p.add_argument("--retry-seconds", type=float, default=60.0,
+                   help="how long a failing batch is retried before its records go to processing-failed/ (default 60, as Firehose)")
     p.set_defaults(func=cmd_deliver)
 
     p = sub.add_parser("serve", help="the model inference HTTP API (the Lambda Function URL routes) on localhost")

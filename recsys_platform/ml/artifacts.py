@@ -1,5 +1,10 @@
 """Model artifacts in a bucket: `<artifacts>/<version>/{model,scalers,embeddings}/`, a manifest
-with checksums, and a `CURRENT` pointer written last.
+with checksums, and two pointers:
+
+- `LATEST`, written last by `publish`: the newest complete version, the one the vector load takes;
+- `CURRENT`, written by `set_current` once that version's vectors are active: the model and
+  vectors that answer together. Serving follows the vector database's active version (one
+  version per answer); `CURRENT` records it in the bucket for people and tools.
 
 Nothing here unpickles: weights are `.npz` read with `allow_pickle=False`, encoders are JSON,
 and every file's SHA-256 is checked against the manifest before it is used.
@@ -24,6 +29,7 @@ from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.vectors.literal import parse_vector, vector_literal
 
 CURRENT = "CURRENT"
+LATEST = "LATEST"
 MANIFEST = "manifest.json"
 ITEM_EMBEDDINGS = "embeddings/item_embeddings.csv"
 USER_EMBEDDINGS = "embeddings/user_embeddings.csv"
@@ -84,7 +90,10 @@ class PublishedModel:
 
 def publish(store: ObjectStore, model: TwoTowerRecommender, users, items, metrics: dict,
             training_data_version: str, version: str | None = None) -> PublishedModel:
-    """Write every artifact under `<version>/`, the manifest, then `CURRENT` (last)."""
+    """Write every artifact under `<version>/`, the manifest, then `LATEST` (last).
+
+    Nothing serves the new version yet: it serves once its vectors are loaded and activated
+    (then `set_current` moves `CURRENT`)."""
     import sklearn
 
     version = version or new_version()
@@ -115,17 +124,34 @@ def publish(store: ObjectStore, model: TwoTowerRecommender, users, items, metric
                       "scikit-learn": sklearn.__version__},
     }
     store.write_bytes(f"{version}/{MANIFEST}", json.dumps(manifest, indent=2, default=float).encode())
-    store.write_bytes(CURRENT, version.encode())
+    store.write_bytes(LATEST, version.encode())
     return PublishedModel(version, manifest)
 
 
-def current_version(store: ObjectStore) -> str:
-    if not store.exists(CURRENT):
-        raise ArtifactError(f"no model published yet: {store.uri(CURRENT)} does not exist")
-    version = store.read_bytes(CURRENT).decode().strip()
+def _pointer(store: ObjectStore, name: str, missing: str) -> str:
+    if not store.exists(name):
+        raise ArtifactError(f"{missing}: {store.uri(name)} does not exist")
+    version = store.read_bytes(name).decode().strip()
     if not store.exists(f"{version}/{MANIFEST}"):
-        raise ArtifactError(f"CURRENT names version {version!r}, which has no manifest in {store.uri()}")
+        raise ArtifactError(f"{name} names version {version!r}, which has no manifest in {store.uri()}")
     return version
+
+
+def latest_version(store: ObjectStore) -> str:
+    """The newest published version (its vectors may not be active yet)."""
+    return _pointer(store, LATEST, "no model published yet")
+
+
+def current_version(store: ObjectStore) -> str:
+    """The version whose model and vectors serve together."""
+    return _pointer(store, CURRENT, "no model version serves yet")
+
+
+def set_current(store: ObjectStore, version: str) -> None:
+    """Record that `version` serves (called after its vectors are activated)."""
+    if not store.exists(f"{version}/{MANIFEST}"):
+        raise ArtifactError(f"cannot make {version!r} current: it has no manifest in {store.uri()}")
+    store.write_bytes(CURRENT, version.encode())
 
 
 def read_verified(store: ObjectStore, version: str, manifest: dict, name: str) -> bytes:
@@ -141,7 +167,7 @@ def read_verified(store: ObjectStore, version: str, manifest: dict, name: str) -
 
 
 def read_manifest(store: ObjectStore, version: str | None = None) -> tuple[str, dict]:
-    version = version or current_version(store)
+    version = version or latest_version(store)
     try:
         return version, json.loads(store.read_bytes(f"{version}/{MANIFEST}"))
     except (OSError, FileNotFoundError, json.JSONDecodeError) as e:
@@ -149,7 +175,7 @@ def read_manifest(store: ObjectStore, version: str | None = None) -> tuple[str, 
 
 
 def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, TwoTowerRecommender]:
-    """The model of `version` (default: CURRENT), every file checked against the manifest."""
+    """The model of `version` (default: LATEST), every file checked against the manifest."""
     version, manifest = read_manifest(store, version)
     config = json.loads(read_verified(store, version, manifest, CONFIG))
     scalers = {k: json.loads(read_verified(store, version, manifest, path)) for k, path in SCALERS.items()}

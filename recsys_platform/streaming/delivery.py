@@ -8,14 +8,21 @@ only then commits the checkpoint.
 Nothing is lost or duplicated across a crash: before a batch is transformed, its intent (the
 sequence range, its id and time) is saved; a restarted runtime redoes exactly that batch into
 the same object keys (overwriting any partial output), then commits. A handler exception
-retries the whole batch with backoff, as Firehose does; after the last attempt every record of
-the batch goes to processing-failed with the error.
+retries the whole batch with exponential back-off for `retry_duration_s` (60 s, Firehose's
+default), so an outage of that length loses and fails nothing; only then does every record of
+the batch go to processing-failed with the error.
+
+AWS's limits hold here too: a request and a response are at most 6 MB (`firehose.REQUEST_LIMIT`);
+a batch is cut before its request would pass the limit, and a larger response is a failed
+invocation. One runtime per stream at a time: `run` holds an exclusive lock on the stream's state
+(`flock`, released by the operating system when the holder dies, so a crash never keeps it).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -26,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys_platform.errors import RecsysError
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming import firehose
 from recsys_platform.streaming.firehose import DROPPED, OK, StreamRecord
@@ -58,8 +66,59 @@ class Counters:
 @dataclass
 class BufferHints:
     records: int = 500
-    bytes: int = 1 << 20
+    bytes: int = firehose.PROCESSOR_BUFFER_BYTES
     seconds: float = 1.0
+
+
+# A record's bytes in the transformation request beyond its base64 data: recordId, timestamps and
+# kinesisRecordMetadata (measured at about 330 bytes with Kinesis' 56-digit sequence numbers).
+RECORD_OVERHEAD = 400
+
+
+def request_cost(data: bytes) -> int:
+    """An upper bound of what one record adds to the transformation request, in bytes."""
+    return 4 * ((len(data) + 2) // 3) + RECORD_OVERHEAD
+
+
+class DeliveryBusy(RecsysError):
+    """Another delivery runtime is running on this stream."""
+
+
+class StreamLock:
+    """An exclusive lock on a stream's delivery state, held while a runtime runs.
+
+    `flock` on a file in the state folder: the kernel releases it when the holding process exits,
+    however it exits (kill -9 included), so a crashed holder never keeps the stream.
+    """
+
+    def __init__(self, folder: str | Path, stream: str):
+        self.path = Path(folder) / f"{stream}.lock"
+        self.stream = stream
+        self._file = None
+
+    def __enter__(self) -> StreamLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise DeliveryBusy(f"another deliver is running on stream {self.stream!r} ({holder}); "
+                               "one runtime per stream at a time (the lock goes with its process)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 class CheckpointFile:
@@ -93,42 +152,51 @@ class CheckpointFile:
 
 class DeliveryRuntime:
     def __init__(self, stream: Stream, transform: Callable[[dict], dict], store: ObjectStore,
-                 state_dir: str | Path, hints: BufferHints | None = None, max_attempts: int = 3,
-                 retry_seconds: float = 0.5, region: str = "local", lambda_arn: str = "local:stream_transformation",
-                 log: Callable[[str], None] = print):
+                 state_dir: str | Path, hints: BufferHints | None = None, retry_duration_s: float = 60.0,
+                 first_backoff_s: float = 0.5, max_backoff_s: float = 8.0, region: str = "local",
+                 lambda_arn: str = "local:stream_transformation", log: Callable[[str], None] = print):
         self.stream, self.transform, self.store = stream, transform, store
         self.hints = hints or BufferHints()
-        self.max_attempts, self.retry_seconds = max_attempts, retry_seconds
+        self.retry_duration_s, self.first_backoff_s, self.max_backoff_s = retry_duration_s, first_backoff_s, max_backoff_s
         self.region, self.lambda_arn, self.log = region, lambda_arn, log
         self.state = CheckpointFile(state_dir, stream.name)
+        self.lock = StreamLock(state_dir, stream.name)
         self.counters = Counters()
         self.delivery_arn = f"arn:aws:firehose:{region}:000000000000:deliverystream/{stream.name}-recommendations"
 
     # -- one batch ----------------------------------------------------------------------------
-    def _invoke(self, records: list[StreamRecord]) -> tuple[dict, dict[str, dict] | None, str]:
+    def _invoke(self, records: list[StreamRecord]) -> tuple[dict, dict[str, dict] | None, str, int]:
+        """Call the transformation, retrying with back-off until `retry_duration_s` has passed."""
         request = firehose.transformation_request(records, self.stream.arn, self.delivery_arn, self.region)
-        error = ""
-        for attempt in range(1, self.max_attempts + 1):
+        size = firehose.payload_size(request)
+        if size > firehose.REQUEST_LIMIT:  # the buffer cuts batches before this: a bug, not data
+            raise firehose.ContractError(f"request of {size:,} bytes exceeds Lambda's {firehose.REQUEST_LIMIT:,}")
+        deadline = time.monotonic() + self.retry_duration_s
+        attempt, wait = 0, self.first_backoff_s
+        while True:
+            attempt += 1
             try:
                 response = self.transform(request)
-                return request, firehose.check_response(request, response), ""
+                return request, firehose.check_response(request, response), "", attempt
             except Exception as e:  # noqa: BLE001 - any handler failure retries the batch
                 error = f"{type(e).__name__}: {e}"
-                self.log(f"transformation failed (attempt {attempt}/{self.max_attempts}): {error}")
-                if attempt < self.max_attempts:
-                    self.counters.retries += 1
-                    time.sleep(self.retry_seconds * 2 ** (attempt - 1))
-        return request, None, error
+                left = deadline - time.monotonic()
+                self.log(f"transformation failed (attempt {attempt}, {max(left, 0):.0f} s of retries left): {error}")
+                if left <= 0:
+                    return request, None, error, attempt
+                self.counters.retries += 1
+                time.sleep(min(wait, left))
+                wait = min(wait * 2, self.max_backoff_s)
 
     def deliver(self, records: list[StreamRecord], batch_id: str, when: dt.datetime) -> None:
         """Transform one batch and write its outputs (idempotent for the same id and time)."""
-        request, answered, error = self._invoke(records)
+        request, answered, error, attempts = self._invoke(records)
         ok_lines, failed_lines, ok_arrivals = [], [], []
         for rec, req in zip(records, request["records"]):
             ans = answered.get(req["recordId"]) if answered else None
             if ans is None:
                 failed_lines.append(firehose.error_record(rec.data, rec.arrival, "Lambda.InvokeFailed", error,
-                                                          self.max_attempts, self.lambda_arn))
+                                                          attempts, self.lambda_arn))
                 self.counters.reasons["Lambda.InvokeFailed"] += 1
             elif ans["result"] == OK:
                 ok_lines.append(base64.b64decode(ans["data"]).decode().rstrip("\n"))
@@ -172,21 +240,40 @@ class DeliveryRuntime:
         return checkpoint
 
     def run(self, once: bool = False, max_seconds: float | None = None, poll_seconds: float = 0.2) -> Counters:
-        """Deliver until the stream is drained (`once`) or forever (or for `max_seconds`)."""
+        """Deliver until the stream is drained (`once`) or forever (or for `max_seconds`).
+
+        Raises `DeliveryBusy` when another runtime holds the stream."""
+        with self.lock:
+            return self._run(once, max_seconds, poll_seconds)
+
+    def _run(self, once: bool, max_seconds: float | None, poll_seconds: float) -> Counters:
         started = time.monotonic()
         checkpoint = self._redo_pending(self.state.load())
         buffer: list[StreamRecord] = []
-        buffer_bytes, first_at = 0, None
+        pending: list[StreamRecord] = []  # read from the stream, not yet in a batch
+        buffer_bytes, request_bytes, first_at, full = 0, 512, None, False
         while True:
-            room = self.hints.records - len(buffer)
-            fresh = self.stream.read(self.stream.checkpoint_after(checkpoint, buffer), limit=room) if room else []
-            if fresh and first_at is None:
+            drained = False
+            if not pending:
+                room = self.hints.records - len(buffer)
+                if room > 0:
+                    pending = self.stream.read(self.stream.checkpoint_after(checkpoint, buffer), limit=room)
+                    drained = not pending
+            if pending and first_at is None:
                 first_at = time.monotonic()
-            buffer += fresh
-            buffer_bytes += sum(len(r.data) for r in fresh)
-            drained = not fresh
-            due = buffer and (len(buffer) >= self.hints.records or buffer_bytes >= self.hints.bytes
-                              or time.monotonic() - first_at >= self.hints.seconds or (once and drained))
+            taken = 0
+            for r in pending:  # a batch ends before the buffer hints or Lambda's request limit would pass
+                if buffer and (len(buffer) >= self.hints.records or buffer_bytes + len(r.data) > self.hints.bytes
+                               or request_bytes + request_cost(r.data) > firehose.REQUEST_LIMIT):
+                    full = True
+                    break
+                buffer.append(r)
+                buffer_bytes += len(r.data)
+                request_bytes += request_cost(r.data)
+                taken += 1
+            pending = pending[taken:]
+            full = full or len(buffer) >= self.hints.records or buffer_bytes >= self.hints.bytes
+            due = buffer and (full or time.monotonic() - first_at >= self.hints.seconds or (once and drained))
             if due:
                 when = dt.datetime.now(dt.timezone.utc)
                 batch_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.stream.name}/{buffer[0].shard_id}/{buffer[0].sequence_number}"))
@@ -196,11 +283,11 @@ class DeliveryRuntime:
                 checkpoint = self.stream.checkpoint_after(checkpoint, buffer)
                 self.state.commit(checkpoint)
                 self.log(f"batch {self.counters.batches}: {len(buffer)} records; totals {self.counters.summary()}")
-                buffer, buffer_bytes, first_at = [], 0, None
+                buffer, buffer_bytes, request_bytes, first_at, full = [], 0, 512, None, False
                 continue
             if once and drained and not buffer:
                 return self.counters
-            if max_seconds is not None and time.monotonic() - started >= max_seconds and not buffer:
+            if max_seconds is not None and time.monotonic() - started >= max_seconds and not buffer and not pending:
                 return self.counters
             if drained:
                 time.sleep(poll_seconds)

@@ -2,6 +2,13 @@
 
 Every problem is reported as a `EventError` whose message is the reason a record failed, so the
 stream transformation can mark it `ProcessingFailed` and the failure output says why.
+
+The limits are those of the systems a value travels through, checked here so that one record's
+value can never fail a later step shared by the whole batch:
+- JSON: no `NaN`/`Infinity` literals, no number that overflows a double, bounded nesting;
+- the source schema and the vector database: `customerNumber` is an `int` (32-bit, positive),
+  `productCode` a `varchar(15)`, `city`/`country` `varchar(50)`, `creditLimit` a
+  `decimal(10,2)`; PostgreSQL text holds no NUL, and UTF-8 has no lone surrogates.
 """
 
 from __future__ import annotations
@@ -9,10 +16,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 
 MAX_RECORD_BYTES = 64 * 1024  # larger records are refused (a session log, not a file upload)
 MAX_BROWSE_ITEMS = 200
+MAX_INT32 = 2**31 - 1          # customerNumber int(11) in MySQL, integer in PostgreSQL (user_emb.id)
+MAX_CREDIT_LIMIT = 99_999_999.99  # customers.creditLimit decimal(10,2)
+MAX_QUANTITY = 1_000_000
+TEXT_LIMITS = {"session_id": 128, "city": 50, "country": 50, "product_code": 15}
 
 
 class EventError(ValueError):
@@ -56,6 +69,30 @@ class Event:
         return asdict(self)
 
 
+_UNSAFE = re.compile("[\x00-\x1f\ud800-\udfff]")  # control characters (NUL included), lone surrogates
+
+
+def _text(name: str, value: str) -> str:
+    """A string PostgreSQL and UTF-8 can hold, within its column's length."""
+    if not value:
+        raise EventError(f"field {name} is empty")
+    if len(value) > TEXT_LIMITS[name]:
+        raise EventError(f"field {name} has {len(value)} characters, more than {TEXT_LIMITS[name]}")
+    bad = _UNSAFE.search(value)
+    if bad:
+        char = bad.group()
+        what = ("a NUL character" if char == "\x00" else "a lone surrogate (not valid Unicode)"
+                if "\ud800" <= char <= "\udfff" else "a control character")
+        raise EventError(f"field {name} contains {what}")
+    return value
+
+
+def _whole(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise EventError(f"field {name} must be between {low:,} and {high:,}, got {value}")
+    return value
+
+
 def _require(obj: dict, name: str, types: tuple, optional: bool = False):
     if name not in obj or obj[name] is None:
         if optional:
@@ -73,11 +110,15 @@ def parse_event(obj) -> Event:
     """Validate a decoded JSON object against the event contract."""
     if not isinstance(obj, dict):
         raise EventError(f"event must be a JSON object, got {type(obj).__name__}")
-    session_id = _require(obj, "session_id", (str,))
-    customer = _require(obj, "customer_number", (int,))
+    session_id = _text("session_id", _require(obj, "session_id", (str,)))
+    customer = _whole("customer_number", _require(obj, "customer_number", (int,)), 1, MAX_INT32)
     city = _require(obj, "city", (str,), optional=True)
     country = _require(obj, "country", (str,), optional=True)
+    city = None if city is None else _text("city", city)
+    country = None if country is None else _text("country", country)
     credit = _require(obj, "credit_limit", (int, float), optional=True)
+    if credit is not None and not (math.isfinite(credit) and 0 <= credit <= MAX_CREDIT_LIMIT):
+        raise EventError(f"field credit_limit must be between 0 and {MAX_CREDIT_LIMIT:,}, got {credit!r}")
     history = _require(obj, "browse_history", (list,))
     if not history:
         raise EventError("browse_history is empty")
@@ -88,13 +129,11 @@ def parse_event(obj) -> Event:
         if not isinstance(item, dict):
             raise EventError(f"browse_history[{n}] must be an object")
         try:
-            code = _require(item, "product_code", (str,))
-            quantity = _require(item, "quantity", (int,))
+            code = _text("product_code", _require(item, "product_code", (str,)))
+            quantity = _whole("quantity", _require(item, "quantity", (int,)), 0, MAX_QUANTITY)
             in_cart = _require(item, "in_shopping_cart", (bool,))
         except EventError as e:
             raise EventError(f"browse_history[{n}]: {e}") from None
-        if quantity < 0:
-            raise EventError(f"browse_history[{n}]: quantity must not be negative, got {quantity}")
         items.append(BrowseItem(code, quantity, in_cart))
     return Event(session_id, customer, city, country, None if credit is None else float(credit), items)
 
@@ -108,7 +147,17 @@ def decode_record(data_b64: str) -> tuple[dict, Event]:
     if len(raw) > MAX_RECORD_BYTES:
         raise EventError(f"record is {len(raw)} bytes, more than {MAX_RECORD_BYTES}")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        obj = json.loads(raw, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise EventError("data is not valid UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise EventError(f"data is not valid JSON: {e}") from None
+    except RecursionError:
+        raise EventError("data is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # NaN/Infinity literals, integers beyond Python's digit limit
         raise EventError(f"data is not valid JSON: {e}") from None
     return obj, parse_event(obj)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")

@@ -13,6 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 OK, DROPPED, FAILED = "Ok", "Dropped", "ProcessingFailed"
+# Lambda's synchronous invocation payload limit, for the request and for the response (6 MB).
+REQUEST_LIMIT = RESPONSE_LIMIT = 6 * 1024 * 1024
+# The processor's buffer (Firehose's BufferSizeInMBs for the Lambda, "0.6" in infra/): the worst
+# case, the smallest valid event (125 bytes) answered with k=5 recommended and 5 similar items,
+# takes 972 bytes of response (7.8x), so 0.6 MiB of them answer in 4.9 MB, within RESPONSE_LIMIT
+# (1 MiB would need 8.2 MB). tests/test_streaming_edge.py measures it; docs/streaming.md explains.
+PROCESSOR_BUFFER_MB = 0.6
+PROCESSOR_BUFFER_BYTES = int(PROCESSOR_BUFFER_MB * 1024 * 1024)
 RESULTS = (OK, DROPPED, FAILED)
 FAILED_PREFIX = "processing-failed"
 
@@ -60,10 +68,19 @@ class ContractError(RuntimeError):
     """The transformation's response breaks Firehose's contract (Firehose fails the whole batch)."""
 
 
+def payload_size(payload: dict) -> int:
+    """Bytes of a Lambda payload as serialised JSON."""
+    return len(json.dumps(payload))
+
+
 def check_response(request: dict, response: dict) -> dict[str, dict]:
-    """Every input recordId answered exactly once with a valid result and base64 data."""
+    """Within Lambda's size limit; every input recordId answered exactly once with a valid result
+    and base64 data."""
     if not isinstance(response, dict) or not isinstance(response.get("records"), list):
         raise ContractError("response has no 'records' list")
+    size = payload_size(response)
+    if size > RESPONSE_LIMIT:
+        raise ContractError(f"response is {size:,} bytes, more than Lambda's {RESPONSE_LIMIT:,}-byte payload limit")
     expected = {r["recordId"] for r in request["records"]}
     answered: dict[str, dict] = {}
     for rec in response["records"]:

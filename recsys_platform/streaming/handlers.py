@@ -1,13 +1,16 @@
 """The two Lambda handlers' logic, as objects composed from what they call.
 
-- `ModelInference(service)`: a Function URL request (the lab's routes, `streaming.http`) or a
-  batch `{"action": "recommend", "requests": [...], "k": 5}` from the stream transformation.
+- `ModelInference(service)`: a Function URL request (the lab's routes: the FastAPI app of
+  `streaming.http` through Mangum) or a batch `{"action": "recommend", "requests": [...], "k": 5}`
+  from the stream transformation.
 - `StreamTransformation(infer, k)`: Firehose's processor. Decodes and validates each record; a
   bad record is `ProcessingFailed` with its reason (in `errorMessage`, which the local delivery
   runtime writes to processing-failed/; on AWS the reason is also logged with the recordId).
   Valid records go to `infer` in ONE call per batch: a `ModelInference` in-process, or a
-  `LambdaInvoker` (`lambda:Invoke`) on AWS. An inference failure (the vector database down)
-  raises, so Firehose retries the batch.
+  `LambdaInvoker` (`lambda:Invoke`) on AWS. A record whose values fail inference fails alone;
+  an outage (the vector database down) raises, so Firehose retries the batch. The response
+  never exceeds Lambda's 6 MB payload limit (`RESPONSE_LIMIT`): records that would push it over
+  fail with that reason (infra/ sizes the processor buffer so that this does not happen).
 
 The modules under `lambdas/` only build these from their environment (`streaming.lambda_env`).
 """
@@ -15,18 +18,24 @@ The modules under `lambdas/` only build these from their environment (`streaming
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import logging
 from collections.abc import Callable
 
-from recsys_platform.streaming import http
 from recsys_platform.streaming.events import EventError, decode_record
-from recsys_platform.streaming.firehose import FAILED, OK, encode
+from recsys_platform.streaming.firehose import FAILED, OK, RESPONSE_LIMIT, encode
 from recsys_platform.streaming.inference import InferenceService
 
 log = logging.getLogger(__name__)
 Infer = Callable[[dict], dict]
+
+
+def is_function_url_event(event: dict) -> bool:
+    """A Lambda Function URL request (payload format 2.0)."""
+    return event.get("version") == "2.0" and isinstance(event.get("requestContext"), dict) \
+        and "http" in event["requestContext"]
 
 
 class ModelInference:
@@ -34,13 +43,27 @@ class ModelInference:
 
     def __init__(self, service: InferenceService):
         self.service = service
+        self._http = None  # the FastAPI app under Mangum, built at the first HTTP request
 
     def __call__(self, event: dict, context=None) -> dict:
-        if http.is_function_url_event(event):
-            return http.function_url(self.service, event)
-        if event.get("action") == "recommend":
+        if is_function_url_event(event):
+            if event.get("isBase64Encoded") and event.get("body"):
+                try:  # Mangum would raise on it: answer 400 as the app answers bad bodies
+                    base64.b64decode(event["body"], validate=True)
+                except (binascii.Error, ValueError):
+                    return {"statusCode": 400, "headers": {"content-type": "application/json"},
+                            "body": json.dumps({"error": "body is not valid base64"}), "isBase64Encoded": False}
+            if self._http is None:
+                from mangum import Mangum
+
+                from recsys_platform.streaming.http import create_app
+
+                self._http = Mangum(create_app(self.service), lifespan="off")
+            return self._http(event, context)
+        if event.get("action") == "recommend" and isinstance(event.get("requests"), list):
             return self.service.recommend(event["requests"], k=event.get("k"))
-        raise ValueError("unrecognised event: expected a Function URL request or {'action': 'recommend'}")
+        raise ValueError("unrecognised event: expected a Function URL request (payload 2.0) "
+                         "or {'action': 'recommend', 'requests': [...]}")
 
 
 class LambdaInvoker:
@@ -64,6 +87,45 @@ class LambdaInvoker:
 def _failed(record: dict, reason: str) -> dict:
     log.info("record %s failed: %s", record["recordId"], reason)
     return {"recordId": record["recordId"], "result": FAILED, "data": record["data"], "errorMessage": reason}
+
+
+def _size(record: dict) -> int:
+    """Bytes of one record in the response as Lambda's runtime serialises it (plus its ", ")."""
+    return len(json.dumps(record)) + 2
+
+
+def _size_bound(record: dict) -> int:
+    """An upper bound of `_size` without serialising: escaping at most sextuples a character."""
+    return 80 + len(record["recordId"]) + len(record["data"]) + 6 * len(record.get("errorMessage", ""))
+
+
+BUDGET_REASON = ("the response would exceed Lambda's 6 MB payload limit; this record was not transformed "
+                 "(lower the processor's buffer size: see infra/)")
+
+
+def within_budget(records: list[dict], originals: list[dict], limit: int = RESPONSE_LIMIT) -> list[dict]:
+    """The response's records, with Ok records failed (from the last) where all would not fit.
+
+    A failed record costs about what its request record did, so a request within the limit
+    always has an answer within it; each Ok record is kept while the total, counting every
+    record not yet decided at its failed size, stays within `limit`.
+    """
+    if 32 + sum(_size_bound(r) for r in records) <= limit:
+        return records  # the common case: clearly within the limit, nothing to serialise
+    fallback = [r if r["result"] != OK else _failed(o, BUDGET_REASON) for r, o in zip(records, originals)]
+    total = 32 + sum(_size(r) for r in fallback)
+    out = []
+    for r, f in zip(records, fallback):
+        extra = _size(r) - _size(f)  # 0 unless r is an Ok record
+        if total + extra <= limit:
+            out.append(r)
+            total += extra
+        else:
+            out.append(f)
+    over = sum(1 for r, o in zip(records, out) if r is not o)
+    if over:
+        log.warning("%d of %d records failed: %s", over, len(records), BUDGET_REASON)
+    return out
 
 
 class StreamTransformation:
@@ -104,7 +166,7 @@ class StreamTransformation:
                         **decoded[rid], "recommended_items": result["recommended_items"],
                         "similar_items": result["similar_items"], "model_version": answer["model_version"],
                         "processed_at": processed_at})}
-        return {"records": [out[r["recordId"]] for r in event["records"]]}
+        return {"records": within_budget([out[r["recordId"]] for r in event["records"]], event["records"])}
 
 
 def decode_output(record: dict) -> dict:

@@ -1,141 +1,252 @@
-"""The model inference HTTP API (the lab's routes), answered by an `InferenceService`.
+"""The model inference HTTP API (the lab's routes): one FastAPI app over an `InferenceService`.
 
-One route table for both transports: a Lambda Function URL event (payload format 2.0, through
-`function_url`) and `recsys-platform serve`'s local HTTP server (`make_server`), which turns each
-request into that same event, so the local API and the deployed Function URL run the same code.
+The same app answers locally (`recsys-platform serve`, uvicorn) and on AWS (the inference
+Lambda's Function URL, through Mangum), so the local API and the deployed one run the same code:
 
     POST /user_embeddings          body [{"city","country","creditlimit"}]  -> [[...], ...]
     POST /items_from_user?limit=N  body [..embedding..]                     -> [{"id","score"}]
     GET  /items_from_item?item_id=S10_1678&limit=N                          -> [{"id","score"}]
+
+Every answer carries the model version it was computed with (header `X-Model-Version`; the lab's
+bodies stay as they were). Request models reject bad input with 400 and a JSON `{"error": ...}`
+naming the field; a body over 6 MB (a Function URL's limit) gets 413, a wrong method 405, an
+unknown path 404. Each request has a time limit (504); an unavailable model or database is a 503
+whose message names no host, socket or bucket (the detail goes to the log).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at definition
+# time, and the embedding length in them is a local of `create_app`.
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
 
-import base64
-import binascii
-import json
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+import anyio
+from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException
 
 from recsys_platform.errors import RecsysError
+from recsys_platform.streaming.events import MAX_CREDIT_LIMIT, TEXT_LIMITS
 from recsys_platform.streaming.inference import InferenceService
+from recsys_platform.vectors.store import VectorDataError
 
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 6 * 1024 * 1024  # a Lambda Function URL's request payload limit
 MAX_LIMIT = 100
+MAX_USERS = 1000
+EMBEDDING_DIM = 32  # the contract's embedding dimension (docs/ml.md)
+REQUEST_TIMEOUT_S = 30.0
+# An embedding value's bound: model embeddings are of order 1, and with this bound an inner product
+# with any stored item vector stays finite (float32 overflows at 3.4e38, where pgvector says inf).
+EMBEDDING_VALUE_LIMIT = 1e6
+VERSION_HEADER = "X-Model-Version"
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters
+Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_LIMITS["city"], pattern=_PRINTABLE)]
+# JSON numbers only (strict: `true` or "12" are not numbers; an integer is)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-EMBEDDING_VALUE_LIMIT, le=EMBEDDING_VALUE_LIMIT)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="how many items to return")]
+
+
+class User(BaseModel):
+    """A customer's features, as the lab's client sends them (other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    city: Text
+    country: Text
+    creditlimit: Annotated[float, Field(strict=True, ge=0, le=MAX_CREDIT_LIMIT, allow_inf_nan=False)]
+
+
+class Neighbour(BaseModel):
+    id: str
+    score: float
 
 
 class BadRequest(ValueError):
-    """The request is malformed; the message says how (a 400)."""
+    """The request's values cannot be answered; the message says why (a 400)."""
 
 
-def _response(status: int, body) -> dict:
-    return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
+class ErrorBody(BaseModel):
+    error: str
 
 
-def _limit(params: dict) -> int:
-    try:
-        limit = int(params.get("limit", "10"))
-    except ValueError:
-        raise BadRequest(f"limit must be a whole number, got {params.get('limit')!r}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    return limit
+class BodyLimit:
+    """ASGI middleware: 413 for a body over `limit` bytes, declared or streamed; every body is read
+    as JSON whatever its content type says (the API speaks nothing else, and the lab's clients send
+    JSON without the header, or with urllib's form default, as the old server accepted)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        scope = {**scope, "headers": [*((k, v) for k, v in scope.get("headers", []) if k != b"content-type"),
+                                      (b"content-type", b"application/json")]}
+        declared = headers.get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await _error(413, f"body is {int(declared):,} bytes, more than {self.limit:,}")(scope, receive, send)
+        body, more = [], True  # read here, so a streamed body is cut at the limit too
+        size = 0
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            body.append(message.get("body", b""))
+            size += len(body[-1])
+            if size > self.limit:
+                return await _error(413, f"body is more than {self.limit:,} bytes")(scope, receive, send)
+            more = message.get("more_body", False)
+        replay = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        return await self.app(scope, replayed, send)
 
 
-def _body(event: dict):
-    raw = event.get("body") or ""
-    try:
-        if event.get("isBase64Encoded"):
-            raw = base64.b64decode(raw, validate=True).decode()
-        return json.loads(raw)
-    except (binascii.Error, UnicodeDecodeError):
-        raise BadRequest("body is not valid base64-encoded UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
-def _neighbours(found) -> list[dict]:
-    return [{"id": n.id, "score": round(n.score, 6)} for n in found]
+def _validation_message(e: RequestValidationError) -> str:
+    """The first problems, each as `where: what` (e.g. `body[0].creditlimit: Input should be ...`)."""
+    parts = []
+    for err in e.errors()[:3]:
+        if err.get("type") == "json_invalid":
+            return f"body is not valid JSON ({(err.get('ctx') or {}).get('error', 'decode error')})"
+        loc = list(err.get("loc", ())) or ["body"]
+        where = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+        what = ("must be printable text (no NUL or control characters)"
+                if err.get("type") == "string_pattern_mismatch" else err.get("msg", "invalid"))
+        parts.append(f"{where}: {what}")
+    return "; ".join(parts)
 
 
-def _route(service: InferenceService, method: str, path: str, params: dict, event: dict) -> dict:
-    if (method, path) == ("POST", "/user_embeddings"):
-        users = _body(event)
-        if not isinstance(users, list) or not all(isinstance(u, dict) for u in users):
-            raise BadRequest("body must be a list of objects with city, country, creditlimit")
-        missing = [n for n, u in enumerate(users) for f in ("city", "country", "creditlimit") if f not in u]
-        if missing:
-            raise BadRequest(f"user {missing[0]} lacks city, country or creditlimit")
-        _, vectors = service.user_vectors([{"customerNumber": None, "city": u["city"], "country": u["country"],
-                                            "creditLimit": float(u["creditlimit"])} for u in users])
-        return _response(200, [[round(float(x), 6) for x in v] for v in vectors])
-    if (method, path) == ("POST", "/items_from_user"):
-        vector = _body(event)
-        if not isinstance(vector, list):
-            raise BadRequest("body must be one embedding (a list of numbers)")
-        try:
-            found = service.items_from_user(vector, _limit(params))
-        except ValueError as e:
-            raise BadRequest(f"body must be {e}") from None
-        return _response(200, _neighbours(found))
-    if (method, path) == ("GET", "/items_from_item"):
-        item = params.get("item_id")
-        if not item:
-            raise BadRequest("query parameter item_id is required")
-        found = service.items_from_item(item, _limit(params))
-        if found is None:
-            return _response(404, {"error": f"unknown item_id {item!r}"})
-        return _response(200, _neighbours(found))
-    return _response(404, {"error": f"no route {method} {path}"})
+def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIMEOUT_S) -> FastAPI:
+    """The routes over `service`. The schema's embedding length is the loaded model's dimension
+    (the contract's 32 when none is loaded yet); the service checks it again on every call."""
+    dim = service.models.model.dim if service.models.model is not None else EMBEDDING_DIM
+    app = FastAPI(title="recsys-platform model inference", version="1",
+                  description="The lab's routes: user embeddings and similar items from pgvector.",
+                  responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}, 504: {"model": ErrorBody}})
 
+    async def answer(response: Response, fn, *args):
+        """Run the service call in a worker thread under the time limit; the version goes in a header."""
+        with anyio.fail_after(request_timeout_s):
+            version, body = await anyio.to_thread.run_sync(fn, *args)
+        response.headers[VERSION_HEADER] = version
+        return body
 
-def function_url(service: InferenceService, event: dict) -> dict:
-    """Answer a Function URL request (payload 2.0): 200, 400 with the reason, 404, or 503."""
-    method = event["requestContext"]["http"]["method"].upper()
-    path = event.get("rawPath") or event["requestContext"]["http"].get("path", "")
-    params = event.get("queryStringParameters") or {}
-    try:
-        return _route(service, method, path, params, event)
-    except BadRequest as e:
-        return _response(400, {"error": str(e)})
-    except RecsysError as e:
-        return _response(503, {"error": str(e)})
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        return _error(400, _validation_message(e))
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException):
+        if e.status_code == 404:
+            return _error(404, f"no route {request.method} {request.url.path}")
+        if e.status_code == 405:
+            allowed = (e.headers or {}).get("Allow", "")
+            return JSONResponse({"error": f"method {request.method} is not allowed on {request.url.path}"
+                                 f" (allowed: {allowed})"}, status_code=405, headers=e.headers)
+        return _error(e.status_code, str(e.detail))
 
-def is_function_url_event(event: dict) -> bool:
-    return isinstance(event.get("requestContext"), dict) and "http" in event["requestContext"]
+    @app.exception_handler(BadRequest)
+    async def bad_value(request: Request, e: BadRequest):
+        return _error(400, str(e))
 
+    @app.exception_handler(VectorDataError)
+    async def refused(request: Request, e: VectorDataError):
+        return _error(400, "the vector database refused a value of this request")
 
-def make_server(service: InferenceService, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """The routes over local HTTP: each request becomes the Function URL event `function_url` answers."""
+    @app.exception_handler(RecsysError)
+    async def unavailable(request: Request, e: RecsysError):
+        log.warning("503 for %s %s: %s", request.method, request.url.path, e)
+        return _error(503, "the model or the vector database is unavailable; try again later")
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    @app.exception_handler(TimeoutError)
+    async def too_slow(request: Request, e: TimeoutError):
+        return _error(504, f"no answer within {request_timeout_s:g} s; try again later")
 
-        def _call(self, method: str) -> None:
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode() if length else None
-            event = {"version": "2.0", "rawPath": url.path, "rawQueryString": url.query,
-                     "queryStringParameters": dict(parse_qsl(url.query)) or None, "body": body,
-                     "isBase64Encoded": False, "requestContext": {"http": {"method": method, "path": url.path}}}
+    @app.post("/user_embeddings", response_model=list[list[float]],
+              summary="One embedding per customer, from city, country and credit limit")
+    async def user_embeddings(users: Annotated[list[User], Body(min_length=1, max_length=MAX_USERS)],
+                              response: Response):
+        def run():
             try:
-                response = function_url(service, event)
-            except Exception as e:  # noqa: BLE001 - an HTTP client gets a 500 with the reason, not a dropped socket
-                response = {"statusCode": 500, "body": json.dumps({"error": f"{type(e).__name__}: {e}"})}
-            payload = response.get("body", "").encode()
-            self.send_response(response.get("statusCode", 200))
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+                version, vectors = service.user_vectors([{"customerNumber": None, "city": u.city,
+                                                          "country": u.country, "creditLimit": u.creditlimit}
+                                                         for u in users])
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
+            return version, [[round(float(x), 6) for x in v] for v in vectors]
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self._call("GET")
+        return await answer(response, run)
 
-        def do_POST(self) -> None:  # noqa: N802
-            self._call("POST")
+    @app.post("/items_from_user", response_model=list[Neighbour],
+              summary="The items that score highest against one user embedding")
+    async def items_from_user(vector: Annotated[list[Number], Body(min_length=dim, max_length=dim)],
+                              response: Response, limit: Limit = 10):
+        def run():
+            try:
+                version, found = service.items_from_user(vector, limit)
+            except ValueError as e:
+                raise BadRequest(f"body must be {e}") from None
+            return version, [{"id": n.id, "score": round(n.score, 6)} for n in found]
 
-        def log_message(self, format: str, *args) -> None:  # quiet by default
-            pass
+        return await answer(response, run)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    @app.get("/items_from_item", response_model=list[Neighbour], responses={404: {"model": ErrorBody}},
+             summary="The items most similar to one item")
+    async def items_from_item(item_id: Annotated[str, Query(min_length=1, max_length=64, pattern=_PRINTABLE)],
+                              response: Response, limit: Limit = 10):
+        found = await answer(response, lambda: service.items_from_item(item_id, limit))
+        if found is None:
+            return JSONResponse({"error": f"unknown item_id {item_id!r}"}, status_code=404,
+                                headers={VERSION_HEADER: response.headers[VERSION_HEADER]})
+        return [{"id": n.id, "score": round(n.score, 6)} for n in found]
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    return app
+
+
+def _server(service: InferenceService, port: int, host: str):
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, backlog=2048,
+                                         timeout_keep_alive=5, log_level="warning", access_log=False))
+
+
+def serve(service: InferenceService, port: int, host: str = "127.0.0.1", ready=None) -> None:
+    """`recsys-platform serve`: the app on uvicorn (a deep listen queue, keep-alive timeout)."""
+    server = _server(service, port, host)
+    if ready is not None:
+        ready(server)
+    server.run()
+
+
+@contextmanager
+def serving(service: InferenceService, port: int = 0, host: str = "127.0.0.1") -> Iterator[str]:
+    """The app on uvicorn in a background thread (for tests and benchmarks); yields its base URL."""
+    server = _server(service, port, host)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the HTTP server did not start on {host}:{port}")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -31,6 +31,15 @@ class VectorStoreError(RecsysError):
     """The vector database is unreachable or a load cannot proceed; the previous version serves on."""
 
 
+class VectorDataError(RecsysError):
+    """The database refused a query's values (a NUL in a code, an integer out of range...): the
+    fault of the records in that query, not an outage; retrying the same values cannot help."""
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def _set_ef_search(conn: psycopg.Connection, value: int) -> None:
     conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(int(value)),))
 
@@ -50,28 +59,37 @@ class Neighbour:
 class VectorStore:
     """A pgvector database: load versions, switch them, query them in batches."""
 
-    def __init__(self, dsn: str, connect_timeout: int = 10):
+    def __init__(self, dsn: str, connect_timeout: int = 10, query_timeout_s: float = 10.0):
         self.dsn = dsn
         self.connect_timeout = connect_timeout
+        self.query_timeout_s = query_timeout_s  # statement_timeout of the query connections
         self._local = threading.local()  # one reusable query connection per thread
 
     def _query_conn(self) -> psycopg.Connection:
         """A cached autocommit connection for reads; reopened if the server dropped it."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            conn = self._local.conn = self.connect(autocommit=True)
+            conn = self.connect(autocommit=True)
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{int(self.query_timeout_s * 1000)}",))
+            self._local.conn = conn
         return conn
 
     def _read(self, fn):
-        """Run `fn(conn)` on the cached connection, retrying once on a dropped connection."""
+        """Run `fn(conn)` on the cached connection, retrying once on a dropped connection.
+
+        An unreachable server or a timeout raises `VectorStoreError` (an outage: retry later);
+        values the database refuses raise `VectorDataError` (the records' fault: do not retry).
+        """
         try:
-            return fn(self._query_conn())
-        except psycopg.OperationalError:
-            self._local.conn = None
             try:
                 return fn(self._query_conn())
-            except psycopg.OperationalError as e:
-                raise VectorStoreError(f"the vector database failed a query: {str(e).strip().splitlines()[0]}") from None
+            except psycopg.OperationalError:
+                self._local.conn = None
+                return fn(self._query_conn())
+        except psycopg.OperationalError as e:
+            raise VectorStoreError(f"the vector database failed a query: {_first_line(e)}") from None
+        except (psycopg.DataError, UnicodeError) as e:
+            raise VectorDataError(f"the vector database refused a value: {_first_line(e)}") from None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -83,7 +101,7 @@ class VectorStore:
         try:
             return psycopg.connect(self.dsn, autocommit=autocommit, connect_timeout=self.connect_timeout)
         except psycopg.OperationalError as e:
-            raise VectorStoreError(f"cannot connect to the vector database: {str(e).strip().splitlines()[0]}") from None
+            raise VectorStoreError(f"cannot connect to the vector database: {_first_line(e)}") from None
 
     def ensure_schema(self) -> None:
         with self.connect(autocommit=True) as conn:
@@ -165,13 +183,15 @@ class VectorStore:
             conn.commit()
 
     def active_version(self) -> str | None:
-        with self.connect() as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (VERSIONS_TABLE,)).fetchone()[0]
-            if exists is None:
+        """The version the public views show (None before the first activation)."""
+        def query(conn):
+            if conn.execute("SELECT to_regclass(%s)", (VERSIONS_TABLE,)).fetchone()[0] is None:
                 return None
             row = conn.execute(f"""SELECT version FROM {VERSIONS_TABLE} WHERE activated_at IS NOT NULL
                 ORDER BY activated_at DESC LIMIT 1""").fetchone()
             return row[0] if row else None
+
+        return self._read(query)
 
     def retain(self, keep: int = 2) -> list[str]:
         """Drop the tables of all but the `keep` most recently loaded versions (never the active one)."""
@@ -236,13 +256,14 @@ class VectorStore:
                 out[n].append(Neighbour(item, float(score)))
         return out
 
-    def known_items(self, item_ids: Sequence[str]) -> set[str]:
-        """Which of these product codes the active catalog holds."""
-        rows = self._read(lambda conn: conn.execute("SELECT id FROM item_emb WHERE id = ANY(%s)",
+    def known_items(self, item_ids: Sequence[str], version: str | None = None) -> set[str]:
+        """Which of these product codes the catalog (active, or of `version`) holds."""
+        rows = self._read(lambda conn: conn.execute(f"SELECT id FROM {self._relation('item', version)} WHERE id = ANY(%s)",
                                                     (list(item_ids),)).fetchall())
         return {r[0] for r in rows}
 
-    def recommend_batch(self, requests: Sequence[dict], k: int = 10, ef_search: int = 100) -> dict:
+    def recommend_batch(self, requests: Sequence[dict], k: int = 10, ef_search: int = 100,
+                        version: str | None = None) -> dict:
         """Everything a batch of sessions needs from the store, in one round trip.
 
         Each request: `user_vector` (or None: look the customer up in user_emb), `customer`,
@@ -254,23 +275,24 @@ class VectorStore:
         extra = max((len(r["exclude"]) for r in requests), default=0)
         vectors = [vector_literal(r["user_vector"]) if r.get("user_vector") is not None else None for r in requests]
         codes = sorted({c for r in requests for c in r["products"]})
+        items, users = self._relation("item", version), self._relation("user", version)
 
         def query(conn):
             _set_ef_search(conn, max(ef_search, k + extra + 1))
-            return conn.execute("""
+            return conn.execute(f"""
                 WITH q AS (
                     SELECT t.ord, t.anchor,
-                           COALESCE(t.v::vector, (SELECT u.embedding FROM user_emb u WHERE u.id = t.c)) AS uv
+                           COALESCE(t.v::vector, (SELECT u.embedding FROM {users} u WHERE u.id = t.c)) AS uv
                     FROM unnest(%s::text[], %s::int[], %s::text[]) WITH ORDINALITY AS t(v, c, anchor, ord))
                 SELECT 'u', q.ord, r.id, r.score FROM q CROSS JOIN LATERAL (
-                    SELECT i.id, -(i.embedding <#> q.uv) AS score FROM item_emb i
+                    SELECT i.id, -(i.embedding <#> q.uv) AS score FROM {items} i
                     ORDER BY i.embedding <#> q.uv LIMIT %s) r WHERE q.uv IS NOT NULL
                 UNION ALL
-                SELECT 's', q.ord, r.id, r.score FROM q JOIN item_emb a ON a.id = q.anchor CROSS JOIN LATERAL (
-                    SELECT i.id, 1 - (i.embedding <=> a.embedding) AS score FROM item_emb i
+                SELECT 's', q.ord, r.id, r.score FROM q JOIN {items} a ON a.id = q.anchor CROSS JOIN LATERAL (
+                    SELECT i.id, 1 - (i.embedding <=> a.embedding) AS score FROM {items} i
                     ORDER BY i.embedding <=> a.embedding LIMIT %s) r
                 UNION ALL
-                SELECT 'p', 0, i.id, 0 FROM item_emb i WHERE i.id = ANY(%s)""",
+                SELECT 'p', 0, i.id, 0 FROM {items} i WHERE i.id = ANY(%s)""",
                 (vectors, [int(r["customer"]) for r in requests], [r["anchor"] for r in requests],
                  k + extra, k + 1, codes)).fetchall()
 

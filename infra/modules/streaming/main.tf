@@ -70,6 +70,21 @@ variable "vector_db_endpoint" {
   type = string
 }
 
+variable "vector_db_security_group_id" {
+  description = "The vector database's security group: the only PostgreSQL destination of the Lambdas."
+  type        = string
+}
+
+variable "route_table_ids" {
+  description = "Route tables of the private subnets (for the S3 gateway endpoint)."
+  type        = list(string)
+}
+
+variable "processor_buffer_mb" {
+  description = "The transformation's buffer: its worst-case response must fit Lambda's 6 MB (see docs/streaming.md)."
+  type        = number
+}
+
 locals {
   transformation_name = "${var.project}-stream-transformation"
   inference_name      = "${var.project}-model-inference"
@@ -102,22 +117,72 @@ resource "aws_ecr_repository" "lambda" {
 
 resource "aws_security_group" "lambda" {
   name        = "${var.project}-lambdas"
-  description = "The inference and transformation Lambdas: HTTPS out and PostgreSQL to the vector database"
+  description = "The inference and transformation Lambdas: PostgreSQL to the vector database, HTTPS to the VPC endpoints"
   vpc_id      = var.vpc_id
 }
 
-resource "aws_security_group_rule" "lambda_egress" {
-  for_each = {
-    "443"  = "AWS APIs (S3, Secrets Manager, Lambda) through VPC endpoints or NAT"
-    "5432" = "The vector database"
-  }
-  description       = each.value
+resource "aws_security_group_rule" "lambda_to_database" {
+  description              = "The vector database, and nothing else on 5432"
+  type                     = "egress"
+  from_port                = 5432
+  to_port                  = 5432
+  protocol                 = "tcp"
+  security_group_id        = aws_security_group.lambda.id
+  source_security_group_id = var.vector_db_security_group_id
+}
+
+resource "aws_security_group_rule" "lambda_to_endpoints" {
+  description              = "Secrets Manager and Lambda through their interface endpoints"
+  type                     = "egress"
+  from_port                = 443
+  to_port                  = 443
+  protocol                 = "tcp"
+  security_group_id        = aws_security_group.lambda.id
+  source_security_group_id = aws_security_group.endpoints.id
+}
+
+resource "aws_security_group_rule" "lambda_to_s3" {
+  description       = "S3 (the artifacts bucket) through the gateway endpoint"
   type              = "egress"
-  from_port         = tonumber(each.key)
-  to_port           = tonumber(each.key)
+  from_port         = 443
+  to_port           = 443
   protocol          = "tcp"
-  cidr_blocks       = ["0.0.0.0/0"]
   security_group_id = aws_security_group.lambda.id
+  prefix_list_ids   = [aws_vpc_endpoint.s3.prefix_list_id]
+}
+
+# -- the VPC endpoints the Lambdas need (no NAT, no route to the internet) -------------------------
+resource "aws_security_group" "endpoints" {
+  name        = "${var.project}-endpoints"
+  description = "Interface endpoints: HTTPS from the Lambdas only"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_security_group_rule" "endpoints_from_lambdas" {
+  description              = "HTTPS from the Lambdas"
+  type                     = "ingress"
+  from_port                = 443
+  to_port                  = 443
+  protocol                 = "tcp"
+  security_group_id        = aws_security_group.endpoints.id
+  source_security_group_id = aws_security_group.lambda.id
+}
+
+resource "aws_vpc_endpoint" "interface" {
+  for_each            = toset(["secretsmanager", "lambda"]) # the DSN secret; the transformation invokes inference
+  vpc_id              = var.vpc_id
+  service_name        = "com.amazonaws.${var.region}.${each.key}"
+  vpc_endpoint_type   = "Interface"
+  subnet_ids          = var.subnet_ids
+  security_group_ids  = [aws_security_group.endpoints.id]
+  private_dns_enabled = true
+}
+
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = var.vpc_id
+  service_name      = "com.amazonaws.${var.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = var.route_table_ids
 }
 
 data "aws_iam_policy_document" "lambda_assume" {
@@ -374,7 +439,7 @@ resource "aws_kinesis_firehose_delivery_stream" "recommendations" {
         }
         parameters {
           parameter_name  = "BufferSizeInMBs"
-          parameter_value = "1"
+          parameter_value = tostring(var.processor_buffer_mb)
         }
         parameters {
           parameter_name  = "BufferIntervalInSeconds"
@@ -391,6 +456,16 @@ output "lambda_repository_url" {
 
 output "stream_name" {
   value = aws_kinesis_stream.events.name
+}
+
+# The lab's HTTP client calls the inference routes here, signing with SigV4 (docs/deploy.md).
+resource "aws_lambda_function_url" "inference" {
+  function_name      = aws_lambda_function.this["inference"].function_name
+  authorization_type = "AWS_IAM"
+}
+
+output "inference_function_url" {
+  value = aws_lambda_function_url.inference.function_url
 }
 
 output "lambda_security_group_id" {

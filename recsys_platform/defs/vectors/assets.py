@@ -63,7 +63,8 @@ def build_vector_defs() -> dg.Definitions:
     )
     def embeddings(context: dg.AssetExecutionContext, config: VectorConfig, artifacts_store: ObjectStoreResource,
                    vector_store: VectorStoreResource):
-        """Loads CURRENT into its own tables, checks them, and only then switches the public views."""
+        """Loads LATEST into its own tables, checks them, and only then switches the public views
+        (and then `CURRENT`): the model and its vectors start serving together."""
         try:
             version, manifest, emb = artifacts.load_embeddings(artifacts_store.store)
             store = vector_store.store
@@ -105,10 +106,12 @@ def build_vector_defs() -> dg.Definitions:
         }
         passed = all(ok for ok, _ in results.values())
         if passed and active != version:
-            store.activate(version)
+            store.activate(version)  # the serving model follows the active vectors (one version per answer)
             dropped = store.retain(config.keep_versions)
             context.log.info(f"activated {version}; dropped old versions {dropped}")
-        elif not passed:
+        if passed:
+            artifacts.set_current(artifacts_store.store, version)  # idempotent: a rerun re-records it
+        else:
             context.log.error(f"version {version} failed its checks; {active} keeps serving")
         meta = {"model_version": version, "active_version": store.active_version(), "hnsw_recall@10": recall,
                 **{k: dg.MetadataValue.float(round(v, 3)) for k, v in timings.items()}}

@@ -1,0 +1,1 @@
+"""Earlier implementations the benchmarks measure the platform against."""
