@@ -136,6 +136,26 @@ def test_an_unavailable_database_is_a_503_that_names_no_internals(catalog, tmp_p
     assert str(tmp_path) not in json.dumps(body)
 
 
+def test_a_request_stuck_behind_a_lock_times_out_with_504(catalog, pg_dsn):
+    """A real stall: another session holds an exclusive lock on the version's item table."""
+    import psycopg
+
+    from recsys_platform.ml import artifacts
+
+    vectors = VectorStore(pg_dsn)
+    _, manifest, emb = artifacts.load_embeddings(catalog["store"], catalog["version"])
+    vectors.load_version(catalog["version"], emb["item"], emb["user"], manifest["dim"])
+    vectors.activate(catalog["version"])
+    service = InferenceService(ModelCache(catalog["store"], vectors), vectors)
+    service.models.get()
+    with serving(service, request_timeout_s=1.0) as url, psycopg.connect(pg_dsn) as blocker:
+        blocker.execute(f'LOCK TABLE "item_emb__{catalog["version"].lower()}" IN ACCESS EXCLUSIVE MODE')
+        status, _, body = _call(url, "GET", f"/items_from_item?item_id={catalog['products'][0]}")
+        blocker.rollback()
+    assert (status, body) == (504, {"error": "no answer within 1 s; try again later"})
+    vectors.close()
+
+
 def test_200_concurrent_clients_all_get_answers(catalog, base_url):
     """Before: stdlib `http.server` (listen queue 5) reset 87-113 of 200 concurrent requests."""
     product = catalog["products"][0]

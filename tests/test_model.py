@@ -117,7 +117,8 @@ def test_publish_lays_out_the_contract_and_load_round_trips(published):
     v = result.version
     assert {f"{v}/model/weights.npz", f"{v}/scalers/user_ohe.json", f"{v}/scalers/user_std_scaler.json",
             f"{v}/scalers/item_ohe.json", f"{v}/scalers/item_std_scaler.json", f"{v}/manifest.json",
-            f"{v}/embeddings/item_embeddings.csv", f"{v}/embeddings/user_embeddings.csv", "CURRENT"} <= keys
+            f"{v}/embeddings/item_embeddings.csv", f"{v}/embeddings/user_embeddings.csv", "LATEST"} <= keys
+    assert "CURRENT" not in keys, "CURRENT moves only when the version's vectors are active"
     text = store.read_bytes(f"{v}/embeddings/item_embeddings.csv").decode().splitlines()
     assert text[0] == "id,embedding"
     first_id, literal = text[1].split(",", 1)
@@ -141,11 +142,15 @@ def test_a_changed_file_fails_its_checksum(published):
         artifacts.load_model(store)
 
 
-def test_current_naming_a_missing_version_is_a_clear_error(published):
+@pytest.mark.parametrize("pointer", ["LATEST", "CURRENT"])
+def test_a_pointer_naming_a_missing_version_is_a_clear_error(published, pointer):
     store, *_ = published
-    store.write_bytes("CURRENT", b"20990101T000000000000Z")
-    with pytest.raises(artifacts.ArtifactError, match="CURRENT names version '20990101T000000000000Z', which has no manifest"):
-        artifacts.load_model(store)
+    store.write_bytes(pointer, b"20990101T000000000000Z")
+    read = artifacts.load_model if pointer == "LATEST" else artifacts.current_version
+    with pytest.raises(artifacts.ArtifactError, match=f"{pointer} names version '20990101T000000000000Z', which has no manifest"):
+        read(store)
+    with pytest.raises(artifacts.ArtifactError, match="cannot make '20990101T000000000000Z' current"):
+        artifacts.set_current(store, "20990101T000000000000Z")
 
 
 def test_pickles_are_refused(published):

@@ -139,9 +139,12 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
                   responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}, 504: {"model": ErrorBody}})
 
     async def answer(response: Response, fn, *args):
-        """Run the service call in a worker thread under the time limit; the version goes in a header."""
+        """Run the service call in a worker thread under the time limit; the version goes in a header.
+
+        At the limit the request answers 504 and the thread is abandoned; the database's
+        statement_timeout (VectorStore.query_timeout_s) ends its query."""
         with anyio.fail_after(request_timeout_s):
-            version, body = await anyio.to_thread.run_sync(fn, *args)
+            version, body = await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
         response.headers[VERSION_HEADER] = version
         return body
 
@@ -218,10 +221,10 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
     return app
 
 
-def _server(service: InferenceService, port: int, host: str):
+def _server(service: InferenceService, port: int, host: str, request_timeout_s: float = REQUEST_TIMEOUT_S):
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, backlog=2048,
+    return uvicorn.Server(uvicorn.Config(create_app(service, request_timeout_s), host=host, port=port, backlog=2048,
                                          timeout_keep_alive=5, log_level="warning", access_log=False))
 
 
@@ -234,9 +237,10 @@ def serve(service: InferenceService, port: int, host: str = "127.0.0.1", ready=N
 
 
 @contextmanager
-def serving(service: InferenceService, port: int = 0, host: str = "127.0.0.1") -> Iterator[str]:
+def serving(service: InferenceService, port: int = 0, host: str = "127.0.0.1",
+            request_timeout_s: float = REQUEST_TIMEOUT_S) -> Iterator[str]:
     """The app on uvicorn in a background thread (for tests and benchmarks); yields its base URL."""
-    server = _server(service, port, host)
+    server = _server(service, port, host, request_timeout_s)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
