@@ -147,7 +147,7 @@ def decode_record(data_b64: str) -> tuple[dict, Event]:
     if len(raw) > MAX_RECORD_BYTES:
         raise EventError(f"record is {len(raw)} bytes, more than {MAX_RECORD_BYTES}")
     try:
-        obj = json.loads(raw, parse_constant=_no_constant)
+        obj = _DECODER.decode(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise EventError("data is not valid UTF-8") from None
     except json.JSONDecodeError as e:
@@ -161,3 +161,6 @@ def decode_record(data_b64: str) -> tuple[dict, Event]:
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # one decoder: json.loads(**kw) builds one per call

@@ -69,9 +69,11 @@ class VectorStore:
         """A cached autocommit connection for reads; reopened if the server dropped it."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            conn = self.connect(autocommit=True)
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{int(self.query_timeout_s * 1000)}",))
-            self._local.conn = conn
+            from psycopg.conninfo import conninfo_to_dict
+
+            options = conninfo_to_dict(self.dsn).get("options") or ""
+            timeout = f"-c statement_timeout={int(self.query_timeout_s * 1000)}"  # set at connect: no round trip
+            conn = self._local.conn = self.connect(autocommit=True, options=f"{options} {timeout}".strip())
         return conn
 
     def _read(self, fn):
@@ -97,9 +99,9 @@ class VectorStore:
             conn.close()
             self._local.conn = None
 
-    def connect(self, autocommit: bool = False) -> psycopg.Connection:
+    def connect(self, autocommit: bool = False, **params) -> psycopg.Connection:
         try:
-            return psycopg.connect(self.dsn, autocommit=autocommit, connect_timeout=self.connect_timeout)
+            return psycopg.connect(self.dsn, autocommit=autocommit, connect_timeout=self.connect_timeout, **params)
         except psycopg.OperationalError as e:
             raise VectorStoreError(f"cannot connect to the vector database: {_first_line(e)}") from None
 
