@@ -445,6 +445,13 @@ resource "aws_kinesis_firehose_delivery_stream" "recommendations" {
           parameter_name  = "BufferIntervalInSeconds"
           parameter_value = "60"
         }
+        # Firehose retries a failed invocation NumberOfRetries times (default 3) before the batch
+        # goes to processing-failed/; more retries ride out a short database outage, as the local
+        # runtime's 60 s of retries do (docs/streaming.md).
+        parameters {
+          parameter_name  = "NumberOfRetries"
+          parameter_value = "10"
+        }
       }
     }
   }
