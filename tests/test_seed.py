@@ -66,3 +66,31 @@ def test_mariadb_and_sqlite_hold_the_same_data(mysql_url, tmp_path):
     lite = SourceDatabase(f"sqlite:///{tmp_path / 'db.sqlite'}").customer_versions()
     assert maria == lite
     assert len(maria) == 122
+
+
+def _feature_r2(frame) -> float:
+    """How much of the ratings a linear model of the features alone explains (in-sample R²)."""
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+
+    x = pd.get_dummies(frame[["city", "country", "productLine", "productScale"]].astype(str)).astype(float)
+    for c in ("creditLimit", "buyPrice", "MSRP", "quantityInStock"):
+        x[c] = (frame[c] - frame[c].mean()) / (frame[c].std() + 1e-9)
+    x["price_x_credit"] = x["MSRP"] * x["creditLimit"]
+    return Ridge(alpha=1.0).fit(x, frame["productRating"]).score(x, frame["productRating"])
+
+
+def test_the_collaborative_mode_hides_its_structure_from_the_features():
+    """`seed --mode collaborative`: latent tastes the features explain only in part, a long tail."""
+    features = seed_mod.training_table(2)
+    collaborative = seed_mod.training_table(2, mode="collaborative")
+    assert collaborative.equals(seed_mod.training_table(2, mode="collaborative")), "deterministic"
+    same = seed_mod.generate(2)
+    other = seed_mod.generate(2, mode="collaborative")
+    assert other["customers"] == same["customers"] and other["products"] == same["products"]
+    assert _feature_r2(collaborative) < 0.5 * _feature_r2(features)
+    counts = collaborative["productCode"].value_counts()
+    assert counts.iloc[0] >= 5 * counts.median(), "a long tail: the top item far above the median one"
+    assert counts.head(len(counts) // 10).sum() >= 0.25 * counts.sum()
+    with pytest.raises(ValueError, match="mode must be one of features, collaborative"):
+        seed_mod.generate(1, mode="random")

@@ -25,10 +25,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
     db = SourceDatabase(settings.source_url, create=True)  # seeding may create a SQLite file
     db.connect().close()  # a clear, masked error if the database is unreachable
     try:
-        summary = seed(db.engine, scale=args.scale, seed=args.seed, replace=args.replace)
+        summary = seed(db.engine, scale=args.scale, seed=args.seed, replace=args.replace, mode=args.mode)
     except FileExistsError as e:
         raise RecsysError(f"{db.masked_url}: {e}") from None
-    print(f"seeded {db.masked_url} at scale {args.scale}: {summary}")
+    print(f"seeded {db.masked_url} at scale {args.scale} ({args.mode} mode): {summary}")
     return 0
 
 
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (same seed and scale, same data)")
     p.add_argument("--source-url", help="SQLAlchemy URL (RECSYS_SOURCE_URL; default: SQLite under RECSYS_HOME)")
     p.add_argument("--replace", action="store_true", help="drop what the database holds and seed again")
+    p.add_argument("--mode", choices=("features", "collaborative"), default="features",
+                   help="features: ratings built from the features the model reads (default); collaborative: "
+                        "from latent tastes the features explain only in part, with a long-tailed popularity")
     p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("demo", help="run the platform end to end on the configured profile and print a summary")

@@ -182,7 +182,8 @@ def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, Two
     with np.load(io.BytesIO(read_verified(store, version, manifest, WEIGHTS)), allow_pickle=False) as npz:
         user_weights, item_weights = npz["user_weights"], npz["item_weights"]
     model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
-                                l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"])
+                                l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"],
+                                ftol=config.get("ftol", 1e-7))
     model.global_mean = config["global_mean"]
     model.popularity_weight = config.get("popularity_weight", 0.0)
     model.item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))

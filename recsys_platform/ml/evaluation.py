@@ -54,41 +54,55 @@ MAX_RANKED_USERS = 5_000  # ranking metrics on a seeded sample of users past thi
 CHUNK = 1_000  # users scored at once: bounds memory to CHUNK x catalog floats
 
 
-def _ranking(score_rows, n_users: int, seen: list[set[int]], relevant: list[set[int]],
-             k: int = K) -> tuple[float, float, set[int]]:
-    """Mean NDCG@k and Recall@k over users with a relevant held-out item, and the items shown.
+@dataclass
+class Ranking:
+    """Mean ranking metrics over users with a relevant held-out item, and the items shown."""
 
-    `score_rows(lo, hi)` returns the (hi - lo, catalog) scores of users lo..hi-1.
-    """
-    ndcgs, recalls, shown = [], [], set()
+    ndcg: float
+    recall: float         # hits / relevant items (the standard definition)
+    recall_capped: float  # hits / min(k, relevant items): 1.0 is reachable whatever the user has
+    shown: set[int]
+
+
+def _ranking(score_rows, n_users: int, seen: list[set[int]], relevant: list[set[int]], k: int = K) -> Ranking:
+    """`score_rows(lo, hi)` returns the (hi - lo, catalog) scores of users lo..hi-1."""
+    ndcgs, recalls, capped, shown = [], [], [], set()
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     for lo in range(0, n_users, CHUNK):
         block = score_rows(lo, min(lo + CHUNK, n_users))
         for offset in range(block.shape[0]):
-            _rank_one(block[offset].astype(float), lo + offset, seen, relevant, k, discounts, ndcgs, recalls, shown)
-    return (float(np.mean(ndcgs)) if ndcgs else 0.0, float(np.mean(recalls)) if recalls else 0.0, shown)
+            u = lo + offset
+            top = _top_k(block[offset].astype(float), seen[u], k)
+            shown.update(int(t) for t in top)
+            if not relevant[u]:
+                continue
+            gains = np.array([1.0 if t in relevant[u] else 0.0 for t in top])
+            ndcgs.append(float(gains @ discounts[: len(gains)]) / discounts[: min(k, len(relevant[u]))].sum())
+            recalls.append(gains.sum() / len(relevant[u]))
+            capped.append(gains.sum() / min(k, len(relevant[u])))
+
+    def mean(values):
+        return float(np.mean(values)) if values else 0.0
+
+    return Ranking(mean(ndcgs), mean(recalls), mean(capped), shown)
 
 
-def _rank_one(s: np.ndarray, u: int, seen, relevant, k, discounts, ndcgs, recalls, shown) -> None:
-    """Top-k of one user's scores (items seen in training excluded), scored against relevance."""
-    if seen[u]:
-        s[list(seen[u])] = -np.inf
+def _top_k(s: np.ndarray, excluded: set[int], k: int) -> np.ndarray:
+    """The k best-scored items, best first, never one of `excluded`."""
+    if excluded:
+        s[list(excluded)] = -np.inf
     top = np.argpartition(-s, min(k, len(s) - 1))[:k]
-    top = top[np.argsort(-s[top])]
-    shown.update(int(t) for t in top)
-    if not relevant[u]:
-        return
-    gains = np.array([1.0 if t in relevant[u] else 0.0 for t in top])
-    ideal = discounts[: min(k, len(relevant[u]))].sum()
-    ndcgs.append(float(gains @ discounts[: len(gains)]) / ideal)
-    recalls.append(gains.sum() / min(k, len(relevant[u])))
+    return top[np.argsort(-s[top])]
 
 
-def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame, seed: int = 0):
-    """Test users (a seeded sample past MAX_RANKED_USERS), the whole catalog (items seen in train
-    or test), each user's items seen in training (never recommended) and relevant held-out items
+def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame, seed: int = 0,
+                    also_seen: pd.DataFrame | None = None):
+    """Test users (a seeded sample past MAX_RANKED_USERS), the whole catalog (items seen in train,
+    test or `also_seen`), each user's items seen in training or in `also_seen` (the validation
+    split: never candidates, since they can never count as hits) and relevant held-out items
     (rated >= RELEVANT_RATING)."""
-    items = pd.concat([train, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
+    seen_frame = train if also_seen is None else pd.concat([train, also_seen])
+    items = pd.concat([seen_frame, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
     users = test[s.user_columns()].drop_duplicates(s.user_id)
     if len(users) > MAX_RANKED_USERS:
         users = users.sample(MAX_RANKED_USERS, random_state=seed)
@@ -98,7 +112,7 @@ def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame, se
     user_pos = pd.Series(np.arange(len(users)), index=users[s.user_id])
     seen = [set() for _ in range(len(users))]
     relevant = [set() for _ in range(len(users))]
-    known = train[train[s.user_id].isin(user_pos.index)]
+    known = seen_frame[seen_frame[s.user_id].isin(user_pos.index)]
     for u, i in zip(known[s.user_id].map(user_pos), known[s.item_id].map(item_pos)):
         seen[u].add(int(i))
     hits = test[test[s.rating] >= RELEVANT_RATING]
@@ -108,6 +122,7 @@ def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame, se
 
 
 POPULARITY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+MAX_POPULARITY_WEIGHT = 256.0
 
 
 def _model_rows(model: TwoTowerRecommender, users: pd.DataFrame, items: pd.DataFrame):
@@ -118,18 +133,29 @@ def _model_rows(model: TwoTowerRecommender, users: pd.DataFrame, items: pd.DataF
 def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                              weights=POPULARITY_WEIGHTS) -> dict[float, float]:
     """Set `model.popularity_weight` to the weight with the best NDCG@10 on `valid` (never the
-    test split); returns NDCG@10 per weight tried."""
+    test split); returns NDCG@10 per weight tried. While the best is the largest weight tried,
+    the grid doubles (up to MAX_POPULARITY_WEIGHT), so the choice is never its edge by default."""
     users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
-    tried = {}
-    for w in weights:
-        model.popularity_weight = w
-        tried[w] = _ranking(_model_rows(model, users, items), len(users), seen, relevant)[0]
-    model.popularity_weight = max(tried, key=lambda w: (tried[w], -w))
+    tried: dict[float, float] = {}
+
+    def best() -> float:
+        return max(tried, key=lambda w: (tried[w], -w))
+
+    pending = list(weights)
+    while pending:
+        for w in pending:
+            model.popularity_weight = w
+            tried[w] = _ranking(_model_rows(model, users, items), len(users), seen, relevant).ndcg
+        top = max(tried)
+        pending = [top * 2] if best() == top and 0 < top < MAX_POPULARITY_WEIGHT else []
+    model.popularity_weight = best()
     return tried
 
 
-def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame) -> dict:
-    """Metrics of `model` (trained on `train`) and of the baselines, on `test`."""
+def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame,
+             valid: pd.DataFrame | None = None) -> dict:
+    """Metrics of `model` (trained on `train`) and of the baselines, on `test` (the items a user
+    has in `valid` are excluded from that user's candidates, like the training items)."""
     s = model.spec
     y = test[s.rating].astype(float).to_numpy()
     bias = BiasBaseline(s).fit(train)
@@ -140,14 +166,15 @@ def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame
         "rmse_bias": _rmse(y, bias.predict(test)), "mae_bias": _mae(y, bias.predict(test)),
         "test_ratings": int(len(test)), "train_ratings": int(len(train)),
     }
-    users, items, seen, relevant = _ranking_inputs(s, train, test)
-    ndcg, recall, shown = _ranking(_model_rows(model, users, items), len(users), seen, relevant)
+    users, items, seen, relevant = _ranking_inputs(s, train, test, also_seen=valid)
+    mine = _ranking(_model_rows(model, users, items), len(users), seen, relevant)
     popularity = train[s.item_id].value_counts().reindex(items[s.item_id]).fillna(0).to_numpy(dtype=float)
-    p_ndcg, p_recall, p_shown = _ranking(lambda lo, hi: np.tile(popularity, (hi - lo, 1)), len(users), seen, relevant)
+    pop = _ranking(lambda lo, hi: np.tile(popularity, (hi - lo, 1)), len(users), seen, relevant)
     metrics.update({
-        f"ndcg@{K}": ndcg, f"recall@{K}": recall, "coverage": len(shown) / len(items),
-        f"ndcg@{K}_popularity": p_ndcg, f"recall@{K}_popularity": p_recall,
-        "coverage_popularity": len(p_shown) / len(items),
+        f"ndcg@{K}": mine.ndcg, f"recall@{K}": mine.recall, f"recall@{K}_capped": mine.recall_capped,
+        "coverage": len(mine.shown) / len(items),
+        f"ndcg@{K}_popularity": pop.ndcg, f"recall@{K}_popularity": pop.recall,
+        f"recall@{K}_capped_popularity": pop.recall_capped, "coverage_popularity": len(pop.shown) / len(items),
         "users_ranked": int(sum(1 for r in relevant if r)), "catalog_items": int(len(items)),
     })
     return metrics
@@ -161,15 +188,102 @@ class TrainingRun:
     test: pd.DataFrame
     metrics: dict
     popularity_ndcg_by_weight: dict[float, float]
+    als_ndcg_by_setting: dict[str, float]
 
 
 def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_share: float = 0.2,
-                       valid_share: float = 0.1, seed: int = 0) -> TrainingRun:
-    """Split train/valid/test, fit on train, choose the popularity prior on valid, score on test."""
+                       valid_share: float = 0.1, seed: int = 0, als: bool = True) -> TrainingRun:
+    """Split train/valid/test, fit on train, choose the popularity prior on valid, score on test;
+    with `als`, implicit ALS tuned on the same validation split is scored on the same test."""
     rest, test = split(frame, test_share, seed)
     train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
     model.fit(train)
     tried = choose_popularity_weight(model, train, valid)
-    metrics = evaluate(model, train, test)
+    metrics = evaluate(model, train, test, valid)
     metrics["popularity_weight"] = model.popularity_weight
-    return TrainingRun(model, train, valid, test, metrics, tried)
+    metrics["training_iterations"] = model.iterations
+    metrics["training_converged"] = model.converged
+    als_tried: dict[str, float] = {}
+    if als:
+        best, als_tried = tune_als(model.spec, train, valid)
+        for name, value in ranking_metrics(model.spec, best.score_rows, train, test, valid).items():
+            metrics[f"{name}_als"] = value
+        metrics["als_params"] = f"factors={best.factors} regularization={best.regularization} alpha={best.alpha}"
+    return TrainingRun(model, train, valid, test, metrics, tried, als_tried)
+
+
+# -- implicit ALS: the collaborative ranking baseline, tuned on the validation split -------------
+ALS_GRID = {"factors": (16, 32, 64), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0)}
+
+
+@dataclass
+class ALSBaseline:
+    """`implicit`'s alternating least squares on the ratings as confidence (1 + alpha * rating):
+    a well-kept collaborative filter the model must rank at least as well as. A user or item not
+    in training has no factors: it scores by popularity (the fallback a deployment would use)."""
+
+    spec: TwoTowerSpec
+    factors: int = 32
+    regularization: float = 0.1
+    alpha: float = 1.0
+    iterations: int = 15
+    seed: int = 0
+
+    def fit(self, train: pd.DataFrame) -> ALSBaseline:
+        import implicit
+        import scipy.sparse as sp
+        from threadpoolctl import threadpool_limits
+
+        s = self.spec
+        self.users = pd.Index(train[s.user_id].unique())
+        self.items = pd.Index(train[s.item_id].unique())
+        rows, cols = self.users.get_indexer(train[s.user_id]), self.items.get_indexer(train[s.item_id])
+        confidence = 1.0 + self.alpha * train[s.rating].astype(float).to_numpy()
+        matrix = sp.csr_matrix((confidence, (rows, cols)), shape=(len(self.users), len(self.items)))
+        with threadpool_limits(1, "blas"):  # implicit's advice (it checks at construction): BLAS threads fight its own
+            self.model = implicit.cpu.als.AlternatingLeastSquares(
+                factors=self.factors, regularization=self.regularization, iterations=self.iterations,
+                random_state=self.seed, calculate_training_loss=False)
+            self.model.fit(matrix, show_progress=False)
+        self.popularity = train[s.item_id].value_counts()
+        return self
+
+    def score_rows(self, users: pd.DataFrame, items: pd.DataFrame):
+        s = self.spec
+        u_pos = self.users.get_indexer(users[s.user_id])
+        i_pos = self.items.get_indexer(items[s.item_id])
+        item_factors = np.where(i_pos[:, None] >= 0, self.model.item_factors[np.maximum(i_pos, 0)], 0.0)
+        fallback = self.popularity.reindex(items[s.item_id]).fillna(0).to_numpy(dtype=float)
+        fallback = fallback / (fallback.max() or 1.0)
+
+        def rows(lo: int, hi: int) -> np.ndarray:
+            block = u_pos[lo:hi]
+            out = self.model.user_factors[np.maximum(block, 0)] @ item_factors.T
+            out[block < 0] = fallback  # a user unseen in training: popularity
+            return out
+
+        return rows
+
+
+def tune_als(spec: TwoTowerSpec, train: pd.DataFrame, valid: pd.DataFrame, grid: dict = ALS_GRID) -> tuple[ALSBaseline, dict]:
+    """The ALS whose NDCG@10 on `valid` is best over `grid`; returns it and NDCG per setting."""
+    users, items, seen, relevant = _ranking_inputs(spec, train, valid)
+    tried, best, best_ndcg = {}, None, -1.0
+    for factors in grid["factors"]:
+        for reg in grid["regularization"]:
+            for alpha in grid["alpha"]:
+                als = ALSBaseline(spec, factors=factors, regularization=reg, alpha=alpha).fit(train)
+                ndcg = _ranking(als.score_rows(users, items), len(users), seen, relevant).ndcg
+                tried[f"factors={factors} regularization={reg} alpha={alpha}"] = ndcg
+                if ndcg > best_ndcg:
+                    best, best_ndcg = als, ndcg
+    return best, tried
+
+
+def ranking_metrics(spec: TwoTowerSpec, score_rows_for, train: pd.DataFrame, test: pd.DataFrame,
+                    valid: pd.DataFrame | None = None) -> dict:
+    """NDCG@10, recall@10 and top-10 catalog coverage of any scorer on the test split, with the
+    same candidates and exclusions as `evaluate` (`score_rows_for(users, items)` gives the rows)."""
+    users, items, seen, relevant = _ranking_inputs(spec, train, test, also_seen=valid)
+    r = _ranking(score_rows_for(users, items), len(users), seen, relevant)
+    return {f"ndcg@{K}": r.ndcg, f"recall@{K}": r.recall, "coverage": len(r.shown) / len(items)}

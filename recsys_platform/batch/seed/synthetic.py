@@ -80,10 +80,43 @@ def _chunks(rows: list[dict], size: int) -> Iterator[list[dict]]:
         yield rows[start : start + size]
 
 
-def generate(scale: float = 1.0, seed: int = 42) -> dict[str, list[dict]]:
-    """Build every table's rows in memory, deterministically from `seed` and `scale`."""
+MODES = ("features", "collaborative")
+LATENT_DIM = 8
+
+
+def _latent_tastes(seed: int, n_customers: int, n_products: int, country_of: list[str], line_of: np.ndarray,
+                   credit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The collaborative mode's hidden structure: user and item factors that the features explain
+    only in part (country and credit for users, product line for items: about a fifth of each
+    factor's variance), and a long-tailed popularity over the whole catalog (Zipf, exponent 1.1,
+    in a random order: unrelated to any feature). Drawn from their own generator, so the other
+    tables are those of the features mode."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    countries = sorted(set(country_of))
+    by_country = {k: rng.normal(0, 1, LATENT_DIM) for k in countries}
+    by_line = rng.normal(0, 1, (int(line_of.max()) + 1, LATENT_DIM))
+    credit_dir = rng.normal(0, 1, LATENT_DIM)
+    credit_z = (credit - credit.mean()) / (credit.std() + 1e-9)
+    explained_u = np.vstack([by_country[k] for k in country_of]) * 0.4 + np.outer(credit_z, credit_dir) * 0.2
+    users = explained_u + rng.normal(0, 0.9, (n_customers, LATENT_DIM))
+    items = by_line[line_of] * 0.45 + rng.normal(0, 0.9, (n_products, LATENT_DIM))
+    popularity = 1.0 / rng.permutation(np.arange(1, n_products + 1)) ** 1.1
+    return users / np.sqrt(LATENT_DIM), items, popularity / popularity.sum()
+
+
+def generate(scale: float = 1.0, seed: int = 42, mode: str = "features") -> dict[str, list[dict]]:
+    """Build every table's rows in memory, deterministically from `seed`, `scale` and `mode`.
+
+    `features` (the default): ratings built from the very features the model reads (taste for a
+    product line by country, price against credit limit, latent quality). `collaborative`: what a
+    customer buys and how they rate it come from latent tastes that the features explain only in
+    part, with a long-tailed popularity (`_latent_tastes`), so that no design can be tuned to one
+    generator.
+    """
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     rng = np.random.default_rng(seed)
     n_customers = max(2, round(BASE_CUSTOMERS * scale))
     n_products = max(len(PRODUCT_LINES), round(BASE_PRODUCTS * scale))
@@ -163,7 +196,11 @@ def generate(scale: float = 1.0, seed: int = 42) -> dict[str, list[dict]]:
         for c in range(n_customers)
     ]
 
-    # Orders and their lines: a customer buys from the lines they like, popular models first.
+    # Orders and their lines: a customer buys from the lines they like, popular models first
+    # (features mode), or by latent affinity times a long-tailed popularity (collaborative).
+    latent = None
+    if mode == "collaborative":
+        latent = _latent_tastes(seed, n_customers, n_products, [PLACES[i][3] for i in place_idx], line_idx, credit)
     orders_per_customer = rng.poisson(ORDERS_PER_CUSTOMER, n_customers) + 1
     products_by_line = [np.flatnonzero(line_idx == k) for k in range(n_lines)]
     popularity = [1.0 / np.arange(1, len(p) + 1) ** 0.8 for p in products_by_line]
@@ -173,6 +210,9 @@ def generate(scale: float = 1.0, seed: int = 42) -> dict[str, list[dict]]:
     bought: dict[tuple[int, int], int] = {}
     order_number = 10100
     for c in range(n_customers):
+        if latent is not None:
+            appeal = latent[2] * np.exp(1.5 * (latent[1] @ latent[0][c]))
+            appeal /= appeal.sum()
         for _ in range(int(orders_per_customer[c])):
             day = start + dt.timedelta(days=int(rng.integers(0, 880)))
             shipped = rng.random() < 0.93
@@ -183,13 +223,15 @@ def generate(scale: float = 1.0, seed: int = 42) -> dict[str, list[dict]]:
                 "comments": None, "customerNumber": int(customer_numbers[c]),
             })
             n_items = int(min(n_products, max(1, rng.poisson(LINES_PER_ORDER))))
-            lines = rng.choice(n_lines, size=n_items, p=taste[c])
             chosen: set[int] = set()
-            for k in lines:
-                candidates = products_by_line[k]
-                if len(candidates) == 0:
-                    continue
-                chosen.add(int(candidates[rng.choice(len(candidates), p=popularity[k])]))
+            if latent is not None:
+                chosen.update(int(p) for p in rng.choice(n_products, size=n_items, p=appeal))
+            else:
+                for k in rng.choice(n_lines, size=n_items, p=taste[c]):
+                    candidates = products_by_line[k]
+                    if len(candidates) == 0:
+                        continue
+                    chosen.add(int(candidates[rng.choice(len(candidates), p=popularity[k])]))
             for line_no, p in enumerate(sorted(chosen), start=1):
                 details.append({
                     "orderNumber": order_number, "productCode": codes[p],
@@ -213,6 +255,10 @@ def generate(scale: float = 1.0, seed: int = 42) -> dict[str, list[dict]]:
     price_z = (msrp[p_idx] - msrp.mean()) / (msrp.std() + 1e-9)
     credit_z = (credit[c_idx] - credit.mean()) / (credit.std() + 1e-9)
     repeat = np.log1p([bought[(int(c), int(p))] - 1 for c, p in pairs])
+    if latent is not None:  # the latent affinity, standardised, plus quality and repeat purchases
+        affinity = np.einsum("nd,nd->n", latent[0][c_idx], latent[1][p_idx])
+        line_affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-9) * 1.2
+        price_z = credit_z = np.zeros(len(pairs))
     score = 3.1 + 0.55 * line_affinity + 0.45 * price_z * credit_z + quality[p_idx] + 0.5 * repeat
     score += rng.normal(0, 0.55, len(pairs))
     stars = np.clip(np.rint(score), 1, 5).astype(int)
@@ -232,7 +278,7 @@ def is_seeded(engine: Engine) -> bool:
 
 
 def seed(engine: Engine, scale: float = 1.0, seed: int = 42, replace: bool = False,
-         batch_size: int = 5_000) -> SeedSummary:
+         batch_size: int = 5_000, mode: str = "features") -> SeedSummary:
     """Create the schema and fill it. Refuses to touch a seeded database unless `replace`.
 
     All inserts run in one transaction, so a failed seed leaves no half-filled tables behind
@@ -241,7 +287,7 @@ def seed(engine: Engine, scale: float = 1.0, seed: int = 42, replace: bool = Fal
     if is_seeded(engine) and not replace:
         raise FileExistsError(
             "the source database already holds ratings; pass --replace to overwrite it")
-    data = generate(scale=scale, seed=seed)
+    data = generate(scale=scale, seed=seed, mode=mode)
     schema.metadata.create_all(engine)
     with engine.begin() as conn:
         for table in reversed(schema.TABLE_ORDER):
@@ -255,11 +301,11 @@ def seed(engine: Engine, scale: float = 1.0, seed: int = 42, replace: bool = Fal
     return SeedSummary({t.name: len(data[t.name]) for t in schema.TABLE_ORDER})
 
 
-def training_table(scale: float = 1.0, seed: int = 42):
+def training_table(scale: float = 1.0, seed: int = 42, mode: str = "features"):
     """The training table joined in pandas from generated rows, without a database (for model
     tests and benchmarks; the platform itself builds it with an engine). The same join, columns
     and order as the contract: each source table's contract columns, joined on their keys."""
-    data = generate(scale, seed=seed)
+    data = generate(scale, seed=seed, mode=mode)
     ratings, customers, products = (pd.DataFrame(data[t])[list(SOURCE_COLUMNS[t])]
                                     for t in ("ratings", "customers", "products"))
     joined = ratings.merge(products, on="productCode").merge(customers, on="customerNumber")
