@@ -37,9 +37,13 @@ def test_model_is_published_and_its_vectors_switched_in(ml_settings):
         assert vectors.counts() == {"item": 110, "user": 122}
         model_meta = first.asset_materializations_for_node("recommender_model")[0].metadata
         assert "![plot](data:image/png;base64," in model_meta["evaluation_plot"].value
+        assert "![plot](data:image/png;base64," in model_meta["ranking_plot"].value
         table = {r.data["metric"]: r.data for r in model_meta["evaluation"].value.records}
         assert table["NDCG@10"]["model"] == model_meta["ndcg@10"].value
         assert "popularity" in table["NDCG@10"]["baselines"]
+        assert "implicit ALS" in table["NDCG@10"]["baselines"] and model_meta["als_params"].value.startswith("factors=")
+        checks_by_name = {e.check_name: e for e in first.get_asset_check_evaluations()}
+        assert checks_by_name["beats_popularity_ndcg"].severity == dg.AssetCheckSeverity.ERROR, "a blocking gate"
         assert model_meta["rmse"].value < model_meta["rmse_bias"].value
         assert model_meta["training_rows"].value == 2397, "named for what it is, not a row count of the model"
         assert model_meta["train_ratings"].value + model_meta["held_out_ratings"].value <= 2397

@@ -32,3 +32,21 @@ def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[
     right.plot(np.arange(1, len(training_loss) + 1), training_loss)
     right.set(xlabel="L-BFGS evaluation", ylabel="loss", yscale="log", title="training loss")
     return _markdown(fig)
+
+
+def ranking_comparison(metrics: dict) -> str:
+    """NDCG@10 and top-10 catalog coverage of the model beside popularity and implicit ALS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["this model", "popularity", "implicit ALS"]
+    suffixes = ["", "_popularity", "_als"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.0))
+    for ax, (key, title) in zip(axes, (("ndcg@10", "NDCG@10 (held out)"), ("coverage", "top-10 catalog coverage"))):
+        values = [float(metrics.get(f"{key}{s}", np.nan)) for s in suffixes]
+        bars = ax.bar(names, values, color=["#4c72b0", "#999999", "#dd8452"])
+        ax.bar_label(bars, fmt="%.3f")
+        ax.set(title=title, ylim=(0, max(np.nanmax(values) * 1.25, 0.01)))
+    return _markdown(fig)

@@ -11,7 +11,7 @@ from recsys_platform.defs.shared import OWNERS
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.evaluation import train_and_evaluate
 from recsys_platform.ml.model import TwoTowerRecommender
-from recsys_platform.ml.plots import model_report
+from recsys_platform.ml.plots import model_report, ranking_comparison
 from recsys_platform.resources import ObjectStoreResource
 from recsys_platform.storage import lake
 
@@ -108,6 +108,7 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
                     schema=dg.TableSchema(columns=[dg.TableColumn("metric", "string"), dg.TableColumn("model", "float"),
                                                    dg.TableColumn("baselines", "string")])),
                 "evaluation_plot": dg.MetadataValue.md(report),
+                "ranking_plot": dg.MetadataValue.md(ranking_comparison(metrics)),
                 "published": bool(published),
                 "training_data_version": data_version,
                 "training_rows": len(frame),
