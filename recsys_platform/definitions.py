@@ -25,6 +25,25 @@ from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming.recommendations import earliest_hour
 
 
+def _code_for_a_cluster(settings: Settings) -> str:
+    """The package zip a Spark cluster's executors import (local mode needs none)."""
+    if settings.spark_master.startswith("local"):
+        return ""
+    from recsys_platform.deploy.packaging import code_zip
+
+    return str(code_zip(f"{settings.home}/spark-code"))
+
+
+def _glue_work_dir(settings: Settings) -> str:
+    """The packaged Glue job the local launcher runs (RECSYS_GLUE_LAUNCHER=local)."""
+    work_dir = f"{settings.home}/glue-local"
+    if settings.glue_job and settings.glue_launcher == "local":
+        from recsys_platform.deploy.packaging import code_zip
+
+        code_zip(work_dir)
+    return work_dir
+
+
 def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
     """Resources for a profile. The embedded default and AWS differ only in these URLs."""
     return {
@@ -35,9 +54,11 @@ def build_resources(settings: Settings, keep_spark: bool = False) -> dict:
                                                      endpoint_url=settings.aws_endpoint_url),
         "vector_store": VectorStoreResource(dsn=settings.vector_dsn, data_dir=settings.pgdata),
         "glue": GlueBatchResource(job_name=settings.glue_job, pipes_bucket=settings.pipes_bucket,
-                                  endpoint_url=settings.aws_endpoint_url),
+                                  endpoint_url=settings.aws_endpoint_url, launcher=settings.glue_launcher,
+                                  arguments_json=settings.glue_arguments, work_dir=_glue_work_dir(settings)),
         "spark": SparkResource(
-            spark_config=spark_config(settings.spark_master, jars=settings.jdbc_driver_jar),
+            spark_config=spark_config(settings.spark_master, jars=settings.jdbc_driver_jar,
+                                      py_files=_code_for_a_cluster(settings), endpoint_url=settings.aws_endpoint_url),
             stop_after_run=not keep_spark),
     }
 

@@ -5,6 +5,7 @@ Read at definitions-load or CLI time (never at module import), so tests build `S
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -26,6 +27,8 @@ ENV_VARS = {
     "hash_buckets": "RECSYS_HASH_BUCKETS",
     "spark_master": "RECSYS_SPARK_MASTER",
     "glue_job": "RECSYS_GLUE_JOB",
+    "glue_launcher": "RECSYS_GLUE_LAUNCHER",
+    "glue_arguments": "RECSYS_GLUE_ARGUMENTS",
     "pipes_bucket": "RECSYS_PIPES_BUCKET",
     "engine": "RECSYS_ENGINE",
     "stream_start": "RECSYS_STREAM_START",
@@ -57,6 +60,26 @@ def _hour(text: str) -> str:
     return text
 
 
+def _glue_launcher(value: str) -> str:
+    if value not in ("aws", "local"):
+        raise ConfigError(f"RECSYS_GLUE_LAUNCHER must be 'aws' or 'local', got {value!r}")
+    return value
+
+
+def _glue_arguments(text: str) -> str:
+    """A JSON object of string arguments (`{"--RECSYS_SOURCE_JDBC_URL": "jdbc:mysql://..."}`)."""
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"RECSYS_GLUE_ARGUMENTS must be a JSON object: {e}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k.startswith("--") and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise ConfigError('RECSYS_GLUE_ARGUMENTS must map "--NAME" to a string, as Glue job arguments do')
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where every part of the platform lives. Empty values fall back to the embedded default."""
@@ -73,6 +96,8 @@ class Settings:
     hash_buckets: int = 0
     spark_master: str = "local[2]"
     glue_job: str = ""
+    glue_launcher: str = "aws"  # "local": run the packaged Glue script as a local process (resources/local_glue.py)
+    glue_arguments: str = ""    # the job's default arguments for the local launcher (JSON, as infra/ sets them)
     pipes_bucket: str = ""
     engine: str = "auto"
     stream_start: str = ""  # the first hour of `recommendations` (YYYY-MM-DD[-HH]); empty: where the data starts
@@ -134,6 +159,8 @@ class Settings:
             hash_buckets=hash_buckets,
             spark_master=values.get("spark_master") or "local[2]",
             glue_job=values.get("glue_job") or "",
+            glue_launcher=_glue_launcher(values.get("glue_launcher") or "aws"),
+            glue_arguments=_glue_arguments(values.get("glue_arguments") or ""),
             pipes_bucket=values.get("pipes_bucket") or "",
             engine=engine,
             stream_start=_hour(values.get("stream_start") or ""),

@@ -225,3 +225,43 @@ def test_aws_profile_launches_the_glue_job_through_pipes(settings, spark, s3_buc
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert not evaluations["row_count_matches_source"].passed
     assert not result.success
+
+
+@pytest.mark.mariadb
+@pytest.mark.s3
+def test_the_glue_script_runs_for_real_through_pipes(settings, mysql_url, jdbc_jar, s3_bucket, s3_endpoint):
+    """The packaged Glue entry point as its own process with the arguments Glue passes: the source's
+    secret from Secrets Manager, the Pipes context and messages through the S3-compatible bucket,
+    Spark JDBC to MariaDB. Only the launch is local (resources/local_glue.py)."""
+    import json
+
+    import boto3
+
+    from recsys_platform.batch.engines.spark import MARIADB_DRIVER
+    from recsys_platform.batch.seed import seed
+
+    seed(sa.create_engine(mysql_url))
+    url = sa.engine.make_url(mysql_url)
+    secret = boto3.client("secretsmanager", endpoint_url=s3_endpoint, region_name="us-east-1").create_secret(
+        Name=f"source-{s3_bucket}", SecretString=json.dumps({"username": url.username, "password": url.password}))
+    arguments = {  # what infra/'s default_arguments hold, plus the driver this machine has
+        "--RECSYS_SOURCE_JDBC_URL": f"jdbc:mysql://{url.host}:{url.port}/{url.database}",
+        "--RECSYS_SOURCE_SECRET_ARN": secret["ARN"], "--RECSYS_JDBC_DRIVER": MARIADB_DRIVER,
+        "--extra-jars": jdbc_jar}
+    aws = settings.with_(source_url=mysql_url, lake_url=f"s3://{s3_bucket}/lake", glue_job="recsys-ratings-ml-training",
+                         pipes_bucket=s3_bucket, aws_endpoint_url=s3_endpoint, glue_launcher="local",
+                         glue_arguments=json.dumps(arguments))
+    defs = build_definitions(aws, keep_spark=True)
+    keys = [str(c) for c in SourceDatabase(mysql_url).customer_numbers()][:3]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+        result = _run(defs, instance, keys[0], keys[-1])
+    assert result.success, [e.message for e in result.all_events if e.is_failure][:3]
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items()}
+    meta = result.asset_materializations_for_node("ratings_ml_training")[0].metadata
+    assert meta["extraction"].value == "spark-jdbc", "reported by the script through Pipes messages in S3"
+    assert meta["jdbc_driver"].value == MARIADB_DRIVER and meta["AWS Glue Job Run ID"].value.startswith("jr_")
+    store = ObjectStore.from_url(f"s3://{s3_bucket}/lake", endpoint_url=s3_endpoint)
+    written = {o.key.split("/")[1] for o in store.list("ratings_ml_training/")}
+    assert written == {f"customerNumber={k}" for k in keys}

@@ -28,6 +28,9 @@ def test_aws_profile_is_configuration_only(tmp_path):
     ("RECSYS_STREAM", "kafka://x", "RECSYS_STREAM must be 'local' or 'kinesis://"),
     ("RECSYS_HASH_BUCKETS", "many", "RECSYS_HASH_BUCKETS must be a whole number"),
     ("RECSYS_HASH_BUCKETS", "-3", "RECSYS_HASH_BUCKETS must be 0"),
+    ("RECSYS_GLUE_LAUNCHER", "emr", "RECSYS_GLUE_LAUNCHER must be 'aws' or 'local'"),
+    ("RECSYS_GLUE_ARGUMENTS", "{nope", "RECSYS_GLUE_ARGUMENTS must be a JSON object"),
+    ("RECSYS_GLUE_ARGUMENTS", '{"RECSYS_LAKE_URL": "s3://x"}', 'must map "--NAME" to a string'),
 ])
 def test_bad_setting_names_the_variable(tmp_path, var, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -5,7 +5,10 @@ Shipped by `recsys-platform package` as dist/glue/ratings_ml_training.py, with t
 carries the partition keys in, and the row counts back as materialization metadata.
 
 Job arguments: --RECSYS_LAKE_URL, --RECSYS_SOURCE_JDBC_URL, --RECSYS_SOURCE_SECRET_ARN,
-optional --RECSYS_HASH_BUCKETS.
+optional --RECSYS_HASH_BUCKETS and --RECSYS_JDBC_DRIVER: the JDBC driver class Spark reads the
+source with. Default `com.mysql.cj.jdbc.Driver`, MySQL Connector/J, which Glue 4.0 has on its
+classpath (it backs Glue's own MySQL connections), so infra/ passes no --extra-jars for it; a
+run elsewhere names its driver and passes its jar (the local launcher: Debian's MariaDB driver).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def main(argv: list[str]) -> int:
     from pyspark.sql import SparkSession
 
     from recsys_platform.batch.contract import Layout
-    from recsys_platform.batch.engines.spark import build
+    from recsys_platform.batch.engines.spark import MYSQL_DRIVER, build
     from recsys_platform.batch.source import SourceDatabase
     from recsys_platform.storage.object_store import ObjectStore
 
@@ -63,10 +66,11 @@ def main(argv: list[str]) -> int:
         keys = pipes.extras.get("partition_keys") or layout.partition_keys(db.customer_numbers())
         spark = SparkSession.builder.getOrCreate()
         result = build(spark, db, ObjectStore.from_url(args["RECSYS_LAKE_URL"]), keys, layout=layout,
-                       use_jdbc=True, log=pipes.log.info)
+                       use_jdbc=True, log=pipes.log.info, driver=args.get("RECSYS_JDBC_DRIVER") or MYSQL_DRIVER)
         pipes.report_asset_materialization(metadata={
             "dagster/row_count": result.rows, "partitions_written": result.written,
-            "partitions_removed": result.removed, "extraction": result.extraction})
+            "partitions_removed": result.removed, "extraction": result.extraction,
+            "jdbc_driver": args.get("RECSYS_JDBC_DRIVER") or MYSQL_DRIVER})
     return 0
 
 

@@ -93,3 +93,10 @@ def build(out: str | Path) -> dict[str, str]:
     digests["glue/recsys_platform.zip"] = _zip(glue / "recsys_platform.zip",
                                                {f: ROOT / f for f in closure(GLUE_ENTRY) if f != GLUE_ENTRY})
     return digests
+
+
+def code_zip(out: str | Path) -> Path:
+    """Build the artifacts into `out` and return the package zip (the Glue job's --extra-py-files,
+    and what a Spark cluster's executors import: `spark.submit.pyFiles`)."""
+    build(out)
+    return Path(out) / "glue" / "recsys_platform.zip"

@@ -13,6 +13,9 @@ class GlueBatchResource(dg.ConfigurableResource):
     pipes_bucket: str = ""
     endpoint_url: str = ""
     region: str = ""
+    launcher: str = "aws"        # "local": resources/local_glue.py runs the packaged script here
+    arguments_json: str = ""     # the job's default arguments for the local launcher
+    work_dir: str = ""           # the packaged job for the local launcher (definitions builds it), and its logs
 
     @property
     def enabled(self) -> bool:
@@ -22,7 +25,16 @@ class GlueBatchResource(dg.ConfigurableResource):
         import boto3
 
         kwargs = {"endpoint_url": self.endpoint_url or None, "region_name": self.region or None}
-        return boto3.client("glue", **kwargs), boto3.client("s3", **kwargs)
+        s3 = boto3.client("s3", **kwargs)
+        if self.launcher == "local":
+            import json
+
+            from recsys_platform.resources.local_glue import LocalGlueClient
+
+            env = {"AWS_ENDPOINT_URL": self.endpoint_url} if self.endpoint_url else {}
+            return LocalGlueClient(self.work_dir, json.loads(self.arguments_json or "{}"), env,
+                                   region=self.region or "us-east-1"), s3
+        return boto3.client("glue", **kwargs), s3
 
     def run(self, context, keys: list[str], arguments: dict[str, str]) -> dict:
         """Start the job for `keys`, wait, and return the metadata it reported (and the run's)."""

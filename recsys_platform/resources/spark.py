@@ -10,8 +10,42 @@ from dagster_pyspark import LazyPySparkResource
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
-def spark_config(master: str = "local[2]", jars: str = "", extra: dict | None = None) -> dict[str, str]:
-    """A small-footprint Spark config for one machine; `jars` adds e.g. a JDBC driver."""
+def cluster_config(py_files: str, endpoint_url: str = "") -> dict[str, str]:
+    """What executors on a cluster need that local mode hides (its Python workers inherit the
+    driver's environment and working directory):
+
+    - the platform's code: `py_files`, the package zip `recsys-platform package` builds for Glue
+      (`deploy.packaging.code_zip`), shipped with `spark.submit.pyFiles` (executors import
+      `recsys_platform` to write partitions);
+    - storage settings: with an S3-compatible endpoint (MinIO, moto), the endpoint and the
+      driver's credentials as executor environment (Spark redacts *SECRET*/*TOKEN* in its UI);
+      on AWS nothing: executors use their node's own credential chain (instance profile, EMR/Glue
+      role), and the driver's keys never travel.
+    """
+    if not py_files:
+        raise ValueError("a Spark cluster's executors need the platform's code: pass py_files "
+                         "(deploy.packaging.code_zip builds it)")
+    conf = {"spark.submit.pyFiles": py_files}
+    if endpoint_url:
+        import boto3
+
+        conf["spark.executorEnv.AWS_ENDPOINT_URL"] = endpoint_url
+        session = boto3.Session()
+        credentials = session.get_credentials()
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            conf["spark.executorEnv.AWS_ACCESS_KEY_ID"] = frozen.access_key
+            conf["spark.executorEnv.AWS_SECRET_ACCESS_KEY"] = frozen.secret_key
+            if frozen.token:
+                conf["spark.executorEnv.AWS_SESSION_TOKEN"] = frozen.token
+        conf["spark.executorEnv.AWS_DEFAULT_REGION"] = session.region_name or "us-east-1"
+    return conf
+
+
+def spark_config(master: str = "local[2]", jars: str = "", extra: dict | None = None,
+                 py_files: str = "", endpoint_url: str = "") -> dict[str, str]:
+    """A small-footprint Spark config; `jars` adds e.g. a JDBC driver. On a cluster master
+    (`spark://`, `yarn`, `k8s://`), `cluster_config` ships the code and storage settings."""
     conf = {
         "spark.master": master,
         "spark.app.name": "recsys-platform",
@@ -27,6 +61,8 @@ def spark_config(master: str = "local[2]", jars: str = "", extra: dict | None = 
     }
     if jars:
         conf["spark.jars"] = jars
+    if not master.startswith("local"):
+        conf.update(cluster_config(py_files, endpoint_url))
     conf.update(extra or {})
     return conf
 

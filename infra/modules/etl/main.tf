@@ -230,6 +230,7 @@ resource "aws_glue_job" "ratings_ml_training" {
     "--RECSYS_LAKE_URL"                  = "s3://${var.lake_bucket}"
     "--RECSYS_SOURCE_SECRET_ARN"         = var.source_secret_arn
     "--RECSYS_SOURCE_JDBC_URL"           = var.source_jdbc_url
+    "--RECSYS_JDBC_DRIVER"               = "com.mysql.cj.jdbc.Driver" # MySQL Connector/J, on Glue 4.0's classpath
     "--enable-continuous-cloudwatch-log" = "true"
     "--enable-metrics"                   = "true"
   }

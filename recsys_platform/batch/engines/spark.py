@@ -41,7 +41,8 @@ from recsys_platform.storage.object_store import ObjectStore
 SPARK_TYPES = {"int32": T.IntegerType(), "float64": T.DoubleType(), "string": T.StringType()}
 # The 13 columns of `ratings_ml_training`, in order, as Spark types.
 TRAINING_SCHEMA = T.StructType([T.StructField(c.name, SPARK_TYPES[c.type], c.nullable) for c in COLUMNS])
-MARIADB_DRIVER = "org.mariadb.jdbc.Driver"
+MARIADB_DRIVER = "org.mariadb.jdbc.Driver"  # Debian's mariadb-java-client (local runs, tests)
+MYSQL_DRIVER = "com.mysql.cj.jdbc.Driver"   # MySQL Connector/J, which AWS Glue 4.0 ships
 
 
 def build_training_data(ratings: DataFrame, customers: DataFrame, products: DataFrame) -> DataFrame:
@@ -97,8 +98,9 @@ def find_violations(ratings: DataFrame, customers: DataFrame, products: DataFram
 
 
 # -- extraction ---------------------------------------------------------------------------------
-def jdbc_options(url: str) -> dict[str, str]:
-    """Spark JDBC options for a MySQL/MariaDB SQLAlchemy URL (the MariaDB driver, mysql scheme)."""
+def jdbc_options(url: str, driver: str = MARIADB_DRIVER) -> dict[str, str]:
+    """Spark JDBC options for a MySQL/MariaDB SQLAlchemy URL: a jdbc:mysql:// URL and `driver`
+    (MariaDB's by default; the Glue job passes MySQL Connector/J's, which Glue has)."""
     u = make_url(url)
     if not u.drivername.startswith(("mysql", "mariadb")):
         raise ConfigError(
@@ -106,21 +108,23 @@ def jdbc_options(url: str) -> dict[str, str]:
             "unset RECSYS_JDBC_DRIVER_JAR to extract through SQLAlchemy")
     # A jdbc:mariadb:// URL breaks column quoting in Spark's MySQL dialect; jdbc:mysql:// with the
     # MariaDB driver class works (permitMysqlScheme lets MariaDB's driver accept it).
-    jdbc = f"jdbc:mysql://{u.host or 'localhost'}:{u.port or 3306}/{u.database}?permitMysqlScheme"
-    opts = {"url": jdbc, "driver": MARIADB_DRIVER, "user": u.username or "", "fetchsize": "10000"}
+    jdbc = f"jdbc:mysql://{u.host or 'localhost'}:{u.port or 3306}/{u.database}"
+    if driver == MARIADB_DRIVER:
+        jdbc += "?permitMysqlScheme"
+    opts = {"url": jdbc, "driver": driver, "user": u.username or "", "fetchsize": "10000"}
     if u.password:
         opts["password"] = u.password
     return opts
 
 
 def extract_jdbc(spark: SparkSession, source: SourceDatabase, table: str, selection: Selection,
-                 num_partitions: int = 4) -> DataFrame:
+                 num_partitions: int = 4, driver: str = MARIADB_DRIVER) -> DataFrame:
     """Read a source table the way Glue does: Spark JDBC, split on customerNumber when keyed."""
     cols = ", ".join(source_columns(table))
     keyed = table in CUSTOMER_KEYED
     # JDBC's dbtable takes no bind parameters: the selection's validated integers are written out.
     clause, _ = customer_filter(selection, inline=True) if keyed else ("", {})
-    reader = spark.read.format("jdbc").options(**jdbc_options(source.url)).option(
+    reader = spark.read.format("jdbc").options(**jdbc_options(source.url, driver)).option(
         "dbtable", f"(SELECT {cols} FROM {table}{clause}) AS src")
     if keyed and num_partitions > 1:
         with source.connect() as conn:
@@ -137,17 +141,17 @@ def extract_arrow(spark: SparkSession, source: SourceDatabase, table: str, selec
 
 
 def extract(spark: SparkSession, source: SourceDatabase, selection: Selection, use_jdbc: bool,
-            num_partitions: int = 4) -> tuple[DataFrame, DataFrame, DataFrame]:
+            num_partitions: int = 4, driver: str = MARIADB_DRIVER) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(ratings, customers, products), in SOURCE_KEYS order, filtered to the selection."""
     if use_jdbc:
-        return tuple(extract_jdbc(spark, source, t, selection, num_partitions) for t in SOURCE_KEYS)
+        return tuple(extract_jdbc(spark, source, t, selection, num_partitions, driver) for t in SOURCE_KEYS)
     return tuple(extract_arrow(spark, source, t, selection) for t in SOURCE_KEYS)
 
 
 # -- the build ----------------------------------------------------------------------------------
 def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys: Sequence[str],
           layout: Layout = Layout(), use_jdbc: bool = False,
-          num_partitions: int = 4, log=print) -> BuildResult:
+          num_partitions: int = 4, log=print, driver: str = MARIADB_DRIVER) -> BuildResult:
     """Replace the partitions `keys` of `<store>/ratings_ml_training/` with fresh data.
 
     Validates the source first: on any violation raises DataQualityError and writes nothing.
@@ -155,7 +159,7 @@ def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     source.validate_schema()
-    ratings, customers, products = extract(spark, source, layout.selection(keys), use_jdbc, num_partitions)
+    ratings, customers, products = extract(spark, source, layout.selection(keys), use_jdbc, num_partitions, driver)
     ratings = ratings.cache()
     timings["extract_s"] = time.perf_counter() - t0
 
