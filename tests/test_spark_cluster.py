@@ -102,7 +102,7 @@ def test_the_spark_engine_on_a_standalone_cluster_equals_the_local_build(spark, 
     master_url, python, cluster_tmp = spark_cluster
     node = _node_env(tmp_path)
     hidden = subprocess.run([python, "-c", "import pyarrow, boto3; import recsys_platform"], env=node,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, cwd=tmp_path)  # not the repository: '' is on the path
     assert "No module named 'recsys_platform'" in hidden.stderr, "the node's Python has the dependencies only"
     source = f"sqlite:///{tmp_path / 'classicmodels.db'}"
     seed(sa.create_engine(source))
