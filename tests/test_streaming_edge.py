@@ -237,11 +237,19 @@ def _expected_score(store, version: str, item: str) -> float:
     return float(user @ vectors[ids.index(item)])
 
 
-def test_a_model_serves_only_with_its_own_vectors(catalog, small_model, pg_dsn, tmp_path):
+@pytest.fixture
+def v1_serving(small_model, pg_dsn, tmp_path):
+    """An artifacts bucket and a vector database where version V1 is published, loaded and active."""
     store = ObjectStore.from_url((tmp_path / "art").as_uri())
     vectors = VectorStore(pg_dsn)
     _publish(store, small_model, "V1")
     _load(vectors, store, "V1")
+    yield store, vectors
+    vectors.close()
+
+
+def test_a_model_serves_only_with_its_own_vectors(catalog, small_model, v1_serving):
+    store, vectors = v1_serving
     service = InferenceService(ModelCache(store, vectors, check_seconds=0), vectors)
     v1_answer = _ask(service, catalog)
     assert v1_answer[0] == "V1"
@@ -258,15 +266,11 @@ def test_a_model_serves_only_with_its_own_vectors(catalog, small_model, pg_dsn, 
     assert version == "V2" and math.isclose(score, _expected_score(store, "V2", item), rel_tol=1e-4), \
         "V2's model on V2's vectors"
     assert score != v1_answer[2]
-    vectors.close()
 
 
-def test_an_unreadable_new_version_leaves_the_loaded_pair_serving_with_backoff(catalog, small_model, pg_dsn,
-                                                                                tmp_path, caplog):
-    store = ObjectStore.from_url((tmp_path / "art").as_uri())
-    vectors = VectorStore(pg_dsn)
-    _publish(store, small_model, "V1")
-    _load(vectors, store, "V1")
+def test_an_unreadable_new_version_leaves_the_loaded_pair_serving_with_backoff(catalog, small_model, v1_serving,
+                                                                                caplog):
+    store, vectors = v1_serving
     cache = ModelCache(store, vectors, check_seconds=0.5)
     service = InferenceService(cache, vectors)
     before = _ask(service, catalog)
@@ -281,14 +285,10 @@ def test_an_unreadable_new_version_leaves_the_loaded_pair_serving_with_backoff(c
     for _ in range(5):
         assert _ask(service, catalog) == before
     assert cache.failures == 1, "no reload attempt on every request: it backs off"
-    vectors.close()
 
 
-def test_a_failed_vector_load_leaves_the_previous_pair_serving(catalog, small_model, pg_dsn, tmp_path):
-    store = ObjectStore.from_url((tmp_path / "art").as_uri())
-    vectors = VectorStore(pg_dsn)
-    _publish(store, small_model, "V1")
-    _load(vectors, store, "V1")
+def test_a_failed_vector_load_leaves_the_previous_pair_serving(catalog, small_model, v1_serving):
+    store, vectors = v1_serving
     service = InferenceService(ModelCache(store, vectors, check_seconds=0), vectors)
     _publish(store, small_model, "V2")
     _, manifest, emb = artifacts.load_embeddings(store, "V2")
@@ -297,7 +297,6 @@ def test_a_failed_vector_load_leaves_the_previous_pair_serving(catalog, small_mo
         vectors.load_version("V2", (ids, np.full_like(vecs, np.nan)), emb["user"], manifest["dim"])
     assert vectors.active_version() == "V1" and artifacts.current_version(store) == "V1"
     assert _ask(service, catalog)[0] == "V1"
-    vectors.close()
 
 
 def test_an_outage_raises_for_a_retry_and_says_so(catalog):
