@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: demo test setup services services-stop lint bench-batch ui package screenshots
+.PHONY: demo test test-production setup services services-stop lint bench-batch ui serve-dagster package screenshots
 
 package: ## the Lambda zips and the Glue script for infra/ (dist/)
 	$(PYTHON) -m recsys_platform.cli package --out dist
@@ -11,10 +11,15 @@ demo: ## set up, then run the whole platform end to end on the embedded default
 	scripts/setup.sh
 	$(PYTHON) -m recsys_platform.cli demo
 
-test: ## set up (Python packages, MariaDB, Terraform, checkov, chromium), start the test servers, run the tests
+test: ## set up (Python packages, MariaDB, Terraform, checkov, chromium), start the test servers, run both test stages
 	scripts/setup.sh --services --infra --browser
 	scripts/services.sh start
 	. .services/env && $(PYTHON) -m pytest
+	. .services/env && $(PYTHON) -m pytest -m production
+
+test-production: ## only the second stage: the Spark cluster, Terraform applied to moto, the Dagster daemon on PostgreSQL
+	scripts/services.sh start
+	. .services/env && $(PYTHON) -m pytest -m production
 
 setup:
 	scripts/setup.sh
@@ -38,3 +43,6 @@ screenshots: ## the README's pictures of the UI (docs/img/), over a fresh demo
 
 ui: ## the Dagster UI over the demo's state
 	DAGSTER_HOME=$${RECSYS_HOME:-$$PWD/.recsys}/dagster_home RECSYS_HOME=$${RECSYS_HOME:-$$PWD/.recsys} $(PYTHON) -m dagster dev -w workspace.yaml
+
+serve-dagster: ## the production Dagster deployment over the demo's state: webserver + daemon on PostgreSQL, run queue, retries
+	RECSYS_HOME=$${RECSYS_HOME:-$$PWD/.recsys} $(PYTHON) -m recsys_platform.cli serve-dagster

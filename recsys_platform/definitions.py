@@ -79,7 +79,7 @@ def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Defini
         "model_and_vectors_job", selection=[MODEL_KEY, ITEM_KEY, USER_KEY],
         description="Trains, evaluates and publishes the model, then loads and switches the vectors.")
     return dg.Definitions.merge(
-        build_batch_defs(layout, settings.batch_engine),
+        build_batch_defs(layout, settings.batch_engine, settings.stale_cron),
         build_ml_defs(layout),
         build_vector_defs(),
         build_streaming_defs(stream_start(settings)),

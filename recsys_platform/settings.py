@@ -32,7 +32,10 @@ ENV_VARS = {
     "pipes_bucket": "RECSYS_PIPES_BUCKET",
     "engine": "RECSYS_ENGINE",
     "stream_start": "RECSYS_STREAM_START",
+    "stale_cron": "RECSYS_STALE_CRON",
+    "dagster_pg_url": "RECSYS_DAGSTER_PG_URL",
 }
+DEFAULT_STALE_CRON = "0 3 * * *"
 ENGINES = ("auto", "arrow", "spark")
 
 
@@ -43,6 +46,15 @@ def _validate_bucket_url(name: str, url: str) -> str:
     if scheme == "s3" and not urlsplit(url).netloc:
         raise ConfigError(f"{ENV_VARS[name]} names no bucket: {url!r} (expected s3://bucket/prefix)")
     return url.rstrip("/")
+
+
+def _cron(text: str) -> str:
+    """Five cron fields, as Dagster schedules take them (Dagster checks the values at load)."""
+    import re
+
+    if not re.fullmatch(r"\s*(?:[0-9A-Za-z*/,?-]+\s+){4}[0-9A-Za-z*/,?-]+\s*", text):
+        raise ConfigError(f"RECSYS_STALE_CRON must be a five-field cron expression such as '0 3 * * *', got {text!r}")
+    return text
 
 
 def _hour(text: str) -> str:
@@ -101,6 +113,8 @@ class Settings:
     pipes_bucket: str = ""
     engine: str = "auto"
     stream_start: str = ""  # the first hour of `recommendations` (YYYY-MM-DD[-HH]); empty: where the data starts
+    stale_cron: str = DEFAULT_STALE_CRON  # when the stale-partition schedule runs (UTC)
+    dagster_pg_url: str = ""  # the Dagster instance's PostgreSQL (serve-dagster); empty: the embedded server
 
     @property
     def batch_engine(self) -> str:
@@ -164,6 +178,8 @@ class Settings:
             pipes_bucket=values.get("pipes_bucket") or "",
             engine=engine,
             stream_start=_hour(values.get("stream_start") or ""),
+            stale_cron=_cron(values.get("stale_cron") or DEFAULT_STALE_CRON),
+            dagster_pg_url=values.get("dagster_pg_url") or "",
             **buckets,
         )
 

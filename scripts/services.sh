@@ -2,12 +2,16 @@
 # Starts (or stops) the real servers the tests use, on loopback, with state under .services/:
 #   - MariaDB on 127.0.0.1:${RECSYS_TEST_MYSQL_PORT:-33306}, database classicmodels, user recsys
 #   - moto's S3/Kinesis-compatible HTTP server on 127.0.0.1:${RECSYS_TEST_S3_PORT:-5055}
+#   - a second moto server on 127.0.0.1:${RECSYS_TEST_AWS_PORT:-5056}: the AWS account that
+#     tests/test_infra_apply.py applies infra/ to with Terraform (reset by that test, so the
+#     first server's buckets are never touched)
 # Writes .services/env with the variables the tests read; `source .services/env` to use them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=${RECSYS_SERVICES_DIR:-$PWD/.services}
 MYSQL_PORT=${RECSYS_TEST_MYSQL_PORT:-33306}
 S3_PORT=${RECSYS_TEST_S3_PORT:-5055}
+AWS_PORT=${RECSYS_TEST_AWS_PORT:-5056}
 PYTHON=${PYTHON:-python3}
 # A random test-only password, made once per state folder, never committed.
 mkdir -p "$STATE"
@@ -52,14 +56,15 @@ SQL
   echo "services: MariaDB up on 127.0.0.1:$MYSQL_PORT"
 }
 
-start_moto() {
-  if curl -fs "http://127.0.0.1:$S3_PORT/moto-api/" >/dev/null 2>&1; then
-    echo "services: moto already running on port $S3_PORT"; return
+start_moto() {  # start_moto NAME PORT WHAT
+  local name=$1 port=$2 what=$3
+  if curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
+    echo "services: moto ($what) already running on port $port"; return
   fi
-  nohup "$PYTHON" -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/moto.log" 2>&1 &
-  echo $! >"$STATE/moto.pid"
-  wait_for 30 "moto server" curl -fs "http://127.0.0.1:$S3_PORT/moto-api/"
-  echo "services: moto (S3/Kinesis API) up on http://127.0.0.1:$S3_PORT"
+  nohup "$PYTHON" -m moto.server -H 127.0.0.1 -p "$port" >"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+  wait_for 30 "moto server ($what)" curl -fs "http://127.0.0.1:$port/moto-api/"
+  echo "services: moto ($what) up on http://127.0.0.1:$port"
 }
 
 write_env() {
@@ -67,18 +72,21 @@ write_env() {
 export RECSYS_TEST_MYSQL_URL='mysql+pymysql://recsys:$MYSQL_PASSWORD@127.0.0.1:$MYSQL_PORT/classicmodels'
 export RECSYS_TEST_MYSQL_SOCKET='$STATE/mariadb/mariadb.sock'
 export RECSYS_TEST_S3_ENDPOINT='http://127.0.0.1:$S3_PORT'
+export RECSYS_TEST_AWS_ENDPOINT='http://127.0.0.1:$AWS_PORT'
 export RECSYS_TEST_JDBC_JAR='/usr/share/java/mariadb-java-client.jar'
 ENV
 }
 
 stop_all() {
   if [[ -f "$STATE/mariadb/mariadb.pid" ]]; then kill "$(cat "$STATE/mariadb/mariadb.pid")" 2>/dev/null || true; fi
-  if [[ -f "$STATE/moto.pid" ]]; then kill "$(cat "$STATE/moto.pid")" 2>/dev/null || true; rm -f "$STATE/moto.pid"; fi
+  for name in moto moto-aws; do
+    if [[ -f "$STATE/$name.pid" ]]; then kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true; rm -f "$STATE/$name.pid"; fi
+  done
   echo "services: stopped"
 }
 
 case "${1:-start}" in
-  start) start_mariadb; start_moto; write_env; echo "services: variables in $STATE/env" ;;
+  start) start_mariadb; start_moto moto "$S3_PORT" "S3/Kinesis API"; start_moto moto-aws "$AWS_PORT" "AWS account for Terraform"; write_env; echo "services: variables in $STATE/env" ;;
   stop) stop_all ;;
   *) echo "usage: scripts/services.sh [start|stop]" >&2; exit 2 ;;
 esac

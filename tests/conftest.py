@@ -213,3 +213,13 @@ def webserver(demo_home):
 
     with dagster_ui(demo_home) as port:
         yield port
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory) -> Path:
+    """What `recsys-platform package` builds: the Glue script and zip, the Lambda zips (infra/'s inputs)."""
+    from recsys_platform.deploy.packaging import build
+
+    out = tmp_path_factory.mktemp("dist")
+    build(out)
+    return out

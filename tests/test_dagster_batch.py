@@ -134,7 +134,12 @@ def test_daily_schedule_backfills_only_stale_partitions(defs, settings, instance
         conn.execute(sa.text(f"UPDATE ratings SET productRating = 6 - productRating WHERE customerNumber = {changed}"))
     (request,) = tick().run_requests
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (changed, changed)
-    assert request.run_key == f"stale-2026-11-28-{changed}-{changed}"
+    assert request.run_key == f"stale-2026-11-28T03:00-{changed}-{changed}"
+    # A build still queued or running: the tick waits instead of asking for the same partition twice.
+    job = defs.resolve_job_def("ratings_ml_training_job")
+    running = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+    assert f"run {running.run_id}" in tick().skip_message
+    assert job.tags["recsys/queue"] == "batch-engine", "the run queue's one slot for the batch engine"
 
 
 def test_stale_keys_include_never_built_changed_and_vanished_partitions():

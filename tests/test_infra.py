@@ -8,58 +8,33 @@ import re
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
-
-import pytest
 
 from recsys_platform.streaming import firehose
-from tests.conftest import REPO, _missing
+from tests.conftest import REPO
+from tests.terraform import TOOLS, terraform, terraform_env, tool
 
 INFRA = REPO / "infra"
-TOOLS = REPO / ".tools"
-MIRROR = Path(os.environ.get("RECSYS_TF_PLUGIN_MIRROR", "/opt/tf-plugins"))
 TF_FILES = sorted(INFRA.rglob("*.tf"))
 TF_TEXT = "\n".join(p.read_text() for p in TF_FILES)
 
 
-def _tool(path: Path, what: str) -> Path:
-    if not path.exists():
-        _missing(f"{what} not found at {path}: run scripts/setup.sh --infra")
-    return path
-
-
-@pytest.fixture(scope="module")
-def package_dir(tmp_path_factory) -> Path:
-    from recsys_platform.deploy.packaging import build
-
-    out = tmp_path_factory.mktemp("dist")
-    build(out)
-    return out
-
-
 def test_terraform_1_0_validates_offline(tmp_path, package_dir):
-    terraform = _tool(TOOLS / "terraform", "Terraform 1.0.3")
-    if not MIRROR.exists():
-        _missing(f"no provider mirror at {MIRROR}: terraform init cannot run offline")
-    config = tmp_path / "terraformrc"
-    config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{MIRROR}"\n  }}\n}}\n')
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(config), "TF_DATA_DIR": str(tmp_path / "data"),
-           "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
-    init = subprocess.run([str(terraform), "init", "-backend=false", "-input=false", "-no-color"], cwd=INFRA,
-                          env=env, capture_output=True, text=True, timeout=300)
+    env = terraform_env(tmp_path)
+    init = terraform(["init", "-backend=false", "-input=false", "-no-color"], INFRA, env)
     assert init.returncode == 0, init.stdout + init.stderr
-    validate = subprocess.run([str(terraform), "validate", "-json"], cwd=INFRA, env=env, capture_output=True,
-                              text=True, timeout=300)
+    validate = terraform(["validate", "-json"], INFRA, env)
     report = json.loads(validate.stdout)
     assert report["valid"], report["diagnostics"]
     assert report["error_count"] == 0 and report["warning_count"] == 0, report["diagnostics"]
-    fmt = subprocess.run([str(terraform), "fmt", "-recursive", "-check", "-list"], cwd=INFRA, env=env,
-                         capture_output=True, text=True, timeout=60)
+    fmt = terraform(["fmt", "-recursive", "-check", "-list"], INFRA, env, timeout=60)
     assert fmt.returncode == 0, f"not formatted: {fmt.stdout}"
+    test_only = terraform(["fmt", "-recursive", "-check", "-list", str(REPO / "tests" / "infra_moto")], INFRA, env,
+                          timeout=60)
+    assert test_only.returncode == 0, f"not formatted: {test_only.stdout}"
 
 
 def test_checkov_finds_no_failure(tmp_path):
-    checkov = _tool(TOOLS / "checkov" / "bin" / "checkov", "checkov")
+    checkov = tool(TOOLS / "checkov" / "bin" / "checkov", "checkov")
     run = subprocess.run([str(checkov), "-d", str(INFRA), "--framework", "terraform", "dockerfile", "--skip-download",
                           "--quiet", "-o", "json"], capture_output=True, text=True, timeout=600)
     report = json.loads(run.stdout)

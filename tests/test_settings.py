@@ -31,6 +31,8 @@ def test_aws_profile_is_configuration_only(tmp_path):
     ("RECSYS_GLUE_LAUNCHER", "emr", "RECSYS_GLUE_LAUNCHER must be 'aws' or 'local'"),
     ("RECSYS_GLUE_ARGUMENTS", "{nope", "RECSYS_GLUE_ARGUMENTS must be a JSON object"),
     ("RECSYS_GLUE_ARGUMENTS", '{"RECSYS_LAKE_URL": "s3://x"}', 'must map "--NAME" to a string'),
+    ("RECSYS_STALE_CRON", "every minute", "RECSYS_STALE_CRON must be a five-field cron expression"),
+    ("RECSYS_STALE_CRON", "0 3 * *", "RECSYS_STALE_CRON must be a five-field cron expression"),
 ])
 def test_bad_setting_names_the_variable(tmp_path, var, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -96,6 +96,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.production
 @pytest.mark.s3
 def test_the_spark_engine_on_a_standalone_cluster_equals_the_local_build(spark, spark_cluster, s3_bucket, s3_endpoint,
                                                                         tmp_path):

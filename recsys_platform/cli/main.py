@@ -99,6 +99,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_dagster(args: argparse.Namespace) -> int:
+    from recsys_platform.deploy.dagster_instance import serve
+
+    return serve(_settings(args), host=args.host, port=args.port)
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     from recsys_platform.deploy.packaging import build
 
@@ -162,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("serve-dagster", help="the production Dagster deployment on this machine: webserver + daemon "
+                       "over PostgreSQL storage (RECSYS_DAGSTER_PG_URL, else the embedded server), run queue, retries")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_serve_dagster)
 
     p = sub.add_parser("package", help="build the Lambda zips and the Glue script (reproducibly) for infra/")
     p.add_argument("--out", default="dist", help="output folder (default dist/, which infra/ reads)")

@@ -12,6 +12,8 @@ from recsys_platform.resources import SourceDatabaseResource
 
 STALE_SCHEDULE = "stale_training_partitions_daily"
 MAX_RUNS = 4
+UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
 
 
 def recorded_versions(instance: dg.DagsterInstance, page: int = 10_000) -> dict[str, str]:
@@ -59,16 +61,17 @@ def plan_ranges(all_keys: Sequence[str], stale: set[str], max_runs: int = MAX_RU
     return [(all_keys[a], all_keys[b]) for a, b in spans]
 
 
-def build_batch_schedules(layout: Layout, training_job) -> list:
+def build_batch_schedules(layout: Layout, training_job, cron: str = "0 3 * * *") -> list:
     partitions_def = partitions_for(layout)
 
     @dg.schedule(
         name=STALE_SCHEDULE,
         job=training_job,
-        cron_schedule="0 3 * * *",
+        cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Daily at 03:00 UTC: compares every partition's source version (count and "
+        description=f"On `{cron}` (UTC; RECSYS_STALE_CRON, daily at 03:00 by default): compares every "
+        "partition's source version (count and "
         f"checksum of the customers' ratings) with the one its last build recorded, and backfills "
         f"the stale ones in at most {MAX_RUNS} single-run ranges.",
     )
@@ -78,14 +81,19 @@ def build_batch_schedules(layout: Layout, training_job) -> list:
             current = partition_versions(layout, source.db.customer_versions())
         except RecsysError as e:
             return dg.SkipReason(f"source not readable: {e}")
+        busy = context.instance.get_runs(dg.RunsFilter(job_name=training_job.name, statuses=UNFINISHED), limit=1)
+        if busy:
+            return dg.SkipReason(f"run {busy[0].run_id} of {training_job.name} is not finished yet: "
+                                 "the next tick compares again")
         all_keys = partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)
         stale = stale_keys(all_keys, current, recorded_versions(context.instance))
         if not stale:
             return dg.SkipReason(f"all {len(all_keys)} partitions are up to date")
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "manual"
+        tick = (context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+                if context.scheduled_execution_time else "manual")
         return [
             dg.RunRequest(
-                run_key=f"stale-{day}-{start}-{end}",
+                run_key=f"stale-{tick}-{start}-{end}",
                 tags={"dagster/asset_partition_range_start": start,
                       "dagster/asset_partition_range_end": end,
                       "recsys/stale_partitions": str(len(stale))},

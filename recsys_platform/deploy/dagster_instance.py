@@ -1,0 +1,174 @@
+"""The production Dagster deployment: `dagster-webserver` + `dagster-daemon` over PostgreSQL.
+
+`dagster.yaml` (written by `prepare`) gives the instance:
+- run, event-log and schedule storage in PostgreSQL (`dagster-postgres`), its URL read from
+  RECSYS_DAGSTER_PG_URL when a process starts, so no password is ever written to disk; on one
+  machine the embedded PostgreSQL under RECSYS_HOME serves (database `dagster`);
+- the run queue (QueuedRunCoordinator): at most MAX_CONCURRENT_RUNS runs, and one run at a time
+  for the batch engine (the training job's `recsys/queue` tag): two Spark or Glue builds at once
+  would only compete for the same cluster and source;
+- run retries: a run that fails is re-executed from its failure up to MAX_RETRIES times.
+
+`serve` starts both processes on the code location in `workspace.yaml` (the package's module when
+run from elsewhere) and stops both on Ctrl-C; `recsys-platform serve-dagster` and
+`make serve-dagster` call it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from recsys_platform.settings import ENV_VARS, Settings
+
+MAX_CONCURRENT_RUNS = 4
+MAX_RETRIES = 2
+QUEUE_TAG = ("recsys/queue", "batch-engine")
+PG_URL_VAR = ENV_VARS["dagster_pg_url"]
+DATABASE = "dagster"
+
+
+def instance_yaml(max_concurrent_runs: int = MAX_CONCURRENT_RUNS, max_retries: int = MAX_RETRIES) -> str:
+    key, value = QUEUE_TAG
+    return f"""# Written by recsys-platform (deploy/dagster_instance.py); see docs/deploy.md.
+storage:
+  postgres:
+    postgres_url:
+      env: {PG_URL_VAR}
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: {max_concurrent_runs}
+    tag_concurrency_limits:
+      - key: "{key}"
+        value: "{value}"
+        limit: 1
+run_retries:
+  enabled: true
+  max_retries: {max_retries}
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_home(settings: Settings) -> Path:
+    return Path(settings.home) / "dagster_deploy"
+
+
+def _database_url(settings: Settings) -> str:
+    """RECSYS_DAGSTER_PG_URL, or the embedded server's `dagster` database (created if missing).
+
+    dagster-postgres speaks psycopg2 (its SQL binds parameters client-side); SQLAlchemy 2.1 maps a
+    bare `postgresql://` to psycopg 3, so the driver is named explicitly."""
+    if settings.dagster_pg_url:
+        return _psycopg2(settings.dagster_pg_url)
+    import psycopg
+    from psycopg import sql
+
+    from recsys_platform.vectors.embedded import embedded_dsn
+
+    server = embedded_dsn(settings.pgdata)
+    with psycopg.connect(server, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    # embedded_dsn: postgresql://user:@/postgres?host=<socket dir>; the same server, database `dagster`
+    head, _, tail = server.partition("/postgres?")
+    return _psycopg2(f"{head}/{DATABASE}?{tail}")
+
+
+def _psycopg2(url: str) -> str:
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare):]
+    return url
+
+
+def prepare(settings: Settings) -> dict[str, str]:
+    """Write DAGSTER_HOME/dagster.yaml; return the environment the webserver and daemon need."""
+    home = dagster_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(instance_yaml())
+    env = {var: value for var, value in os.environ.items()}
+    env.update({"DAGSTER_HOME": str(home), "RECSYS_HOME": settings.home, PG_URL_VAR: _database_url(settings)})
+    for field, var in ENV_VARS.items():  # the code location reads the same settings as this process
+        value = getattr(settings, field)
+        if value not in ("", None) and field != "dagster_pg_url":
+            env[var] = str(value)
+    return env
+
+
+def _workspace_args() -> list[str]:
+    workspace = Path.cwd() / "workspace.yaml"
+    if workspace.exists():
+        return ["-w", str(workspace)]
+    return ["-m", "recsys_platform.definitions"]
+
+
+def _console_script(name: str) -> str:
+    """A console script of this Python's environment (dagster-daemon has no public `-m` module)."""
+    import shutil
+
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found beside {sys.executable} or on PATH: pip install dagster")
+    return found
+
+
+def _default_signals() -> None:
+    # Background processes inherit ignored SIGINT/SIGTERM; restore the defaults so they stop.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def serving(settings: Settings, host: str = "127.0.0.1", port: int = 3000,
+            log_dir: Path | None = None) -> Iterator[dict[str, subprocess.Popen]]:
+    """The webserver and the daemon over the production instance, stopped on exit."""
+    env = prepare(settings)
+    log_dir = Path(log_dir or dagster_home(settings) / "logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "daemon": [_console_script("dagster-daemon"), "run", *_workspace_args()],
+        "webserver": [sys.executable, "-m", "dagster_webserver", "-h", host, "-p", str(port), *_workspace_args()],
+    }
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        for name, argv in commands.items():
+            log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - held by the child
+            processes[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True, preexec_fn=_default_signals)
+        yield processes
+    finally:
+        for proc in processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in processes.values():
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 3000) -> int:
+    """Run the deployment in the foreground until Ctrl-C or until one of the two processes exits."""
+    with serving(settings, host, port) as processes:
+        print(f"Dagster UI: http://{host}:{port}  (instance: {dagster_home(settings)}/dagster.yaml, "
+              f"PostgreSQL storage, run queue, run retries; logs in {dagster_home(settings)}/logs)", flush=True)
+        try:
+            while all(p.poll() is None for p in processes.values()):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            return 0
+        exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+        print(f"stopped: {exited} exited; see {dagster_home(settings)}/logs", file=sys.stderr)
+        return 1

@@ -1,0 +1,100 @@
+"""The production Dagster deployment (deploy/dagster_instance.py, `make serve-dagster`): the
+daemon and the webserver over PostgreSQL storage launch, by themselves, the rebuild of exactly
+the partition whose source changed (stale-partition schedule) and the ingestion of a new hour of
+recommendations (sensor), through the run queue."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from recsys_platform.batch.contract import Layout
+from recsys_platform.batch.source import SourceDatabase
+from recsys_platform.definitions import build_definitions
+from recsys_platform.defs.batch.assets import SOURCE_VERSION, TRAINING_KEY
+from recsys_platform.defs.batch.partitions import CUSTOMERS, partition_versions
+from recsys_platform.defs.batch.schedules import STALE_SCHEDULE
+from recsys_platform.deploy.dagster_instance import (
+    MAX_RETRIES,
+    PG_URL_VAR,
+    QUEUE_TAG,
+    dagster_home,
+    prepare,
+    serving,
+)
+from tests.browser import free_port, graphql
+from tests.test_dagster_streaming import _deliver, _hours
+
+pytestmark = pytest.mark.production
+
+
+def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str], timeout: float, logs) -> dg.DagsterRun:
+    """The first run with these tags to finish, launched by the daemon within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(tags=tags))
+        done = [r for r in runs if r.is_finished]
+        if done:
+            return done[0]
+        time.sleep(2)
+    raise AssertionError(f"no finished run tagged {tags} after {timeout:.0f} s; daemon log:\n"
+                         + (logs / "daemon.log").read_text(errors="replace")[-4000:])
+
+
+def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(catalog, settings, monkeypatch):
+    settings = settings.with_(artifacts_url=catalog["store"].url, stale_cron="* * * * *", engine="arrow")
+    env = prepare(settings)
+    assert env[PG_URL_VAR].startswith("postgresql+psycopg2://") and "/dagster?" in env[PG_URL_VAR]
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    monkeypatch.setenv(PG_URL_VAR, env[PG_URL_VAR])
+    keys = [str(c) for c in SourceDatabase(settings.source_url).customer_numbers()]
+    changed = keys[17]
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == MAX_RETRIES
+        # Everything built once (as a backfill would), then one customer's ratings change.
+        instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+        built = build_definitions(settings).resolve_job_def("ratings_ml_training_job").execute_in_process(
+            instance=instance, tags={"dagster/asset_partition_range_start": keys[0],
+                                     "dagster/asset_partition_range_end": keys[-1]})
+        assert built.success
+        with sa.create_engine(settings.source_url).begin() as conn:
+            conn.execute(sa.text("UPDATE ratings SET productRating = 6 - productRating WHERE customerNumber = :c"),
+                         {"c": int(changed)})
+        counters = _deliver(settings, catalog["transform"], 120, 0.0, seed=11)  # a new hour in the bucket
+        hour = _hours(settings)[-1]
+
+        port = free_port()
+        with serving(settings, port=port) as processes:
+            logs = dagster_home(settings) / "logs"
+            rebuild = _finished_run(instance, {"dagster/schedule_name": STALE_SCHEDULE}, 200, logs)
+            ingest = _finished_run(instance, {"dagster/sensor_name": "recommendations_sensor"}, 120, logs)
+            seen = graphql(port, "{ runsOrError { ... on Runs { results { runId status } } } }")
+            assert all(p.poll() is None for p in processes.values()), "webserver and daemon still running"
+
+        # Exactly the changed partition, built from the source as it is now, through the queue.
+        assert rebuild.status == dg.DagsterRunStatus.SUCCESS, rebuild.run_id
+        assert (rebuild.tags["dagster/asset_partition_range_start"],
+                rebuild.tags["dagster/asset_partition_range_end"]) == (changed, changed)
+        assert rebuild.tags[QUEUE_TAG[0]] == QUEUE_TAG[1]
+        enqueued = instance.get_records_for_run(rebuild.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records
+        assert enqueued, "launched through the run queue"
+        (latest,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=TRAINING_KEY, asset_partitions=[changed]), limit=1).records
+        assert latest.run_id == rebuild.run_id
+        current = partition_versions(Layout(buckets=settings.hash_buckets),
+                                     SourceDatabase(settings.source_url).customer_versions())
+        assert latest.asset_materialization.metadata[SOURCE_VERSION].value == current[changed]
+        # The new hour, ingested by the run the sensor asked for.
+        assert ingest.status == dg.DagsterRunStatus.SUCCESS and ingest.tags["dagster/partition"] == hour
+        (ingested,) = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("recommendations"), asset_partitions=[hour]), limit=1).records
+        assert ingested.asset_materialization.metadata["events"].value == counters.records_in
+        # The webserver reads the same PostgreSQL instance.
+        statuses = {r["runId"]: r["status"] for r in seen["runsOrError"]["results"]}
+        assert statuses[rebuild.run_id] == "SUCCESS" and statuses[ingest.run_id] == "SUCCESS"
