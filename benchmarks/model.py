@@ -1,9 +1,11 @@
-"""Model benchmark: the two-tower model against popularity and implicit ALS (tuned on the same
-validation split), on both seed modes, per scale: NDCG@10, top-10 catalog coverage, RMSE,
-training time, and cold start (users held out entirely, embedded from their features alone).
+"""Model benchmark: the platform's model (the hybrid: two-tower + 16 implicit-ALS dimensions, the
+asset's default) against popularity and implicit ALS (tuned on the same validation split), on
+both seed modes, per scale: NDCG@10, top-10 catalog coverage, RMSE, training time, and cold start
+(users held out entirely, embedded from their features alone).
 
     python benchmarks/model.py --scales 10 100                 # 1000 on demand (~4M ratings)
     python benchmarks/model.py --scales 1 --modes collaborative
+    python benchmarks/model.py --scales 10 --als-factors 0     # the two-tower alone
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from recsys_platform.batch.seed import training_table  # noqa: E402
 from recsys_platform.batch.seed.synthetic import MODES  # noqa: E402
 from recsys_platform.ml.evaluation import (  # noqa: E402
     _model_rows,
+    choose_blend,
     choose_popularity_weight,
     ranking_metrics,
     split,
@@ -30,7 +33,7 @@ from recsys_platform.ml.evaluation import (  # noqa: E402
 from recsys_platform.ml.model import TwoTowerRecommender  # noqa: E402
 
 
-def cold_start(frame, seed: int = 0, share: float = 0.2) -> dict:
+def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> dict:
     """NDCG@10 for users never seen in training (a share of customers held out with all their
     ratings), the model embedding them from features only, against popularity."""
     s = TwoTowerRecommender().spec
@@ -39,8 +42,9 @@ def cold_start(frame, seed: int = 0, share: float = 0.2) -> dict:
     cold = frame[frame[s.user_id].isin(held)]
     warm = frame[~frame[s.user_id].isin(held)]
     train, valid = split(warm, 0.15, seed + 1)
-    model = TwoTowerRecommender().fit(train)
+    model = TwoTowerRecommender(als_factors=als_factors).fit(train)
     choose_popularity_weight(model, train, valid)
+    choose_blend(model, train, valid)
     mine = ranking_metrics(s, lambda users, items: _model_rows(model, users.assign(**{s.user_id: None}), items),
                            train, cold)
     popularity = train[s.item_id].value_counts()
@@ -57,24 +61,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=float, nargs="+", default=[10, 100])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--als-factors", type=int, default=16,
+                        help="collaborative dimensions of the 32 (default 16, the asset's; 0: the two-tower alone)")
     args = parser.parse_args()
     runs = []
     for mode in args.modes:
         for scale in args.scales:
             frame = training_table(scale, mode=mode)
             start = time.perf_counter()
-            result = train_and_evaluate(frame, TwoTowerRecommender())
+            result = train_and_evaluate(frame, TwoTowerRecommender(als_factors=args.als_factors))
             total_s = time.perf_counter() - start
             model, m = result.model, result.metrics
             run = {"mode": mode, "scale": scale, "ratings": len(frame), "train_and_evaluate_s": total_s,
                    "training_iterations": model.iterations, "training_converged": model.converged,
                    "popularity_ndcg_by_weight": result.popularity_ndcg_by_weight,
-                   "als_ndcg_by_setting": result.als_ndcg_by_setting, "metrics": m,
-                   "cold_start": cold_start(frame)}
+                   "als_ndcg_by_setting": result.als_ndcg_by_setting, "als_factors": args.als_factors,
+                   "blend_ndcg_by_weight": result.blend_ndcg_by_weight, "metrics": m,
+                   "cold_start": cold_start(frame, args.als_factors)}
             runs.append(run)
             print(f"{mode} scale {scale:g}: {len(frame):,} ratings, {total_s:.1f}s (incl. the ALS grid), "
                   f"{model.iterations} L-BFGS iterations, converged {model.converged}", flush=True)
-    print(f"\n{'data':<26}{'two-tower':>20}{'popularity':>20}{'implicit ALS':>20}{'two-tower cold':>16}{'pop. cold':>11}")
+    mine = "hybrid" if args.als_factors else "two-tower"
+    print(f"\n{'data':<26}{mine:>20}{'popularity':>20}{'implicit ALS':>20}{mine + ' cold':>16}{'pop. cold':>11}"
+          f"{'RMSE / bias':>16}")
     for r in runs:
         m, c = r["metrics"], r["cold_start"]
 
@@ -83,7 +92,8 @@ def main() -> int:
 
         print(f"{r['mode'] + ' scale ' + format(r['scale'], 'g'):<26}{cell(m['ndcg@10'], m['coverage']):>20}"
               f"{cell(m['ndcg@10_popularity'], m['coverage_popularity']):>20}{cell(m['ndcg@10_als'], m['coverage_als']):>20}"
-              f"{c['ndcg@10']:>16.3f}{c['ndcg@10_popularity']:>11.3f}")
+              f"{c['ndcg@10']:>16.3f}{c['ndcg@10_popularity']:>11.3f}"
+              f"{m['rmse']:>9.3f} / {m['rmse_bias']:.3f}")
     print("(NDCG@10 / top-10 catalog coverage on the held-out split; cold: NDCG@10 for customers never seen in training)")
     print(f"results: {write_results('model', {'runs': runs})}")
     return 0

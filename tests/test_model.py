@@ -305,3 +305,67 @@ def test_binary_and_multi_valued_features_are_declared_as_such(tmp_path):
     comedy, horror = run.model.item_embeddings(new, features_only=True)
     user = run.model.user_embeddings(pd.DataFrame({"country": ["FR"], "vip": [0]}), features_only=True)[0]
     assert user @ comedy > user @ horror, "a never-seen item is ranked by its genres"
+
+
+# -- the hybrid: two-tower + implicit ALS factors in one vector pair ------------------------------
+@pytest.fixture(scope="module")
+def hybrid():
+    """The asset's default model (16 of the 32 dimensions collaborative) on collaborative data,
+    whose ratings come from latent tastes the features explain only in part."""
+    frame = training_table(2, mode="collaborative")
+    return frame, train_and_evaluate(frame, TwoTowerRecommender(als_factors=16))
+
+
+def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
+    _, run = hybrid
+    m, model = run.metrics, run.model
+    assert model.als_weight > 0 and m["als_weight"] == model.als_weight
+    assert run.blend_ndcg_by_weight[0.0] < max(run.blend_ndcg_by_weight.values()), "the factors help on validation"
+    assert m["ndcg@10"] > m["ndcg@10_als"] > m["ndcg@10_popularity"]
+    weight = model.als_weight
+    model.als_weight = 0.0
+    try:
+        towers_alone = evaluate(model, run.train, run.test, run.valid)["ndcg@10"]
+    finally:
+        model.als_weight = weight
+    assert m["ndcg@10"] > towers_alone
+
+
+def test_the_hybrid_inner_product_is_the_ranking_score_and_cold_rows_use_features(hybrid):
+    _, run = hybrid
+    model, rows = run.model, run.test.head(30)
+    u, i = model.user_embeddings(rows).astype(float), model.item_embeddings(rows).astype(float)
+    assert u.shape == i.shape == (30, 32) and model.k == 14
+    prior = model.popularity_prior(rows)
+    collaborative = (u[:, 16:] * i[:, 16:]).sum(axis=1)
+    np.testing.assert_allclose(model.global_mean + (u * i).sum(axis=1), model.predict(rows) + prior + collaborative,
+                               rtol=1e-4, atol=1e-4)
+    assert np.abs(collaborative).max() > 0
+    s = model.spec
+    known = run.train[s.user_columns()].drop_duplicates(s.user_id).head(50)
+    cold = model.user_embeddings(known.assign(**{s.user_id: None}))
+    warm = model.user_embeddings(known)
+    assert np.abs(cold[:, 16:]).max() > 0, "a new customer's collaborative part comes from the features"
+    assert not np.allclose(cold[:, 16:], warm[:, 16:]), "a known customer's own factors replace the prediction"
+    same_features = model.user_embeddings(known.assign(**{s.user_id: "never-seen"}))
+    np.testing.assert_allclose(same_features, cold, rtol=1e-6, atol=1e-6)
+
+
+def test_the_hybrid_round_trips_through_its_artifacts(hybrid, tmp_path):
+    frame, run = hybrid
+    model, s = run.model, run.model.spec
+    store = ObjectStore.from_url((tmp_path / "ml-artifacts").as_uri())
+    users = frame[s.user_columns()].drop_duplicates(s.user_id)
+    items = frame[s.item_columns()].drop_duplicates(s.item_id)
+    artifacts.publish(store, model, users, items, run.metrics, "data-v1")
+    _, loaded = artifacts.load_model(store)
+    assert (loaded.als_factors, loaded.als_weight, loaded.k) == (16, model.als_weight, 14)
+    np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
+    np.testing.assert_array_equal(loaded.item_embeddings(items), model.item_embeddings(items))
+    _, _, emb = artifacts.load_embeddings(store)
+    assert emb["user"][1].shape == (len(users), 32)
+
+
+def test_too_many_collaborative_dimensions_is_a_clear_error():
+    with pytest.raises(ValueError, match="dim must leave at least 4 dimensions beside the 30 collaborative"):
+        TwoTowerRecommender(dim=32, als_factors=30)

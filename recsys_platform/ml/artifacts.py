@@ -183,7 +183,11 @@ def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, Two
         user_weights, item_weights = npz["user_weights"], npz["item_weights"]
     model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
                                 l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"],
-                                ftol=config.get("ftol", 1e-7))
+                                ftol=config.get("ftol", 1e-7), als_factors=config.get("als_factors", 0),
+                                als_regularization=config.get("als_regularization", 0.1),
+                                als_alpha=config.get("als_alpha", 1.0), als_iterations=config.get("als_iterations", 15),
+                                feature_ridge=config.get("feature_ridge", 1.0))
+    model.als_weight = config.get("als_weight", 0.0)
     model.global_mean = config["global_mean"]
     model.popularity_weight = config.get("popularity_weight", 0.0)
     model.item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))

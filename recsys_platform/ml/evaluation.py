@@ -152,6 +152,39 @@ def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, va
     return tried
 
 
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+MAX_BLEND_WEIGHT = 64.0
+
+
+def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
+                 weights=BLEND_WEIGHTS) -> dict[float, float]:
+    """Set `model.als_weight` (the collaborative part's weight in the ranking score) to the best
+    NDCG@10 on `valid`, then choose the popularity prior again under it; returns NDCG@10 per
+    relative weight tried (1.0: both parts' scores equally spread over the validation users).
+    Like the popularity grid, it doubles while the best is its largest weight."""
+    if not model.als_factors:
+        return {}
+    users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
+    model.als_weight = 1.0
+    u = model.user_embeddings(users.iloc[:CHUNK]).astype(np.float64)
+    v = model.item_embeddings(items).astype(np.float64)
+    k = model.k
+    spread = float(np.std(u[:, k + 2:] @ v[:, k + 2:].T)) or 1.0
+    unit = float(np.std(u[:, :k + 2] @ v[:, :k + 2].T)) / spread
+    tried: dict[float, float] = {}
+    pending = list(weights)
+    while pending:
+        for w in pending:
+            model.als_weight = w * unit
+            tried[w] = _ranking(_model_rows(model, users, items), len(users), seen, relevant).ndcg
+        best = max(tried, key=lambda w: (tried[w], -w))
+        top = max(tried)
+        pending = [top * 2] if best == top and 0 < top < MAX_BLEND_WEIGHT else []
+    model.als_weight = best * unit
+    choose_popularity_weight(model, train, valid)
+    return tried
+
+
 def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame,
              valid: pd.DataFrame | None = None) -> dict:
     """Metrics of `model` (trained on `train`) and of the baselines, on `test` (the items a user
@@ -189,6 +222,7 @@ class TrainingRun:
     metrics: dict
     popularity_ndcg_by_weight: dict[float, float]
     als_ndcg_by_setting: dict[str, float]
+    blend_ndcg_by_weight: dict[float, float]
 
 
 def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_share: float = 0.2,
@@ -199,8 +233,11 @@ def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_sha
     train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
     model.fit(train)
     tried = choose_popularity_weight(model, train, valid)
+    blend_tried = choose_blend(model, train, valid)
     metrics = evaluate(model, train, test, valid)
     metrics["popularity_weight"] = model.popularity_weight
+    if model.als_factors:
+        metrics["als_weight"] = model.als_weight
     metrics["training_iterations"] = model.iterations
     metrics["training_converged"] = model.converged
     als_tried: dict[str, float] = {}
@@ -209,7 +246,7 @@ def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_sha
         for name, value in ranking_metrics(model.spec, best.score_rows, train, test, valid).items():
             metrics[f"{name}_als"] = value
         metrics["als_params"] = f"factors={best.factors} regularization={best.regularization} alpha={best.alpha}"
-    return TrainingRun(model, train, valid, test, metrics, tried, als_tried)
+    return TrainingRun(model, train, valid, test, metrics, tried, als_tried, blend_tried)
 
 
 # -- implicit ALS: the collaborative ranking baseline, tuned on the validation split -------------

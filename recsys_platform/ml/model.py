@@ -189,13 +189,21 @@ class TwoTowerRecommender:
     """Fit on a ratings table; embed users and items; predict ratings."""
 
     def __init__(self, spec: TwoTowerSpec | None = None, dim: int = 32, hybrid: bool = True,
-                 l2: float = 20.0, max_iter: int = 2000, seed: int = 0, ftol: float = 1e-7):
-        if dim < 4:
-            raise ValueError(f"dim must be at least 4 (2 dimensions carry the biases), got {dim}")
+                 l2: float = 20.0, max_iter: int = 2000, seed: int = 0, ftol: float = 1e-7,
+                 als_factors: int = 0, als_regularization: float = 0.1, als_alpha: float = 1.0,
+                 als_iterations: int = 15, feature_ridge: float = 1.0):
+        if dim - als_factors < 4:
+            raise ValueError(f"dim must leave at least 4 dimensions beside the {als_factors} collaborative ones "
+                             f"(2 carry the biases), got {dim}")
         self.spec = spec or TwoTowerSpec()
         self.dim, self.hybrid, self.l2, self.max_iter, self.seed = dim, hybrid, l2, max_iter, seed
         self.ftol = ftol  # L-BFGS stops when an iteration lowers the loss by less than this share
-        self.k = dim - 2  # the rest of the vector carries the two biases
+        # The collaborative part (docs/ml.md): implicit ALS factors of the ratings as confidence,
+        # `als_factors` of the `dim` dimensions, mapped from features by ridge for cold rows.
+        self.als_factors, self.als_regularization, self.als_alpha = als_factors, als_regularization, als_alpha
+        self.als_iterations, self.feature_ridge = als_iterations, feature_ridge
+        self.als_weight = 0.0  # its weight in the ranking score, chosen on validation (evaluation.choose_blend)
+        self.k = dim - 2 - als_factors  # the rest of the vector carries the two biases
         self.global_mean = 0.0
         self.user_encoder: TowerEncoder | None = None
         self.item_encoder: TowerEncoder | None = None
@@ -232,7 +240,37 @@ class TwoTowerRecommender:
         self.global_mean = float(y.mean())
         self.item_counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
         self._optimise(xu, xi, u_index, i_index, y - self.global_mean)
+        if self.als_factors:
+            self._fit_collaborative(users, items, xu, xi, u_index, i_index, frame[s.rating].astype(float).to_numpy())
         return self
+
+    def _fit_collaborative(self, users, items, xu, xi, u_index, i_index, ratings) -> None:
+        """ALS factors for the training users and items, appended to the towers' weights so that
+        the tower of a known row returns its factors exactly and the tower of an unknown row
+        returns what its features predict (a ridge regression from the features to the factors):
+        weights = [ridge coefficients on feature columns; residual factors on each id's column]."""
+        import implicit
+        from threadpoolctl import threadpool_limits
+
+        confidence = 1.0 + self.als_alpha * ratings
+        matrix = sp.csr_matrix((confidence, (u_index, i_index)), shape=(xu.shape[0], xi.shape[0]))
+        with threadpool_limits(1, "blas"):  # implicit's advice: BLAS threads fight its own
+            als = implicit.cpu.als.AlternatingLeastSquares(
+                factors=self.als_factors, regularization=self.als_regularization, iterations=self.als_iterations,
+                random_state=self.seed, calculate_training_loss=False)
+            als.fit(matrix, show_progress=False)
+        s = self.spec
+        parts = []
+        for encoder, rows, x, factors in ((self.user_encoder, users, xu, als.user_factors),
+                                          (self.item_encoder, items, xi, als.item_factors)):
+            id_column = s.user_id if encoder is self.user_encoder else s.item_id
+            cold = encoder.transform(rows.assign(**{id_column: None}))  # features only: id columns zero
+            gram = (cold.T @ cold).toarray() + self.feature_ridge * np.eye(cold.shape[1])
+            coef = np.linalg.solve(gram, cold.T @ factors)
+            residual = factors - cold @ coef
+            parts.append(coef + (x - cold).T @ residual)  # (x - cold) is each row's id one-hot
+        self.user_weights = np.hstack([self.user_weights, parts[0]])
+        self.item_weights = np.hstack([self.item_weights, parts[1]])
 
     def _optimise(self, xu, xi, u_index, i_index, target) -> None:
         rng = np.random.default_rng(self.seed)
@@ -290,18 +328,20 @@ class TwoTowerRecommender:
         return frame.assign(**{id_column: None})
 
     def user_embeddings(self, users: pd.DataFrame, features_only: bool = False) -> np.ndarray:
-        """(n, dim) float32: [tower, bias, 1] per user row. A row whose id is None or unseen is
-        embedded from its features (a new customer)."""
+        """(n, dim) float32: [tower, bias, 1, als_weight * factors] per user row. A row whose id
+        is None or unseen is embedded from its features (a new customer)."""
         self._check_fitted()
         users = self._with_id(users, self.spec.user_id, features_only)
         e = self.user_encoder.transform(users) @ self.user_weights
-        return np.hstack([e[:, : self.k], e[:, self.k:], np.ones((len(users), 1))]).astype(np.float32)
+        k = self.k
+        return np.hstack([e[:, :k], e[:, k:k + 1], np.ones((len(users), 1)),
+                          self.als_weight * e[:, k + 1:]]).astype(np.float32)
 
-    def _item_parts(self, items: pd.DataFrame, features_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _item_parts(self, items: pd.DataFrame, features_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._check_fitted()
         items = self._with_id(items, self.spec.item_id, features_only)
         e = self.item_encoder.transform(items) @ self.item_weights
-        return e[:, : self.k], e[:, self.k]
+        return e[:, : self.k], e[:, self.k], e[:, self.k + 1:]
 
     def popularity_prior(self, items: pd.DataFrame) -> np.ndarray:
         """popularity_weight * log(1 + ratings of the item in training); 0 for a new item."""
@@ -316,14 +356,15 @@ class TwoTowerRecommender:
         The inner product with a user vector is the ranking score: the predicted rating minus
         the global mean, plus the item's popularity prior (0 unless `popularity_weight` is set).
         """
-        tower, bias = self._item_parts(items, features_only)
+        tower, bias, factors = self._item_parts(items, features_only)
         bias = bias + self.popularity_prior(items)
-        return np.hstack([tower, np.ones((len(items), 1)), bias[:, None]]).astype(np.float32)
+        return np.hstack([tower, np.ones((len(items), 1)), bias[:, None], factors]).astype(np.float32)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Predicted ratings (without the popularity prior, which only serves ranking)."""
+        """Predicted ratings (without the popularity prior and the collaborative part, which
+        only serve ranking)."""
         u = self.user_embeddings(frame).astype(np.float64)
-        tower, bias = self._item_parts(frame)
+        tower, bias, _ = self._item_parts(frame)
         return self.global_mean + np.einsum("nk,nk->n", u[:, : self.k], tower) + u[:, self.k] + bias
 
     def score(self, users: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
@@ -334,4 +375,7 @@ class TwoTowerRecommender:
         return {"dim": self.dim, "hybrid": self.hybrid, "l2": self.l2, "max_iter": self.max_iter, "ftol": self.ftol,
                 "converged": self.converged, "iterations": self.iterations,
                 "seed": self.seed, "global_mean": self.global_mean, "metric": "inner_product",
-                "popularity_weight": self.popularity_weight, "spec": asdict(self.spec)}
+                "popularity_weight": self.popularity_weight, "spec": asdict(self.spec),
+                "als_factors": self.als_factors, "als_weight": self.als_weight,
+                "als_regularization": self.als_regularization, "als_alpha": self.als_alpha,
+                "als_iterations": self.als_iterations, "feature_ridge": self.feature_ridge}
