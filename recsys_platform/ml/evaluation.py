@@ -153,15 +153,17 @@ def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, va
 
 
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-MAX_BLEND_WEIGHT = 64.0
+MIN_COVERAGE = 0.2  # top-10 lists should show at least this share of the catalog (validation)
 
 
 def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
-                 weights=BLEND_WEIGHTS) -> dict[float, float]:
-    """Set `model.als_weight` (the collaborative part's weight in the ranking score) to the best
-    NDCG@10 on `valid`, then choose the popularity prior again under it; returns NDCG@10 per
-    relative weight tried (1.0: both parts' scores equally spread over the validation users).
-    Like the popularity grid, it doubles while the best is its largest weight."""
+                 weights=BLEND_WEIGHTS, popularity=POPULARITY_WEIGHTS,
+                 min_coverage: float = MIN_COVERAGE) -> dict[str, dict[str, float]]:
+    """Set `model.als_weight` (the collaborative part's weight in the ranking score) and
+    `model.popularity_weight` together, on `valid`: the best NDCG@10 among the settings whose
+    top-10 lists cover at least `min_coverage` of the catalog (the popularity prior buys NDCG with
+    coverage), or the best NDCG if none does. Relative weight 1.0: both parts' scores equally
+    spread over the validation users. Returns NDCG@10 and coverage per setting tried."""
     if not model.als_factors:
         return {}
     users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
@@ -171,17 +173,18 @@ def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.Data
     k = model.k
     spread = float(np.std(u[:, k + 2:] @ v[:, k + 2:].T)) or 1.0
     unit = float(np.std(u[:, :k + 2] @ v[:, :k + 2].T)) / spread
-    tried: dict[float, float] = {}
-    pending = list(weights)
-    while pending:
-        for w in pending:
-            model.als_weight = w * unit
-            tried[w] = _ranking(_model_rows(model, users, items), len(users), seen, relevant).ndcg
-        best = max(tried, key=lambda w: (tried[w], -w))
-        top = max(tried)
-        pending = [top * 2] if best == top and 0 < top < MAX_BLEND_WEIGHT else []
-    model.als_weight = best * unit
-    choose_popularity_weight(model, train, valid)
+    tried: dict[str, dict[str, float]] = {}
+    results = []
+    for c in weights:
+        for w in popularity:
+            model.als_weight, model.popularity_weight = c * unit, w
+            r = _ranking(_model_rows(model, users, items), len(users), seen, relevant)
+            coverage = len(r.shown) / len(items)
+            tried[f"collaborative={c} popularity={w}"] = {"ndcg": r.ndcg, "coverage": coverage}
+            results.append((coverage >= min_coverage, r.ndcg, -c, -w))
+    best = max(results)
+    _, _, c, w = best
+    model.als_weight, model.popularity_weight = -c * unit, -w
     return tried
 
 
@@ -222,18 +225,20 @@ class TrainingRun:
     metrics: dict
     popularity_ndcg_by_weight: dict[float, float]
     als_ndcg_by_setting: dict[str, float]
-    blend_ndcg_by_weight: dict[float, float]
+    blend_ndcg_by_weight: dict[str, dict[str, float]]  # NDCG@10 and coverage on validation per setting
 
 
 def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_share: float = 0.2,
-                       valid_share: float = 0.1, seed: int = 0, als: bool = True) -> TrainingRun:
+                       valid_share: float = 0.1, seed: int = 0, als: bool = True,
+                       min_coverage: float = MIN_COVERAGE) -> TrainingRun:
     """Split train/valid/test, fit on train, choose the popularity prior on valid, score on test;
     with `als`, implicit ALS tuned on the same validation split is scored on the same test."""
     rest, test = split(frame, test_share, seed)
     train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
     model.fit(train)
-    tried = choose_popularity_weight(model, train, valid)
-    blend_tried = choose_blend(model, train, valid)
+    # The hybrid chooses its two weights together (choose_blend); the two-tower alone, its prior.
+    tried = {} if model.als_factors else choose_popularity_weight(model, train, valid)
+    blend_tried = choose_blend(model, train, valid, min_coverage=min_coverage)
     metrics = evaluate(model, train, test, valid)
     metrics["popularity_weight"] = model.popularity_weight
     if model.als_factors:

@@ -26,6 +26,7 @@ class ModelConfig(dg.Config):
     als_factors: int = 16  # of the `dim`: implicit ALS factors (0: the two-tower alone)
     als_regularization: float = 0.1
     als_alpha: float = 1.0
+    min_coverage: float = 0.2  # the weights are chosen for NDCG among those whose top-10 lists cover this share
     l2: float = 20.0
     max_iter: int = 2000  # a safety net: L-BFGS stops on its tolerance first (metadata: training_converged)
     test_share: float = 0.2
@@ -78,10 +79,11 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
             frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=config.l2,
                                        max_iter=config.max_iter, seed=config.seed, als_factors=config.als_factors,
                                        als_regularization=config.als_regularization, als_alpha=config.als_alpha),
-            test_share=config.test_share, valid_share=config.valid_share, seed=config.seed)
+            test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
+            min_coverage=config.min_coverage)
         model, test, metrics = run.model, run.test, run.metrics
-        context.log.info(f"popularity prior NDCG@10 on validation by weight: {run.popularity_ndcg_by_weight}; "
-                         f"collaborative part by relative weight: {run.blend_ndcg_by_weight}; chose popularity "
+        context.log.info(f"validation NDCG@10 and coverage by setting: "
+                         f"{run.blend_ndcg_by_weight or run.popularity_ndcg_by_weight}; chose popularity "
                          f"{model.popularity_weight}, collaborative {model.als_weight:.4g}")
         context.log.info(f"held-out metrics: {metrics}")
         rmse_wins = metrics["rmse"] < metrics["rmse_bias"]
