@@ -8,7 +8,10 @@ and a customer or product never seen in training is embedded from its features (
 is simply unknown to the one-hot encoder).
 
 Training minimises squared error with L2 by L-BFGS over the whole table (deterministic for a
-seed). No Dagster or AWS import: the Lambdas, the assets and the benchmarks share this module.
+seed). With `als_factors > 0` (the asset's default: 16 of 32) the vectors also carry implicit-ALS
+factors of the ratings as feedback, known rows exactly and unknown rows predicted from their
+features, weighted in the ranking score by `als_weight` (see `_fit_collaborative`, docs/ml.md).
+No Dagster or AWS import: the Lambdas, the assets and the benchmarks share this module.
 
 Example, on any dataset:
 
