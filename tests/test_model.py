@@ -377,3 +377,17 @@ def test_the_hybrid_round_trips_through_its_artifacts(hybrid, tmp_path):
 def test_too_many_collaborative_dimensions_is_a_clear_error():
     with pytest.raises(ValueError, match="dim must leave at least 4 dimensions beside the 30 collaborative"):
         TwoTowerRecommender(dim=32, als_factors=30)
+
+
+def test_the_bias_columns_can_be_regularised_apart_and_round_trip(frame, tmp_path):
+    """`bias_l2` regularises only the towers' bias columns (what the user/item-bias baseline
+    regularises lightly); it is saved with the model."""
+    loose = TwoTowerRecommender(dim=8, max_iter=200, bias_l2=0.5).fit(frame)
+    tight = TwoTowerRecommender(dim=8, max_iter=200, bias_l2=500.0).fit(frame)
+    k = loose.k
+    assert np.linalg.norm(loose.user_weights[:, k]) > 3 * np.linalg.norm(tight.user_weights[:, k])
+    s = loose.spec
+    store = ObjectStore.from_url((tmp_path / "ml-artifacts").as_uri())
+    artifacts.publish(store, loose, frame[s.user_columns()].drop_duplicates(s.user_id),
+                      frame[s.item_columns()].drop_duplicates(s.item_id), {"rmse": 0.8}, "data-v1")
+    assert artifacts.load_model(store)[1].bias_l2 == 0.5

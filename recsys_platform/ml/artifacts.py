@@ -186,7 +186,7 @@ def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, Two
                                 ftol=config.get("ftol", 1e-7), als_factors=config.get("als_factors", 0),
                                 als_regularization=config.get("als_regularization", 0.1),
                                 als_alpha=config.get("als_alpha", 1.0), als_iterations=config.get("als_iterations", 15),
-                                feature_ridge=config.get("feature_ridge", 1.0))
+                                feature_ridge=config.get("feature_ridge", 1.0), bias_l2=config.get("bias_l2"))
     model.als_weight = config.get("als_weight", 0.0)
     model.global_mean = config["global_mean"]
     model.popularity_weight = config.get("popularity_weight", 0.0)

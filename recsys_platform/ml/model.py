@@ -194,7 +194,7 @@ class TwoTowerRecommender:
     def __init__(self, spec: TwoTowerSpec | None = None, dim: int = 32, hybrid: bool = True,
                  l2: float = 20.0, max_iter: int = 2000, seed: int = 0, ftol: float = 1e-7,
                  als_factors: int = 0, als_regularization: float = 0.1, als_alpha: float = 1.0,
-                 als_iterations: int = 15, feature_ridge: float = 1.0):
+                 als_iterations: int = 15, feature_ridge: float = 1.0, bias_l2: float | None = None):
         if dim - als_factors < 4:
             raise ValueError(f"dim must leave at least 4 dimensions beside the {als_factors} collaborative ones "
                              f"(2 carry the biases), got {dim}")
@@ -205,6 +205,7 @@ class TwoTowerRecommender:
         # `als_factors` of the `dim` dimensions, mapped from features by ridge for cold rows.
         self.als_factors, self.als_regularization, self.als_alpha = als_factors, als_regularization, als_alpha
         self.als_iterations, self.feature_ridge = als_iterations, feature_ridge
+        self.bias_l2 = l2 if bias_l2 is None else bias_l2  # the L2 of the bias columns (default: l2)
         self.als_weight = 0.0  # its weight in the ranking score, chosen on validation (evaluation.choose_blend)
         self.k = dim - 2 - als_factors  # the rest of the vector carries the two biases
         self.global_mean = 0.0
@@ -285,6 +286,9 @@ class TwoTowerRecommender:
         ru, ri = (gu @ xu).tocsr(), (gi @ xi).tocsr()  # features of each rating's user and item
         sizes = (du * (k + 1), di * (k + 1))
         self.training_log = []
+        # Per-parameter L2: the bias column of each tower may be regularised apart from the tower.
+        reg = np.concatenate([np.tile(np.r_[np.full(k, self.l2), self.bias_l2], du),
+                              np.tile(np.r_[np.full(k, self.l2), self.bias_l2], di)])
 
         def unpack(theta):
             return theta[: sizes[0]].reshape(du, k + 1), theta[sizes[0]:].reshape(di, k + 1)
@@ -294,14 +298,14 @@ class TwoTowerRecommender:
             eu, ei = ru @ wu, ri @ wi  # (n, k + 1): embedding then bias
             pred = np.einsum("nk,nk->n", eu[:, :k], ei[:, :k]) + eu[:, k] + ei[:, k]
             err = pred - target
-            loss = 0.5 * float(err @ err) / n + 0.5 * self.l2 / n * float(theta @ theta)
+            loss = 0.5 * float(err @ err) / n + 0.5 / n * float(reg @ (theta * theta))
             d_eu = np.empty_like(eu)
             d_ei = np.empty_like(ei)
             d_eu[:, :k] = err[:, None] * ei[:, :k]
             d_ei[:, :k] = err[:, None] * eu[:, :k]
             d_eu[:, k] = err
             d_ei[:, k] = err
-            grad = np.concatenate([(ru.T @ d_eu).ravel(), (ri.T @ d_ei).ravel()]) / n + self.l2 / n * theta
+            grad = np.concatenate([(ru.T @ d_eu).ravel(), (ri.T @ d_ei).ravel()]) / n + reg / n * theta
             self.training_log.append(loss)
             return loss, grad
 
@@ -381,4 +385,4 @@ class TwoTowerRecommender:
                 "popularity_weight": self.popularity_weight, "spec": asdict(self.spec),
                 "als_factors": self.als_factors, "als_weight": self.als_weight,
                 "als_regularization": self.als_regularization, "als_alpha": self.als_alpha,
-                "als_iterations": self.als_iterations, "feature_ridge": self.feature_ridge}
+                "als_iterations": self.als_iterations, "feature_ridge": self.feature_ridge, "bias_l2": self.bias_l2}

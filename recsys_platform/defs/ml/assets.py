@@ -28,6 +28,7 @@ class ModelConfig(dg.Config):
     als_alpha: float = 1.0
     min_coverage: float = 0.2  # the weights are chosen for NDCG among those whose top-10 lists cover this share
     l2: float = 20.0
+    bias_l2: float | None = None  # the bias columns' L2 (default: l2); see docs/ml.md on collaborative data
     max_iter: int = 2000  # a safety net: L-BFGS stops on its tolerance first (metadata: training_converged)
     test_share: float = 0.2
     valid_share: float = 0.1
@@ -78,7 +79,8 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
         run = train_and_evaluate(
             frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=config.l2,
                                        max_iter=config.max_iter, seed=config.seed, als_factors=config.als_factors,
-                                       als_regularization=config.als_regularization, als_alpha=config.als_alpha),
+                                       als_regularization=config.als_regularization, als_alpha=config.als_alpha,
+                                       bias_l2=config.bias_l2),
             test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
             min_coverage=config.min_coverage)
         model, test, metrics = run.model, run.test, run.metrics
