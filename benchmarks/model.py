@@ -24,8 +24,7 @@ from recsys_platform.batch.seed import training_table  # noqa: E402
 from recsys_platform.batch.seed.synthetic import MODES  # noqa: E402
 from recsys_platform.ml.evaluation import (  # noqa: E402
     _model_rows,
-    choose_blend,
-    choose_popularity_weight,
+    choose_weights,
     ranking_metrics,
     split,
     train_and_evaluate,
@@ -43,8 +42,7 @@ def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> di
     warm = frame[~frame[s.user_id].isin(held)]
     train, valid = split(warm, 0.15, seed + 1)
     model = TwoTowerRecommender(als_factors=als_factors).fit(train)
-    choose_popularity_weight(model, train, valid)
-    choose_blend(model, train, valid)
+    choose_weights(model, train, valid)
     mine = ranking_metrics(s, lambda users, items: _model_rows(model, users.assign(**{s.user_id: None}), items),
                            train, cold)
     popularity = train[s.item_id].value_counts()

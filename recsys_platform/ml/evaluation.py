@@ -188,6 +188,15 @@ def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.Data
     return tried
 
 
+def choose_weights(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
+                   min_coverage: float = MIN_COVERAGE) -> tuple[dict, dict]:
+    """The ranking weights on `valid`: the hybrid chooses its two together (`choose_blend`), the
+    two-tower alone its popularity prior. Returns (popularity grid, blend grid); one is empty."""
+    if model.als_factors:
+        return {}, choose_blend(model, train, valid, min_coverage=min_coverage)
+    return choose_popularity_weight(model, train, valid), {}
+
+
 def evaluate(model: TwoTowerRecommender, train: pd.DataFrame, test: pd.DataFrame,
              valid: pd.DataFrame | None = None) -> dict:
     """Metrics of `model` (trained on `train`) and of the baselines, on `test` (the items a user
@@ -236,9 +245,7 @@ def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_sha
     rest, test = split(frame, test_share, seed)
     train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
     model.fit(train)
-    # The hybrid chooses its two weights together (choose_blend); the two-tower alone, its prior.
-    tried = {} if model.als_factors else choose_popularity_weight(model, train, valid)
-    blend_tried = choose_blend(model, train, valid, min_coverage=min_coverage)
+    tried, blend_tried = choose_weights(model, train, valid, min_coverage)
     metrics = evaluate(model, train, test, valid)
     metrics["popularity_weight"] = model.popularity_weight
     if model.als_factors:

@@ -265,9 +265,8 @@ class TwoTowerRecommender:
             als.fit(matrix, show_progress=False)
         s = self.spec
         parts = []
-        for encoder, rows, x, factors in ((self.user_encoder, users, xu, als.user_factors),
-                                          (self.item_encoder, items, xi, als.item_factors)):
-            id_column = s.user_id if encoder is self.user_encoder else s.item_id
+        for encoder, id_column, rows, x, factors in ((self.user_encoder, s.user_id, users, xu, als.user_factors),
+                                                     (self.item_encoder, s.item_id, items, xi, als.item_factors)):
             cold = encoder.transform(rows.assign(**{id_column: None}))  # features only: id columns zero
             gram = (cold.T @ cold).toarray() + self.feature_ridge * np.eye(cold.shape[1])
             coef = np.linalg.solve(gram, cold.T @ factors)
