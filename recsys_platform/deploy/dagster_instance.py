@@ -95,7 +95,7 @@ def prepare(settings: Settings) -> dict[str, str]:
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(instance_yaml())
-    env = {var: value for var, value in os.environ.items()}
+    env = dict(os.environ)
     env.update({"DAGSTER_HOME": str(home), "RECSYS_HOME": settings.home, PG_URL_VAR: _database_url(settings)})
     for field, var in ENV_VARS.items():  # the code location reads the same settings as this process
         value = getattr(settings, field)

@@ -8,6 +8,7 @@ from recsys_platform.batch.contract import Layout
 from recsys_platform.defs.batch.assets import SOURCE_KEY, TRAINING_KEY, build_batch_assets
 from recsys_platform.defs.batch.schedules import build_batch_schedules
 from recsys_platform.defs.batch.sensors import build_batch_sensors
+from recsys_platform.settings import DEFAULT_STALE_CRON
 
 OBSERVE_JOB = "classicmodels_ratings_observation"
 
@@ -17,7 +18,7 @@ OBSERVE_JOB = "classicmodels_ratings_observation"
 BATCH_ENGINE_TAG = {"recsys/queue": "batch-engine"}
 
 
-def build_batch_defs(layout: Layout, engine: str = "arrow", stale_cron: str = "0 3 * * *") -> dg.Definitions:
+def build_batch_defs(layout: Layout, engine: str = "arrow", stale_cron: str = DEFAULT_STALE_CRON) -> dg.Definitions:
     assets = build_batch_assets(layout, engine)
     observe_job = dg.define_asset_job(
         OBSERVE_JOB, selection=[SOURCE_KEY],
