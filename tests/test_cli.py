@@ -1,5 +1,7 @@
 """The console script's own behaviour: clear errors, exit codes, no secrets in messages."""
 
+from pathlib import Path
+
 import pytest
 
 from recsys_platform.cli import main
@@ -101,3 +103,12 @@ def test_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_SOURCE_URL", f"sqlite:///{tmp_path / 'nope.db'}")
     with pytest.raises(SourceUnavailableError, match="does not exist"):
         main(["--debug", "--home", str(tmp_path / "home"), "demo"])
+
+
+def test_the_demos_runs_name_the_code_location_of_workspace_yaml():
+    import yaml
+
+    from recsys_platform.cli.runs import CODE_LOCATION, DEFINITIONS_MODULE
+
+    (location,) = yaml.safe_load((Path(__file__).parents[1] / "workspace.yaml").read_text())["load_from"]
+    assert location["python_module"] == {"module_name": DEFINITIONS_MODULE, "location_name": CODE_LOCATION}

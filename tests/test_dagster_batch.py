@@ -10,6 +10,7 @@ from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
+from recsys_platform.defs.batch import OBSERVE_JOB
 from recsys_platform.defs.batch.assets import SOURCE_KEY, SOURCE_VERSION, TRAINING_KEY
 from recsys_platform.defs.batch.partitions import CUSTOMERS, partition_versions
 from recsys_platform.defs.batch.schedules import STALE_SCHEDULE, plan_ranges, stale_keys
@@ -50,6 +51,7 @@ def test_definitions_describe_every_asset_for_the_ui(defs):
     assert training.metadata["dagster/column_schema"].columns[0].name == "customerNumber"
     assert len(training.metadata["dagster/column_schema"].columns) == 13
     assert specs[SOURCE_KEY].group_name == "batch"
+    assert {tuple(s.owners) for s in specs.values()} == {("team:data-platform",)}, "an owner on every asset"
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key == TRAINING_KEY}
     assert checks == set(training_checks.ALL_CHECKS)
     assert {s.name for s in repo.schedule_defs} == {STALE_SCHEDULE}
@@ -124,16 +126,31 @@ def test_daily_schedule_backfills_only_stale_partitions(defs, settings, instance
                                        scheduled_execution_time=dt.datetime(2026, 11, 28, 3, tzinfo=dt.timezone.utc)) as ctx:
             return schedule.evaluate_tick(ctx)
 
+    def observe():
+        assert defs.resolve_job_def(OBSERVE_JOB).execute_in_process(instance=instance).success
+
+    def dagster_stale() -> set[str]:
+        """What the UI marks stale: Dagster's own per-partition status from the observed versions."""
+        from dagster._core.definitions.data_version import StaleStatus
+        from dagster._utils.test.data_versions import get_stale_status_resolver
+
+        resolver = get_stale_status_resolver(instance, list(defs.assets))
+        return {k for k in keys if resolver.get_status(TRAINING_KEY, k) == StaleStatus.STALE}
+
     first = tick().run_requests
     assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in first] == [(keys[0], keys[-1])]
+    observe()
     assert _run(defs, instance, keys[0], keys[-1]).success
     assert tick().skip_message and "up to date" in tick().skip_message
+    assert dagster_stale() == set()
 
     changed = keys[40]
     with sa.create_engine(settings.source_url).begin() as conn:
         conn.execute(sa.text(f"UPDATE ratings SET productRating = 6 - productRating WHERE customerNumber = {changed}"))
     (request,) = tick().run_requests
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (changed, changed)
+    observe()
+    assert dagster_stale() == {changed}, "the UI marks exactly the changed customer's partition stale"
     assert request.run_key == f"stale-2026-11-28T03:00-{changed}-{changed}"
     # A build still queued or running: the tick waits instead of asking for the same partition twice.
     job = defs.resolve_job_def("ratings_ml_training_job")

@@ -80,7 +80,8 @@ def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_ho
     assert nodes["user_emb"]["hasAssetChecks"], "user_emb's own checks are on user_emb"
     assert nodes["recommendations"]["groupName"] == "streaming"
     assert {"arrow", "parquet"} <= set(training["kinds"])  # the one-machine engine, by default
-    assert training["owners"] == [{"team": "data-platform"}]
+    for name, node in nodes.items():
+        assert node["owners"] == [{"team": "data-platform"}], f"{name}: an owner on every asset"
     assert "Glue join" in training["description"]
     checks = {c["name"]: c["blocking"] for c in training["assetChecksOrError"]["checks"]}
     assert checks.keys() == {"training_schema", "rating_range", "no_null_keys", "products_exist",

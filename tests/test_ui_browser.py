@@ -12,7 +12,8 @@ from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.contract import Selection
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.settings import Settings
-from tests.browser import ASSETS, browser_page, open_ui, show_whole_lineage
+from recsys_platform.cli.runs import CODE_LOCATION
+from tests.browser import ASSETS, browser_page, graphql, open_ui, show_whole_lineage
 
 pytestmark = pytest.mark.webserver
 
@@ -66,3 +67,31 @@ def test_the_model_page_shows_its_evaluation_against_the_baselines(webserver):
     assert "popularity" in text and "training_rows" in text and "held_out_ratings" in text
     assert "Row count" not in text, "the model has no rows: its metadata says training rows"
     assert "held-out RMSE" in checks and "Passed" in checks
+
+
+def test_the_demos_runs_belong_to_the_code_location_are_in_the_timeline_and_re_execute(webserver):
+    runs = graphql(webserver, "{ runsOrError { ... on Runs { results { runId jobName status "
+                              "repositoryOrigin { repositoryLocationName repositoryName } } } } }")["runsOrError"]["results"]
+    jobs = {r["jobName"] for r in runs}
+    assert {"classicmodels_ratings_observation", "ratings_ml_training_job", "model_and_vectors_job",
+            "recommendations_job"} <= jobs, jobs
+    for run in runs:
+        assert run["status"] == "SUCCESS", run
+        assert run["repositoryOrigin"] == {"repositoryLocationName": CODE_LOCATION, "repositoryName": "__repository__"}, run
+    with browser_page() as page:
+        open_ui(page, webserver, "/overview/activity/timeline")
+        page.get_by_text("ratings_ml_training_job").first.wait_for()
+        text = page.locator("body").inner_text()
+    assert "No runs" not in text
+    for job in jobs:
+        assert job in text, job
+    # "Re-execute" from the UI: the webserver finds the run's job in its code location and queues
+    # a new run (no daemon here to start it, so it is deleted again for the other tests).
+    parent = next(r["runId"] for r in runs if r["jobName"] == "recommendations_job")
+    launched = graphql(webserver, 'mutation { launchRunReexecution(reexecutionParams: {parentRunId: "%s", '
+                                  'strategy: ALL_STEPS}) { __typename ... on LaunchRunSuccess { run { runId jobName '
+                                  'parentRunId } } ... on PythonError { message } } }' % parent)["launchRunReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    assert launched["run"]["jobName"] == "recommendations_job" and launched["run"]["parentRunId"] == parent
+    graphql(webserver, 'mutation { terminateRun(runId: "%s") { __typename } }' % launched["run"]["runId"])
+    graphql(webserver, 'mutation { deleteRun(runId: "%s") { __typename } }' % launched["run"]["runId"])

@@ -24,6 +24,7 @@ from recsys_platform import wiring
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.batch.seed import is_seeded, seed
 from recsys_platform.batch.source import SourceDatabase
+from recsys_platform.cli.runs import execute_as_location_run
 from recsys_platform.definitions import build_definitions
 from recsys_platform.defs.batch import OBSERVE_JOB
 from recsys_platform.defs.batch.assets import TRAINING_KEY
@@ -79,9 +80,10 @@ class Demo:
         self.defs = build_definitions(settings)  # one Definitions (and resources) for every step
 
     # -- helpers ----------------------------------------------------------------------------------
-    def execute(self, job: str, what: str, run_config: dict | None = None, **kwargs) -> dg.ExecuteInProcessResult:
-        result = self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, raise_on_error=False, run_config={**self.run_config, **(run_config or {})}, **kwargs)
+    def execute(self, job: str, what: str, run_config: dict | None = None, **kwargs) -> dg.ExecutionResult:
+        """One run of the `recsys_platform` code location, executed here (re-executable from the UI)."""
+        result = execute_as_location_run(self.defs, job, self.instance,
+                                         run_config={**self.run_config, **(run_config or {})}, **kwargs)
         for evaluation in result.get_asset_check_evaluations():
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
                 self.report.failed_checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
@@ -228,7 +230,7 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+def _failure_reason(result: dg.ExecutionResult) -> str:
     failure = next((e for e in result.all_events if e.is_step_failure), None)
     if failure is None:
         return "see the run's log"
