@@ -77,3 +77,22 @@ def test_arrow_extraction_filters_by_customer_and_bucket(settings):
     bucket = db.read_arrow("ratings", Selection.of_buckets(4, [1, 3]))
     assert {c % 4 for c in bucket["customerNumber"].to_pylist()} == {1, 3}
     assert db.read_arrow("ratings", Selection.of_customers([])).num_rows == 0
+
+
+def test_a_key_on_customer_and_product_is_the_only_rule_the_source_enforces(settings):
+    db = SourceDatabase(settings.source_url)
+    assert db.enforced_rules() == {"unique_ratings": "the source's primary key (customerNumber, productCode)"}
+    _exec(settings, "CREATE TABLE r2 AS SELECT * FROM ratings", "DROP TABLE ratings", "ALTER TABLE r2 RENAME TO ratings")
+    assert db.enforced_rules() == {}, "no key: duplicates are possible and must be checked"
+    _exec(settings, "CREATE INDEX by_pair ON ratings (customerNumber, productCode)")
+    assert db.enforced_rules() == {}, "an index that is not unique guarantees nothing"
+    _exec(settings, "CREATE UNIQUE INDEX one_rating ON ratings (productCode, customerNumber)")
+    assert db.enforced_rules() == {"unique_ratings": "the source's unique index one_rating (productCode, customerNumber)"}
+
+
+def test_mariadb_reports_its_primary_key(mysql_url):
+    from recsys_platform.batch.seed.schema import metadata
+
+    metadata.create_all(sa.create_engine(mysql_url))
+    assert SourceDatabase(mysql_url).enforced_rules() == {
+        "unique_ratings": "the source's primary key (customerNumber, productCode)"}

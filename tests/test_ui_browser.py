@@ -11,8 +11,8 @@ import pytest
 from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.contract import Selection
 from recsys_platform.batch.source import SourceDatabase
-from recsys_platform.settings import Settings
 from recsys_platform.cli.runs import CODE_LOCATION
+from recsys_platform.settings import Settings
 from tests.browser import ASSETS, browser_page, graphql, open_ui, show_whole_lineage
 
 pytestmark = pytest.mark.webserver
@@ -88,10 +88,10 @@ def test_the_demos_runs_belong_to_the_code_location_are_in_the_timeline_and_re_e
     # "Re-execute" from the UI: the webserver finds the run's job in its code location and queues
     # a new run (no daemon here to start it, so it is deleted again for the other tests).
     parent = next(r["runId"] for r in runs if r["jobName"] == "recommendations_job")
-    launched = graphql(webserver, 'mutation { launchRunReexecution(reexecutionParams: {parentRunId: "%s", '
+    launched = graphql(webserver, f'mutation {{ launchRunReexecution(reexecutionParams: {{parentRunId: "{parent}", '
                                   'strategy: ALL_STEPS}) { __typename ... on LaunchRunSuccess { run { runId jobName '
-                                  'parentRunId } } ... on PythonError { message } } }' % parent)["launchRunReexecution"]
+                                  'parentRunId } } ... on PythonError { message } } }')["launchRunReexecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     assert launched["run"]["jobName"] == "recommendations_job" and launched["run"]["parentRunId"] == parent
-    graphql(webserver, 'mutation { terminateRun(runId: "%s") { __typename } }' % launched["run"]["runId"])
-    graphql(webserver, 'mutation { deleteRun(runId: "%s") { __typename } }' % launched["run"]["runId"])
+    for mutation in ("terminateRun", "deleteRun"):
+        graphql(webserver, f'mutation {{ {mutation}(runId: "{launched["run"]["runId"]}") {{ __typename }} }}')

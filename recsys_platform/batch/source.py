@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from recsys_platform.batch.contract import (
     CUSTOMER_KEY,
     CUSTOMER_KEYED,
+    PRODUCT_KEY,
     SOURCE_COLUMNS,
     Selection,
     bucket_sql,
@@ -139,6 +140,25 @@ class SourceDatabase:
             raise SourceSchemaError(
                 f"the source database {self.masked_url} does not match the contract: " + "; ".join(problems)
                 + "; fix the table, or point RECSYS_SOURCE_URL at a classicmodels database with ratings")
+
+    def enforced_rules(self) -> dict[str, str]:
+        """The contract's rules the database itself guarantees, rule -> by what; a build need not
+        check them again. Only `unique_ratings`, from a primary key or unique constraint on exactly
+        (customerNumber, productCode): a key holds for every row on any engine, whereas foreign
+        keys can be switched off while loading (MySQL's foreign_key_checks, SQLite by default) and
+        a NOT NULL key costs nothing to check in the one pass the row rules take anyway."""
+        pair = {CUSTOMER_KEY, PRODUCT_KEY}
+        with self.connect() as conn:
+            insp = sa.inspect(conn)
+            keys = [("primary key", insp.get_pk_constraint("ratings").get("constrained_columns") or [])]
+            keys += [(f"unique constraint {u.get('name') or ''}".strip(), u["column_names"])
+                     for u in insp.get_unique_constraints("ratings")]
+            keys += [(f"unique index {i['name']}", i["column_names"])
+                     for i in insp.get_indexes("ratings") if i.get("unique")]
+        for what, columns in keys:
+            if set(columns) == pair and len(columns) == 2:
+                return {"unique_ratings": f"the source's {what} ({', '.join(columns)})"}
+        return {}
 
     # -- customers and their versions ---------------------------------------------------------
     def customer_numbers(self) -> list[int]:
