@@ -8,7 +8,8 @@ buckets), in rows/s and seconds:
   - naive: pandas `read_sql` of the join + `to_parquet(partition_cols=...)`;
   - arrow: this platform's Arrow engine (validate in SQL, connectorx stream, per-partition writes);
   - spark_jdbc: this platform's Spark engine, Spark JDBC extraction (the session started beforehand).
-Peak memory (max RSS) of the Arrow engine and of naive, each in a fresh child process.
+Peak memory of the Arrow engine and of naive, each in a fresh child process: its own high-water
+mark (VmHWM), and its anonymous and file-backed resident memory sampled every 20 ms.
 Ratios: each engine's time over floor_serial, and naive's time over each engine's.
 Then, at scale 1 on SQLite: one partition materialized through Dagster in-process (a fresh
 process, as a run launched from the UI is), and `recsys-platform demo` from a fresh home.
@@ -22,11 +23,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -111,19 +112,51 @@ def _arrow_engine(url: str, buckets: int, out: str) -> int:
     return arrow.build(db, ObjectStore.from_url(Path(out).as_uri()), keys, layout=layout, log=lambda *_: None).rows
 
 
+def _rss_kinds() -> dict[str, int]:
+    """This process's resident memory now, by kind (bytes): anonymous (heap, Arrow buffers) and
+    file-backed (libraries, memory-mapped files: clean pages the kernel can drop at any time)."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith(("RssAnon", "RssFile", "RssShmem", "VmHWM")))
+    return {k: int(v.split()[0]) * 1024 for k, v in fields.items()}
+
+
+class _PeakSampler(threading.Thread):
+    """Samples the resident memory by kind every 20 ms; max RSS alone cannot tell them apart."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.baseline = _rss_kinds()
+        self.peak = dict(self.baseline)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            for kind, value in _rss_kinds().items():
+                self.peak[kind] = max(self.peak.get(kind, 0), value)
+
+
 def _child(queue, fn, args) -> None:
     import connectorx  # noqa: F401 - imports are paid once per process, not per build: not timed
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
+    sampler = _PeakSampler()
+    sampler.start()
     start = time.perf_counter()
     rows = fn(*args)
     seconds = time.perf_counter() - start
-    queue.put((rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+    sampler.done.set()
+    sampler.join()
+    kinds = {"baseline_anon": sampler.baseline["RssAnon"], "peak_anon": sampler.peak["RssAnon"],
+             "baseline_file": sampler.baseline["RssFile"], "peak_file": sampler.peak["RssFile"]}
+    # This process's own peak (VmHWM). Not getrusage's ru_maxrss: Linux carries the forked parent's
+    # high-water mark across exec into it, so it counted the benchmark's own copy of the table.
+    queue.put((rows, seconds, _rss_kinds()["VmHWM"], kinds))
 
 
-def in_child(fn, *args) -> tuple[int, float, int]:
-    """(rows, seconds, peak RSS bytes) of fn(*args) in a fresh process: memory of that work alone."""
+def in_child(fn, *args) -> tuple[int, float, int, dict[str, int]]:
+    """(rows, seconds, peak RSS bytes, resident memory by kind) of fn(*args) in a fresh process:
+    memory of that work alone."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue, fn, args))
@@ -202,12 +235,14 @@ def measure_scale(url: str, scale: float, buckets: int, session, work: Path,
         entry["floor_write_s"] = floor_write(table, layout, str(target))
         shutil.rmtree(target, ignore_errors=True)
         entry["floor_serial_s"] = src + entry["floor_write_s"]
-        _, entry["naive_s"], peak = in_child(_naive, url, layout.buckets, str(work / "naive"))
+        _, entry["naive_s"], peak, kinds = in_child(_naive, url, layout.buckets, str(work / "naive"))
         entry["naive_peak_rss_mb"] = round(peak / 2**20, 1)
+        entry["naive_memory_mb"] = {k: round(v / 2**20, 1) for k, v in kinds.items()}
         shutil.rmtree(work / "naive", ignore_errors=True)
-        n, entry["arrow_s"], peak = in_child(_arrow_engine, url, layout.buckets, str(work / "arrow"))
+        n, entry["arrow_s"], peak, kinds = in_child(_arrow_engine, url, layout.buckets, str(work / "arrow"))
         assert n == rows, (n, rows)
         entry["arrow_peak_rss_mb"] = round(peak / 2**20, 1)
+        entry["arrow_memory_mb"] = {k: round(v / 2**20, 1) for k, v in kinds.items()}
         shutil.rmtree(work / "arrow", ignore_errors=True)
         store = ObjectStore.from_url((work / "spark").as_uri())
         start = time.perf_counter()
@@ -243,6 +278,16 @@ def print_table(results: dict) -> None:
             print(f"{run['scale']:>6g} {name:<17} {r['floor_serial']:>12,.0f} {r['naive']:>9,.0f} {r['spark_jdbc']:>10,.0f} "
                   f"{r['arrow']:>9,.0f} {q['arrow_time_vs_floor_serial']:>11.2f} {q['spark_jdbc_time_vs_floor_serial']:>11.2f} "
                   f"{q['arrow_speedup_vs_naive']:>11.2f} {e['arrow_peak_rss_mb']:>8.0f} {e['naive_peak_rss_mb']:>8.0f}")
+    print("\nresident memory by kind, MB (anonymous: heap and Arrow buffers; file: libraries and mapped "
+          "files, pages the kernel can drop): after imports -> peak")
+    for run in results["scales"]:
+        for name, e in run["layouts"].items():
+            for method in ("arrow", "naive"):
+                m = e.get(f"{method}_memory_mb")
+                if m:
+                    print(f"{run['scale']:>6g} {name:<17} {method:<6} anonymous {m['baseline_anon']:>6.0f} -> "
+                          f"{m['peak_anon']:>6.0f}   file {m['baseline_file']:>5.0f} -> {m['peak_file']:>5.0f}   "
+                          f"max RSS {e[f'{method}_peak_rss_mb']:>6.0f}")
     one = results.get("dagster_one_partition")
     if one:
         print(f"one partition through Dagster in-process (fresh process): run {one['runs'][-1]['run_s']:.2f} s, "
