@@ -203,17 +203,23 @@ def dagster_one_partition(home: Path) -> dict:
     return {"partition": customer, "runs": runs}
 
 
-def demo(home: Path) -> dict:
-    env = {**os.environ, "RECSYS_HOME": str(home)}
+def demo(home: Path, runs: int = 3) -> dict:
+    """`recsys-platform demo` from a fresh home, `runs` times (its wall time varies by a few seconds
+    between runs on this machine): each run's wall time and step times, and the median."""
+    env = {**os.environ}
     for var in ("RECSYS_SOURCE_URL", "RECSYS_ENGINE", "RECSYS_HASH_BUCKETS", "RECSYS_VECTOR_DSN"):
         env.pop(var, None)
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "demo"], env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    subprocess.run([sys.executable, "-m", "recsys_platform.cli", "stop"], env=env, capture_output=True)
-    if out.returncode:
-        raise RuntimeError(f"demo failed: {out.stderr[-2000:]}")
-    return {"wall_s": seconds, "summary": [line for line in out.stdout.splitlines() if line.startswith("done in")]}
+    walls, summaries = [], []
+    for n in range(runs):
+        env["RECSYS_HOME"] = str(home / f"run{n}")
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "demo"], env=env, capture_output=True, text=True)
+        walls.append(time.perf_counter() - start)
+        subprocess.run([sys.executable, "-m", "recsys_platform.cli", "stop"], env=env, capture_output=True)
+        if out.returncode:
+            raise RuntimeError(f"demo failed: {out.stderr[-2000:]}")
+        summaries.append([line for line in out.stdout.splitlines() if line.startswith(("done in", "✓"))])
+    return {"wall_s": sorted(walls)[len(walls) // 2], "walls_s": walls, "steps": summaries}
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -293,7 +299,9 @@ def print_table(results: dict) -> None:
         print(f"one partition through Dagster in-process (fresh process): run {one['runs'][-1]['run_s']:.2f} s, "
               f"process {one['runs'][-1]['process_s']:.2f} s (goal: under 3 s)")
     if results.get("demo"):
-        print(f"recsys-platform demo at scale 1 from a fresh home: {results['demo']['wall_s']:.1f} s wall (goal: under 20 s)")
+        d = results["demo"]
+        print(f"recsys-platform demo at scale 1 from a fresh home: median {d['wall_s']:.1f} s wall of "
+              f"{', '.join(f'{w:.1f}' for w in d.get('walls_s', [d['wall_s']]))} (goal: under 20 s)")
 
 
 def main() -> int:
