@@ -185,10 +185,12 @@ def build(source: SourceDatabase, store: ObjectStore, keys: Sequence[str], layou
 
     Validates the source first: on any violation raises DataQualityError and writes nothing.
     `threads` writing partitions: by default 4 for hash buckets (large files: encoding releases
-    the GIL) and 1 per customer (tiny files: the kernel serializes creating them in one folder).
+    the GIL) and 2 per customer (tiny files: one thread's folder and file creation overlaps the
+    other's encoding; 12,200 customers from MariaDB in 8.5-10.2 s against 12.3-13.0 s with one
+    thread, and no faster with more, as the kernel serializes entries in one folder).
     """
     if threads is None:
-        threads = 4 if layout.buckets else 1
+        threads = 4 if layout.buckets else 2
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     source.validate_schema()
