@@ -95,6 +95,31 @@ def test_a_crash_mid_batch_neither_loses_nor_duplicates(catalog, people, tmp_pat
     assert len(failed) == sum(k != "ok" for _, _, k in produced)
 
 
+def test_a_kill_between_the_checkpoint_and_the_intents_removal_neither_fails_nor_duplicates(catalog, people, tmp_path):
+    """The window `deliver` met under SIGKILL in CI: the batch's checkpoint written, its intent
+    not yet removed; the restart used to stop with "cannot redo the interrupted batch"."""
+    stream = LocalStream(tmp_path / "stream", "activity")
+    produced = _produce(stream, people, 230, malformed=0.1)
+    store = ObjectStore.from_url((tmp_path / "recs").as_uri())
+    runtime = _runtime(stream, store, tmp_path, catalog["transform"])
+    batches = {"n": 0}
+
+    def dies_before_removing_the_intent():
+        batches["n"] += 1
+        if batches["n"] == 2:
+            raise Crash()
+
+    runtime.state.discard_intent = dies_before_removing_the_intent
+    with pytest.raises(Crash):
+        runtime.run(once=True)
+    assert runtime.state.intent() is not None, "the window: checkpoint moved, intent still there"
+    _runtime(stream, store, tmp_path, catalog["transform"]).run(once=True)
+    ok, failed = _outputs(store)
+    sent = [json.loads(d)["session_id"] for _, d, k in produced if k == "ok"]
+    assert sorted(r["session_id"] for r in ok) == sorted(sent), "nothing lost, nothing twice"
+    assert len(failed) == sum(k != "ok" for _, _, k in produced)
+
+
 def test_a_failing_handler_retries_then_fails_the_batch_with_the_error(people, tmp_path):
     stream = LocalStream(tmp_path / "stream", "activity")
     _produce(stream, people, 20, malformed=0)

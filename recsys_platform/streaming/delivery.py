@@ -140,7 +140,12 @@ class CheckpointFile:
         return json.loads(self.checkpoint_path.read_text()) if self.checkpoint_path.exists() else {}
 
     def commit(self, checkpoint: dict[str, str]) -> None:
+        # Two steps, so a kill can land between them: the intent names the checkpoint it was
+        # made after, and an intent whose checkpoint has moved on was committed (`_redo_pending`).
         self._write(self.checkpoint_path, checkpoint)
+        self.discard_intent()
+
+    def discard_intent(self) -> None:
         self.intent_path.unlink(missing_ok=True)
 
     def intent(self) -> dict | None:
@@ -229,6 +234,12 @@ class DeliveryRuntime:
         intent = self.state.intent()
         if intent is None:
             return checkpoint
+        if "after" in intent and intent["after"] != checkpoint:
+            # Killed between committing this batch's checkpoint and removing its intent: the
+            # batch is delivered and committed; redoing it would write it twice.
+            self.log(f"batch {intent['id']} was committed before the interruption: nothing to redo")
+            self.state.discard_intent()
+            return checkpoint
         records = [r for r in self.stream.read(checkpoint, limit=intent["count"])][: intent["count"]]
         if [r.sequence_number for r in records[:1]] != [intent["first"]]:
             raise RuntimeError(f"cannot redo the interrupted batch {intent['id']}: the stream no longer "
@@ -278,7 +289,7 @@ class DeliveryRuntime:
                 when = dt.datetime.now(dt.timezone.utc)
                 batch_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.stream.name}/{buffer[0].shard_id}/{buffer[0].sequence_number}"))
                 self.state.save_intent({"id": batch_id, "time": when.isoformat(), "first": buffer[0].sequence_number,
-                                        "count": len(buffer)})
+                                        "count": len(buffer), "after": checkpoint})
                 self.deliver(buffer, batch_id, when)
                 checkpoint = self.stream.checkpoint_after(checkpoint, buffer)
                 self.state.commit(checkpoint)
