@@ -174,6 +174,10 @@ def read_manifest(store: ObjectStore, version: str | None = None) -> tuple[str, 
         raise ArtifactError(f"{version}: unreadable manifest ({e})") from None
 
 
+OPTIONAL_SETTINGS = ("ftol", "als_factors", "als_regularization", "als_alpha", "als_iterations", "feature_ridge",
+                     "bias_l2")
+
+
 def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, TwoTowerRecommender]:
     """The model of `version` (default: LATEST), every file checked against the manifest."""
     version, manifest = read_manifest(store, version)
@@ -181,12 +185,10 @@ def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, Two
     scalers = {k: json.loads(read_verified(store, version, manifest, path)) for k, path in SCALERS.items()}
     with np.load(io.BytesIO(read_verified(store, version, manifest, WEIGHTS)), allow_pickle=False) as npz:
         user_weights, item_weights = npz["user_weights"], npz["item_weights"]
+    # Settings a model of an older version may lack take the constructor's own defaults.
+    optional = {k: config[k] for k in OPTIONAL_SETTINGS if k in config}
     model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
-                                l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"],
-                                ftol=config.get("ftol", 1e-7), als_factors=config.get("als_factors", 0),
-                                als_regularization=config.get("als_regularization", 0.1),
-                                als_alpha=config.get("als_alpha", 1.0), als_iterations=config.get("als_iterations", 15),
-                                feature_ridge=config.get("feature_ridge", 1.0), bias_l2=config.get("bias_l2"))
+                                l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"], **optional)
     model.als_weight = config.get("als_weight", 0.0)
     model.global_mean = config["global_mean"]
     model.popularity_weight = config.get("popularity_weight", 0.0)
