@@ -10,8 +10,9 @@ So this creates each run the way the webserver does, with the origin of the code
 `workspace.yaml` (`recsys_platform`, repository `__repository__`), and executes it here with the
 in-process executor, through Dagster's own run-worker path (`create_run_for_job` +
 `execute_run`, what `dagster api execute_run` calls). Those two are not marked public in
-Dagster 1.13: they are imported only here, and `tests/test_cli.py` checks the origin through the
-webserver, so an upgrade that changes them fails a test, not a user.
+Dagster 1.13: they are imported only here, and `tests/test_ui_browser.py` checks the origin, the
+timeline and re-execution through the webserver, so an upgrade that changes them fails a test,
+not a user.
 """
 
 from __future__ import annotations
