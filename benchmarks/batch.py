@@ -116,7 +116,7 @@ def _rss_kinds() -> dict[str, int]:
     """This process's resident memory now, by kind (bytes): anonymous (heap, Arrow buffers) and
     file-backed (libraries, memory-mapped files: clean pages the kernel can drop at any time)."""
     with open("/proc/self/status") as f:
-        fields = dict(line.split(":", 1) for line in f if line.startswith(("RssAnon", "RssFile", "RssShmem", "VmHWM")))
+        fields = dict(line.split(":", 1) for line in f if line.startswith(("RssAnon", "RssFile", "VmHWM")))
     return {k: int(v.split()[0]) * 1024 for k, v in fields.items()}
 
 
