@@ -35,6 +35,25 @@ def test_demo_leaves_one_folder_per_customer_with_exactly_the_sources_rows(demo_
     assert lake.read_partitions(store, DATASET, "customerNumber").num_rows == db.count_ratings()
 
 
+def test_the_demo_build_plans_its_partitions_in_one_event(demo_home):
+    """`planned_as_one_event`: one planned event naming every partition, not one per partition."""
+    import os
+
+    import dagster as dg
+
+    from recsys_platform.cli.demo import PLANNED_AS_SUBSET
+
+    assert PLANNED_AS_SUBSET not in os.environ
+    with dg.DagsterInstance.from_config(str(demo_home / "dagster_home")) as instance:
+        run = instance.get_runs(dg.RunsFilter(job_name="ratings_ml_training_job"))[0]
+        planned = [e.dagster_event for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)]
+        materialized = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    assert len(planned) == 1
+    subset = planned[0].asset_materialization_planned_data.partitions_subset
+    keys = sorted(m.dagster_event.partition for m in materialized)
+    assert len(keys) == 122 and sorted(subset.get_partition_keys()) == keys
+
+
 def test_demo_is_rerunnable_and_fails_loudly_on_a_bad_source(demo_home, tmp_path):
     import shutil
 

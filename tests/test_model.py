@@ -339,6 +339,26 @@ def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     assert m["ndcg@10"] > towers_alone
 
 
+def test_the_weight_grid_scores_what_the_published_vectors_score(hybrid):
+    """The grid embeds once and varies the weights by arithmetic; each setting must score what
+    the vectors published with that setting score."""
+    from recsys_platform.ml.evaluation import _model_rows, _ranking_inputs, _WeightedScores
+
+    _, run = hybrid
+    model = run.model
+    users, items, _, _ = _ranking_inputs(model.spec, run.train, run.valid)
+    scores = _WeightedScores(model, users, items)
+    saved = model.als_weight, model.popularity_weight
+    try:
+        for collaborative, popularity in ((0.0, 0.0), (0.7, 0.0), (0.3, 2.0)):
+            model.als_weight, model.popularity_weight = collaborative, popularity
+            expected = _model_rows(model, users, items)(0, 40)
+            np.testing.assert_allclose(scores.rows(collaborative, popularity)(0, 40), expected, rtol=1e-5, atol=1e-5)
+    finally:
+        model.als_weight, model.popularity_weight = saved
+    assert (model.als_weight, model.popularity_weight) == saved
+
+
 def test_the_hybrid_inner_product_is_the_ranking_score_and_cold_rows_use_features(hybrid):
     _, run = hybrid
     model, rows = run.model, run.test.head(30)

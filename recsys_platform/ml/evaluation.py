@@ -130,12 +130,49 @@ def _model_rows(model: TwoTowerRecommender, users: pd.DataFrame, items: pd.DataF
     return lambda lo, hi: model.user_embeddings(users.iloc[lo:hi]).astype(np.float64) @ item_vectors.T
 
 
+class _WeightedScores:
+    """The model's ranking score split into its parts, embedded once, so that a grid over the
+    ranking weights costs products, not feature transforms: score = base + collaborative weight *
+    collaborative part + popularity weight * log(1 + training ratings of the item). Equal, for each
+    setting, to `_model_rows` with the model's weights set to it."""
+
+    def __init__(self, model: TwoTowerRecommender, users: pd.DataFrame, items: pd.DataFrame):
+        saved = model.als_weight, model.popularity_weight
+        model.als_weight, model.popularity_weight = 1.0, 0.0
+        try:
+            self.u = model.user_embeddings(users).astype(np.float64)
+            self.v = model.item_embeddings(items).astype(np.float64)
+            model.popularity_weight = 1.0
+            self.prior = model.popularity_prior(items)
+        finally:
+            model.als_weight, model.popularity_weight = saved
+        self.split = model.k + 2  # the collaborative dimensions follow the tower and the two biases
+
+    def spreads(self, users: int = CHUNK) -> tuple[float, float]:
+        """Standard deviations of the base and collaborative scores over the first `users` users."""
+        u, v, k = self.u[:users], self.v, self.split
+        return float(np.std(u[:, :k] @ v[:, :k].T)), float(np.std(u[:, k:] @ v[:, k:].T))
+
+    def rows(self, collaborative: float, popularity: float):
+        u, v, k = self.u, self.v, self.split
+        item_base, item_collab = v[:, :k].T, v[:, k:].T
+
+        def score(lo: int, hi: int) -> np.ndarray:
+            out = u[lo:hi, :k] @ item_base + popularity * self.prior
+            if collaborative and item_collab.shape[0]:
+                out += collaborative * (u[lo:hi, k:] @ item_collab)
+            return out
+
+        return score
+
+
 def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                              weights=POPULARITY_WEIGHTS) -> dict[float, float]:
     """Set `model.popularity_weight` to the weight with the best NDCG@10 on `valid` (never the
     test split); returns NDCG@10 per weight tried. While the best is the largest weight tried,
     the grid doubles (up to MAX_POPULARITY_WEIGHT), so the choice is never its edge by default."""
     users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
+    scores = _WeightedScores(model, users, items)
     tried: dict[float, float] = {}
 
     def best() -> float:
@@ -144,8 +181,7 @@ def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, va
     pending = list(weights)
     while pending:
         for w in pending:
-            model.popularity_weight = w
-            tried[w] = _ranking(_model_rows(model, users, items), len(users), seen, relevant).ndcg
+            tried[w] = _ranking(scores.rows(model.als_weight, w), len(users), seen, relevant).ndcg
         top = max(tried)
         pending = [top * 2] if best() == top and 0 < top < MAX_POPULARITY_WEIGHT else []
     model.popularity_weight = best()
@@ -167,23 +203,18 @@ def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.Data
     if not model.als_factors:
         return {}
     users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
-    model.als_weight = 1.0
-    u = model.user_embeddings(users.iloc[:CHUNK]).astype(np.float64)
-    v = model.item_embeddings(items).astype(np.float64)
-    k = model.k
-    spread = float(np.std(u[:, k + 2:] @ v[:, k + 2:].T)) or 1.0
-    unit = float(np.std(u[:, :k + 2] @ v[:, :k + 2].T)) / spread
+    scores = _WeightedScores(model, users, items)
+    base, collaborative = scores.spreads()
+    unit = base / (collaborative or 1.0)
     tried: dict[str, dict[str, float]] = {}
     results = []
     for c in weights:
         for w in popularity:
-            model.als_weight, model.popularity_weight = c * unit, w
-            r = _ranking(_model_rows(model, users, items), len(users), seen, relevant)
+            r = _ranking(scores.rows(c * unit, w), len(users), seen, relevant)
             coverage = len(r.shown) / len(items)
             tried[f"collaborative={c} popularity={w}"] = {"ndcg": r.ndcg, "coverage": coverage}
             results.append((coverage >= min_coverage, r.ndcg, -c, -w))
-    best = max(results)
-    _, _, c, w = best
+    _, _, c, w = max(results)
     model.als_weight, model.popularity_weight = -c * unit, -w
     return tried
 

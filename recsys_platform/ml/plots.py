@@ -12,7 +12,9 @@ def _markdown(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    # The figure lays itself out (constrained layout) in the one draw that `savefig` makes;
+    # bbox_inches="tight" would draw it twice.
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return f"![plot](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
@@ -24,7 +26,7 @@ def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     levels = sorted(set(int(a) for a in actual))
     left.boxplot([predicted[actual == lv] for lv in levels], positions=levels, widths=0.5)
     left.plot([1, 5], [1, 5], "--", color="grey", linewidth=1)
@@ -43,7 +45,7 @@ def ranking_comparison(metrics: dict) -> str:
 
     names = ["this model", "popularity", "implicit ALS"]
     suffixes = ["", "_popularity", "_als"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.0))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.0), layout="constrained")
     for ax, (key, title) in zip(axes, (("ndcg@10", "NDCG@10 (held out)"), ("coverage", "top-10 catalog coverage"))):
         values = [float(metrics.get(f"{key}{s}", np.nan)) for s in suffixes]
         bars = ax.bar(names, values, color=["#4c72b0", "#999999", "#dd8452"])
