@@ -6,6 +6,11 @@ both seed modes, per scale: NDCG@10, top-10 catalog coverage, RMSE, training tim
     python benchmarks/model.py --scales 10 100                 # 1000 on demand (~4M ratings)
     python benchmarks/model.py --scales 1 --modes collaborative
     python benchmarks/model.py --scales 10 --als-factors 0     # the two-tower alone
+    python benchmarks/model.py --scales 1000 --fit-only        # training time alone, both modes
+
+Training time (the model's fit on the training split) is printed beside the same fit by L-BFGS
+(the solver before; up to `--lbfgs-up-to`, default scale 10: it took 446 s at scale 100) and one
+fit of implicit ALS at its tuned setting.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from benchmarks.common import write_results  # noqa: E402
 from recsys_platform.batch.seed import training_table  # noqa: E402
 from recsys_platform.batch.seed.synthetic import MODES  # noqa: E402
 from recsys_platform.ml.evaluation import (  # noqa: E402
+    ALSBaseline,
     _model_rows,
     choose_weights,
     ranking_metrics,
@@ -55,17 +61,62 @@ def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> di
     return {"cold_users": len(held), "ndcg@10": mine["ndcg@10"], "ndcg@10_popularity": pop["ndcg@10"]}
 
 
+def fit_times(train, als_factors: int, lbfgs: bool, als_setting: dict | None) -> dict:
+    """Seconds to fit the model on `train` with each solver (L-BFGS only if `lbfgs`), and one
+    implicit-ALS fit at `als_setting`; with the sweeps or iterations each took."""
+    out = {}
+    for solver in ("alternating", "lbfgs") if lbfgs else ("alternating",):
+        start = time.perf_counter()
+        model = TwoTowerRecommender(als_factors=als_factors, solver=solver).fit(train)
+        out[solver] = {"fit_s": time.perf_counter() - start, "iterations": model.iterations,
+                       "converged": model.converged, "final_loss": model.training_log[-1]}
+    if als_setting is not None:
+        start = time.perf_counter()
+        ALSBaseline(TwoTowerRecommender().spec, **als_setting).fit(train)
+        out["implicit_als"] = {"fit_s": time.perf_counter() - start}
+    return out
+
+
+def _als_setting(params: str) -> dict:
+    """'factors=16 regularization=0.1 alpha=1.0' -> keyword arguments of ALSBaseline."""
+    pairs = dict(p.split("=") for p in params.split())
+    return {"factors": int(pairs["factors"]), "regularization": float(pairs["regularization"]), "alpha": float(pairs["alpha"])}
+
+
+def print_fit_times(runs: list[dict]) -> None:
+    print(f"\n{'training time':<26}{'alternating (default)':>24}{'L-BFGS (before)':>20}{'implicit ALS, 1 fit':>22}")
+    for r in runs:
+        t = r["fit"]
+        alt = t["alternating"]
+        lbfgs = t.get("lbfgs")
+        print(f"{r['mode'] + ' scale ' + format(r['scale'], 'g'):<26}"
+              f"{format(alt['fit_s'], '.1f') + ' s / ' + str(alt['iterations']) + ' sweeps':>24}"
+              f"{(format(lbfgs['fit_s'], '.1f') + ' s / ' + str(lbfgs['iterations']) + ' it.') if lbfgs else '-':>20}"
+              f"{format(t['implicit_als']['fit_s'], '.1f') + ' s' if 'implicit_als' in t else '-':>22}")
+    print("(the model's fit on the training split: 70% of the ratings; same data, same objective for both solvers)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=float, nargs="+", default=[10, 100])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--als-factors", type=int, default=16,
                         help="collaborative dimensions of the 32 (default 16, the asset's; 0: the two-tower alone)")
+    parser.add_argument("--lbfgs-up-to", type=float, default=10, help="time the L-BFGS fit up to this scale")
+    parser.add_argument("--fit-only", action="store_true", help="only the training times (for scale 1000)")
     args = parser.parse_args()
     runs = []
     for mode in args.modes:
         for scale in args.scales:
             frame = training_table(scale, mode=mode)
+            if args.fit_only:
+                rest, _ = split(frame, 0.2, 0)
+                train, _ = split(rest, 0.1 / 0.8, 1)  # the training split train_and_evaluate uses
+                fit = fit_times(train, args.als_factors, scale <= args.lbfgs_up_to,
+                                {"factors": 16, "regularization": 0.1, "alpha": 1.0})
+                runs.append({"mode": mode, "scale": scale, "ratings": len(frame), "train_ratings": len(train), "fit": fit})
+                print(f"{mode} scale {scale:g}: {len(frame):,} ratings, fit {fit['alternating']['fit_s']:.1f} s", flush=True)
+                continue
             start = time.perf_counter()
             result = train_and_evaluate(frame, TwoTowerRecommender(als_factors=args.als_factors))
             total_s = time.perf_counter() - start
@@ -75,10 +126,15 @@ def main() -> int:
                    "popularity_ndcg_by_weight": result.popularity_ndcg_by_weight,
                    "als_ndcg_by_setting": result.als_ndcg_by_setting, "als_factors": args.als_factors,
                    "blend_ndcg_by_weight": result.blend_ndcg_by_weight, "metrics": m,
-                   "cold_start": cold_start(frame, args.als_factors)}
+                   "cold_start": cold_start(frame, args.als_factors),
+                   "fit": fit_times(result.train, args.als_factors, scale <= args.lbfgs_up_to, _als_setting(m["als_params"]))}
             runs.append(run)
             print(f"{mode} scale {scale:g}: {len(frame):,} ratings, {total_s:.1f}s (incl. the ALS grid), "
-                  f"{model.iterations} L-BFGS iterations, converged {model.converged}", flush=True)
+                  f"{model.iterations} {model.solver} sweeps/iterations, converged {model.converged}", flush=True)
+    if args.fit_only:
+        print_fit_times(runs)
+        print(f"results: {write_results('model_fit', {'runs': runs})}")
+        return 0
     mine = "hybrid" if args.als_factors else "two-tower"
     print(f"\n{'data':<26}{mine:>20}{'popularity':>20}{'implicit ALS':>20}{mine + ' cold':>16}{'pop. cold':>11}"
           f"{'RMSE / bias':>16}")
@@ -93,6 +149,7 @@ def main() -> int:
               f"{c['ndcg@10']:>16.3f}{c['ndcg@10_popularity']:>11.3f}"
               f"{m['rmse']:>9.3f} / {m['rmse_bias']:.3f}")
     print("(NDCG@10 / top-10 catalog coverage on the held-out split; cold: NDCG@10 for customers never seen in training)")
+    print_fit_times(runs)
     print(f"results: {write_results('model', {'runs': runs})}")
     return 0
 

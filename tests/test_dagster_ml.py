@@ -62,7 +62,7 @@ def test_model_is_published_and_its_vectors_switched_in(ml_settings):
 
 def test_a_model_that_loses_to_the_bias_baseline_is_not_published(ml_settings):
     with dg.instance_for_test() as instance:
-        result = _run(ml_settings, instance, {"ops": {"recommender_model": {"config": {"l2": 1e9}}}})
+        result = _run(ml_settings, instance, {"ops": {"recommender_model": {"config": {"l2": 1e9, "bias_l2": 1e9}}}})
         assert not result.success
         evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert not evaluation["beats_bias_baseline"].passed

@@ -175,7 +175,7 @@ def read_manifest(store: ObjectStore, version: str | None = None) -> tuple[str, 
 
 
 OPTIONAL_SETTINGS = ("ftol", "als_factors", "als_regularization", "als_alpha", "als_iterations", "feature_ridge",
-                     "bias_l2")
+                     "bias_l2", "solver")
 
 
 def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, TwoTowerRecommender]:
@@ -187,6 +187,8 @@ def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, Two
         user_weights, item_weights = npz["user_weights"], npz["item_weights"]
     # Settings a model of an older version may lack take the constructor's own defaults.
     optional = {k: config[k] for k in OPTIONAL_SETTINGS if k in config}
+    optional.setdefault("bias_l2", None)  # models saved before it existed regularised the biases with `l2`
+    optional.setdefault("solver", "lbfgs")  # ... and were trained by L-BFGS
     model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
                                 l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"], **optional)
     model.als_weight = config.get("als_weight", 0.0)

@@ -188,12 +188,15 @@ def choose_popularity_weight(model: TwoTowerRecommender, train: pd.DataFrame, va
     return tried
 
 
-BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# The hybrid's popularity weights: a negative one demotes popular items, the way to the coverage
+# floor when the collaborative weight alone does not reach it.
+BLEND_POPULARITY = (-1.0, -0.5, -0.25, *POPULARITY_WEIGHTS)
 MIN_COVERAGE = 0.2  # top-10 lists should show at least this share of the catalog (validation)
 
 
 def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
-                 weights=BLEND_WEIGHTS, popularity=POPULARITY_WEIGHTS,
+                 weights=BLEND_WEIGHTS, popularity=BLEND_POPULARITY,
                  min_coverage: float = MIN_COVERAGE) -> dict[str, dict[str, float]]:
     """Set `model.als_weight` (the collaborative part's weight in the ranking score) and
     `model.popularity_weight` together, on `valid`: the best NDCG@10 among the settings whose

@@ -7,9 +7,10 @@ predicted rating minus the global mean: user = [tower_u(x), bias_u(x), 1] and it
 and a customer or product never seen in training is embedded from its features (its id column
 is simply unknown to the one-hot encoder).
 
-Training minimises squared error with L2 by L-BFGS over the whole table (deterministic for a
-seed). With `als_factors > 0` (the asset's default: 16 of 32) the vectors also carry implicit-ALS
-factors of the ratings as feedback, known rows exactly and unknown rows predicted from their
+Training minimises squared error with L2 over the whole table (deterministic for a seed), by
+alternating closed-form solves of one tower with the other fixed (`_alternate`, the default), or
+by L-BFGS over both towers at once (`solver="lbfgs"`). With `als_factors > 0` (the asset's
+default: 16 of 32) the vectors also carry implicit-ALS factors of the ratings as feedback, known rows exactly and unknown rows predicted from their
 features, weighted in the ranking score by `als_weight` (see `_fit_collaborative`, docs/ml.md).
 No Dagster or AWS import: the Lambdas, the assets and the benchmarks share this module.
 
@@ -156,6 +157,14 @@ class TowerEncoder:
         return sp.hstack(parts, format="csr")
 
     @property
+    def id_columns(self) -> slice | None:
+        """The id one-hot's columns in `transform`'s output (None without an id column)."""
+        if not self.id_column:
+            return None
+        start = sum(len(c) for c in self.ohe.categories_[:-1])  # the id is the last one-hot column
+        return slice(start, start + len(self.ohe.categories_[-1]))
+
+    @property
     def width(self) -> int:
         return (sum(len(c) for c in self.ohe.categories_) + len(self.numeric) + len(self.binary)
                 + sum(len(v) for v in self.vocabulary.values()))
@@ -188,24 +197,135 @@ class TowerEncoder:
         return enc
 
 
+SOLVERS = {"alternating": 1e-4, "lbfgs": 1e-7}  # each solver's default relative tolerance (`ftol`)
+
+
+def _row_products(x: sp.csr_matrix) -> sp.csr_matrix:
+    """(columns^2, rows): entry (a * columns + b, r) = x[r, a] * x[r, b], from each row's non-zeros
+    (a row-wise Kronecker product of `x` with itself, transposed)."""
+    x = x.tocsr()
+    x.sum_duplicates()
+    counts = np.diff(x.indptr)
+    row_of = np.repeat(np.arange(x.shape[0]), counts)          # each non-zero's row
+    per = counts[row_of]                                         # partners of each non-zero
+    first = np.repeat(np.arange(x.nnz), per)
+    offsets = np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per)
+    second = x.indptr[row_of[first]] + offsets
+    width = x.shape[1]
+    return sp.csr_matrix((x.data[first] * x.data[second], (x.indices[first] * width + x.indices[second], row_of[first])),
+                         shape=(width * width, x.shape[0]))
+
+
+class _TowerSide:
+    """One tower's rows (users or items) as `_alternate` solves them.
+
+    Row r's embedding is e_r = x_r W = c_r + z_r: c_r from its feature columns (weights F, shared)
+    and z_r from its own id column (hybrid mode). With the other tower fixed, each rating n of row
+    r is a linear function a_n . e_r of it (a_n: the other side's tower, then 1 for this side's
+    bias), to fit to t_n (the target minus the other side's bias). Per row, A_r = sum a_n a_n^T
+    and b_r = sum a_n t_n. With L = diag(l2 per column), minimising over z_r gives
+    z_r = P_r (b_r - A_r c_r), P_r = (A_r + L)^-1; put back, the loss in F alone is quadratic with
+    Hessian sum_r x_r x_r^T (kron) (L - L P_r L) + L and gradient term sum_r x_r (kron) L P_r b_r,
+    so F is one small dense solve (features x dims), then every z_r a batched one. Without id
+    columns (hybrid=False) the per-row terms are A_r and b_r themselves.
+    """
+
+    def __init__(self, x: sp.csr_matrix, index: np.ndarray, ids: slice | None):
+        """`x`: the encoded rows; `index`: each rating's row; `ids`: the id one-hot's columns."""
+        x = x.tocsr()
+        self.x, self.index, self.rows = x, index, x.shape[0]
+        self.hybrid = ids is not None
+        if self.hybrid:
+            own = x[:, ids].tocsr()
+            if not (np.diff(own.indptr) == 1).all():
+                raise ValueError("every training row needs its own id column")
+            self.id_of_row = ids.start + own.indices  # each row's id column
+            self.feature_columns = np.r_[np.arange(ids.start), np.arange(ids.stop, x.shape[1])]
+        else:
+            self.feature_columns = np.arange(x.shape[1])
+        self.features = x[:, self.feature_columns].tocsr()
+        self.pairs = _row_products(self.features)
+        # ratings ordered by their row's rating count, then row: one group per count (`_moments`)
+        per_row = np.bincount(index, minlength=self.rows)
+        self.order = np.lexsort((index, per_row[index]))
+        rows_by_count = np.lexsort((np.arange(self.rows), per_row))
+        rows_by_count = rows_by_count[per_row[rows_by_count] > 0]
+        self.groups, lo = [], 0
+        for count in np.unique(per_row[rows_by_count]):
+            rows = rows_by_count[per_row[rows_by_count] == count]
+            hi = lo + len(rows) * int(count)
+            self.groups.append((lo, hi, int(count), rows))
+            lo = hi
+
+    def _moments(self, a: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A_r and b_r per row, as batched matrix products over the rows that have the same
+        number of ratings (no outer product per rating is ever materialised)."""
+        dims = a.shape[1]
+        big_a, b = np.empty((self.rows, dims, dims)), np.empty((self.rows, dims))
+        a, t = a[self.order], t[self.order]
+        for lo, hi, count, rows in self.groups:
+            block = a[lo:hi].reshape(len(rows), count, dims)
+            big_a[rows] = np.matmul(block.transpose(0, 2, 1), block)
+            b[rows] = np.matmul(block.transpose(0, 2, 1), t[lo:hi].reshape(len(rows), count, 1))[:, :, 0]
+        return big_a, b
+
+    def solve(self, other: np.ndarray, target: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This tower's weights (columns x dims) and its rows' embeddings, the other fixed
+        (`other`: the other side's embedding per rating)."""
+        k = len(reg) - 1
+        a = np.hstack([other[:, :k], np.ones((len(target), 1))])
+        t = target - other[:, k]
+        big_a, b = self._moments(a, t)
+        if self.hybrid:
+            p = np.linalg.inv(big_a + np.diag(reg))
+            per_row = reg[:, None] * reg[None, :] * -p + np.diag(reg)  # L - L P L
+            rhs_row = reg * np.einsum("rij,rj->ri", p, b)              # L P b
+        else:
+            per_row, rhs_row = big_a, b
+        x, dims, d = self.features, len(reg), self.features.shape[1]
+        # sum_r x_r x_r^T (kron) S_r in one product: (feature pairs x rows) @ (rows x dims^2)
+        hessian = (self.pairs @ per_row.reshape(self.rows, dims * dims)).reshape(d, d, dims, dims)
+        hessian = hessian.transpose(0, 2, 1, 3).reshape(d * dims, d * dims) + np.diag(np.tile(reg, d))
+        features = np.linalg.solve(hessian, (x.T @ rhs_row).ravel()).reshape(d, dims)
+        from_features = x @ features
+        weights = np.zeros((self.x.shape[1], dims))
+        weights[self.feature_columns] = features
+        if not self.hybrid:
+            return weights, from_features
+        own = np.einsum("rij,rj->ri", p, b - np.einsum("rij,rj->ri", big_a, from_features))
+        weights[self.id_of_row] = own
+        return weights, from_features + own
+
+
+
 class TwoTowerRecommender:
     """Fit on a ratings table; embed users and items; predict ratings."""
 
     def __init__(self, spec: TwoTowerSpec | None = None, dim: int = 32, hybrid: bool = True,
-                 l2: float = 20.0, max_iter: int = 2000, seed: int = 0, ftol: float = 1e-7,
+                 l2: float = 80.0, max_iter: int = 2000, seed: int = 0, ftol: float | None = None,
                  als_factors: int = 0, als_regularization: float = 0.1, als_alpha: float = 1.0,
-                 als_iterations: int = 15, feature_ridge: float = 1.0, bias_l2: float | None = None):
+                 als_iterations: int = 15, feature_ridge: float = 1.0, bias_l2: float | None = 5.0,
+                 solver: str = "alternating"):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
         if dim - als_factors < 4:
             raise ValueError(f"dim must leave at least 4 dimensions beside the {als_factors} collaborative ones "
                              f"(2 carry the biases), got {dim}")
         self.spec = spec or TwoTowerSpec()
         self.dim, self.hybrid, self.l2, self.max_iter, self.seed = dim, hybrid, l2, max_iter, seed
-        self.ftol = ftol  # L-BFGS stops when an iteration lowers the loss by less than this share
+        # How the towers are fitted (the same objective either way): "alternating" solves one tower
+        # exactly while the other is fixed (closed form, `_alternate`); "lbfgs" moves both at once.
+        # `max_iter` counts sweeps or L-BFGS iterations; training stops when one lowers the loss by
+        # less than `ftol` (relative; default per solver).
+        self.solver = solver
+        self.ftol = SOLVERS[solver] if ftol is None else ftol
         # The collaborative part (docs/ml.md): implicit ALS factors of the ratings as confidence,
         # `als_factors` of the `dim` dimensions, mapped from features by ridge for cold rows.
         self.als_factors, self.als_regularization, self.als_alpha = als_factors, als_regularization, als_alpha
         self.als_iterations, self.feature_ridge = als_iterations, feature_ridge
-        self.bias_l2 = l2 if bias_l2 is None else bias_l2  # the L2 of the bias columns (default: l2)
+        # The bias columns' own L2 (None: `l2`). Defaults l2=80, bias_l2=5, chosen on the validation
+        # split of both seed modes (docs/ml.md): 20/20 lost to the bias baseline's RMSE on collaborative data.
+        self.bias_l2 = l2 if bias_l2 is None else bias_l2
         self.als_weight = 0.0  # its weight in the ranking score, chosen on validation (evaluation.choose_blend)
         self.k = dim - 2 - als_factors  # the rest of the vector carries the two biases
         self.global_mean = 0.0
@@ -214,7 +334,7 @@ class TwoTowerRecommender:
         self.user_weights: np.ndarray | None = None  # (du, k + 1): tower and bias
         self.item_weights: np.ndarray | None = None
         self.training_log: list[float] = []
-        self.converged = False    # L-BFGS stopped on its tolerance, not on max_iter
+        self.converged = False    # training stopped on its tolerance, not on max_iter
         self.iterations = 0
         # Ranking only: ratings exist only for purchases, so what users buy next follows item
         # popularity, which a rating regression cannot see. A prior weight chosen on validation
@@ -243,7 +363,8 @@ class TwoTowerRecommender:
         y = frame[s.rating].astype(float).to_numpy()
         self.global_mean = float(y.mean())
         self.item_counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
-        self._optimise(xu, xi, u_index, i_index, y - self.global_mean)
+        fit_towers = self._alternate if self.solver == "alternating" else self._optimise
+        fit_towers(xu, xi, u_index, i_index, y - self.global_mean)
         if self.als_factors:
             self._fit_collaborative(users, items, xu, xi, u_index, i_index, frame[s.rating].astype(float).to_numpy())
         return self
@@ -268,12 +389,43 @@ class TwoTowerRecommender:
         for encoder, id_column, rows, x, factors in ((self.user_encoder, s.user_id, users, xu, als.user_factors),
                                                      (self.item_encoder, s.item_id, items, xi, als.item_factors)):
             cold = encoder.transform(rows.assign(**{id_column: None}))  # features only: id columns zero
-            gram = (cold.T @ cold).toarray() + self.feature_ridge * np.eye(cold.shape[1])
-            coef = np.linalg.solve(gram, cold.T @ factors)
-            residual = factors - cold @ coef
+            ids = encoder.id_columns
+            keep = np.r_[np.arange(ids.start), np.arange(ids.stop, cold.shape[1])] if ids else np.arange(cold.shape[1])
+            features = cold[:, keep]  # the ridge is over feature columns only (an id column is all zero here)
+            gram = (features.T @ features).toarray() + self.feature_ridge * np.eye(len(keep))
+            coef = np.zeros((cold.shape[1], factors.shape[1]))
+            coef[keep] = np.linalg.solve(gram, features.T @ factors)
+            residual = factors - features @ coef[keep]
             parts.append(coef + (x - cold).T @ residual)  # (x - cold) is each row's id one-hot
         self.user_weights = np.hstack([self.user_weights, parts[0]])
         self.item_weights = np.hstack([self.item_weights, parts[1]])
+
+    def _alternate(self, xu, xi, u_index, i_index, target) -> None:
+        """Alternating exact minimisation of the training objective: with one tower fixed, the other's
+        weights solve a linear least-squares problem in closed form, so each sweep (user tower,
+        then item tower) lowers the loss and needs no step size. `_solve_tower` has the algebra."""
+        rng = np.random.default_rng(self.seed)
+        k, n = self.k, len(target)
+        reg = np.r_[np.full(k, self.l2), self.bias_l2]  # per embedding column: tower, then bias
+        user_side = _TowerSide(xu, u_index, self.user_encoder.id_columns)
+        item_side = _TowerSide(xi, i_index, self.item_encoder.id_columns)
+        wi = rng.normal(0, 0.1, (xi.shape[1], k + 1))
+        ei = xi @ wi
+        self.training_log, self.converged, self.iterations = [], False, 0
+        previous = np.inf
+        for sweep in range(1, self.max_iter + 1):
+            wu, eu = user_side.solve(ei[i_index], target, reg)
+            wi, ei = item_side.solve(eu[u_index], target, reg)
+            pred = np.einsum("nk,nk->n", eu[u_index, :k], ei[i_index, :k]) + eu[u_index, k] + ei[i_index, k]
+            err = pred - target
+            loss = 0.5 * float(err @ err) / n + 0.5 / n * float((reg * wu * wu).sum() + (reg * wi * wi).sum())
+            self.training_log.append(loss)
+            self.iterations = sweep
+            if sweep > 1 and previous - loss <= self.ftol * abs(previous):
+                self.converged = True
+                break
+            previous = loss
+        self.user_weights, self.item_weights = wu, wi
 
     def _optimise(self, xu, xi, u_index, i_index, target) -> None:
         rng = np.random.default_rng(self.seed)
@@ -379,6 +531,7 @@ class TwoTowerRecommender:
 
     def config(self) -> dict:
         return {"dim": self.dim, "hybrid": self.hybrid, "l2": self.l2, "max_iter": self.max_iter, "ftol": self.ftol,
+                "solver": self.solver,
                 "converged": self.converged, "iterations": self.iterations,
                 "seed": self.seed, "global_mean": self.global_mean, "metric": "inner_product",
                 "popularity_weight": self.popularity_weight, "spec": asdict(self.spec),

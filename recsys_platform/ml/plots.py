@@ -19,7 +19,7 @@ def _markdown(fig) -> str:
     return f"![plot](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[float]) -> str:
+def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[float], step: str = "sweep") -> str:
     """Predicted rating per actual rating (box plot) and the training loss curve."""
     import matplotlib
 
@@ -31,8 +31,8 @@ def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[
     left.boxplot([predicted[actual == lv] for lv in levels], positions=levels, widths=0.5)
     left.plot([1, 5], [1, 5], "--", color="grey", linewidth=1)
     left.set(xlabel="actual rating (held out)", ylabel="predicted", title="predicted vs actual")
-    right.plot(np.arange(1, len(training_loss) + 1), training_loss)
-    right.set(xlabel="L-BFGS evaluation", ylabel="loss", yscale="log", title="training loss")
+    right.plot(np.arange(1, len(training_loss) + 1), training_loss, marker="o", markersize=3)
+    right.set(xlabel=step, ylabel="loss", yscale="log", title="training loss")
     return _markdown(fig)
 
 

@@ -27,9 +27,11 @@ class ModelConfig(dg.Config):
     als_regularization: float = 0.1
     als_alpha: float = 1.0
     min_coverage: float = 0.2  # the weights are chosen for NDCG among those whose top-10 lists cover this share
-    l2: float = 20.0
-    bias_l2: float | None = None  # the bias columns' L2 (default: l2); see docs/ml.md on collaborative data
-    max_iter: int = 2000  # a safety net: L-BFGS stops on its tolerance first (metadata: training_converged)
+    l2: float = 80.0
+    bias_l2: float | None = 5.0  # the bias columns' L2 (None: l2); see docs/ml.md on the defaults
+    solver: str = "alternating"  # "alternating" (closed-form sweeps) or "lbfgs": the same objective
+    max_iter: int = 2000  # sweeps or iterations, a safety net: training stops on its tolerance first
+    #                       (metadata: training_converged)
     test_share: float = 0.2
     valid_share: float = 0.1
     seed: int = 0
@@ -80,7 +82,7 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
             frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=config.l2,
                                        max_iter=config.max_iter, seed=config.seed, als_factors=config.als_factors,
                                        als_regularization=config.als_regularization, als_alpha=config.als_alpha,
-                                       bias_l2=config.bias_l2),
+                                       bias_l2=config.bias_l2, solver=config.solver),
             test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
             min_coverage=config.min_coverage)
         model, test, metrics = run.model, run.test, run.metrics
@@ -98,7 +100,8 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
             items = frame[spec.item_columns()].drop_duplicates(spec.item_id)
             published = artifacts.publish(artifacts_store.store, model, users, items, metrics, data_version)
             context.log.info(f"published model version {published.version}")
-        report = model_report(test[spec.rating].to_numpy(), model.predict(test), model.training_log)
+        report = model_report(test[spec.rating].to_numpy(), model.predict(test), model.training_log,
+                              "sweep" if model.solver == "alternating" else "L-BFGS evaluation")
         rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
         evaluation = [
             ("RMSE (lower is better)", rounded["rmse"], f"bias {rounded['rmse_bias']}, global mean {rounded['rmse_global_mean']}"),
