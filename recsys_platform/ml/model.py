@@ -70,6 +70,8 @@ def canonical_ids(values: pd.Series) -> pd.Series:
         return values.astype("Int64").astype("string").astype(object).where(values.notna(), None)
     if pd.api.types.is_float_dtype(values) and bool((values.dropna() % 1 == 0).all()):
         return values.astype("Int64").astype("string").astype(object).where(values.notna(), None)
+    if pd.api.types.infer_dtype(values, skipna=True) == "string":  # already strings (e.g. product codes)
+        return values.astype(object).where(values.notna(), None)
 
     def one(v):
         if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
@@ -197,7 +199,7 @@ class TowerEncoder:
         return enc
 
 
-SOLVERS = {"alternating": 1e-4, "lbfgs": 1e-7}  # each solver's default relative tolerance (`ftol`)
+SOLVERS = {"alternating": 1e-3, "lbfgs": 1e-7}  # each solver's default relative tolerance (`ftol`)
 
 
 def _row_products(x: sp.csr_matrix) -> sp.csr_matrix:
