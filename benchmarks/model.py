@@ -28,8 +28,10 @@ from benchmarks.common import write_results  # noqa: E402
 from recsys_platform.batch.seed import training_table  # noqa: E402
 from recsys_platform.batch.seed.synthetic import MODES  # noqa: E402
 from recsys_platform.ml.evaluation import (  # noqa: E402
+    L2_GRID,
     ALSBaseline,
     _model_rows,
+    choose_l2,
     choose_weights,
     ranking_metrics,
     split,
@@ -47,7 +49,7 @@ def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> di
     cold = frame[frame[s.user_id].isin(held)]
     warm = frame[~frame[s.user_id].isin(held)]
     train, valid = split(warm, 0.15, seed + 1)
-    model = TwoTowerRecommender(als_factors=als_factors).fit(train)
+    model, _ = choose_l2(TwoTowerRecommender(als_factors=als_factors), train, valid)
     choose_weights(model, train, valid)
     mine = ranking_metrics(s, lambda users, items: _model_rows(model, users.assign(**{s.user_id: None}), items),
                            train, cold)
@@ -118,7 +120,7 @@ def main() -> int:
                 print(f"{mode} scale {scale:g}: {len(frame):,} ratings, fit {fit['alternating']['fit_s']:.1f} s", flush=True)
                 continue
             start = time.perf_counter()
-            result = train_and_evaluate(frame, TwoTowerRecommender(als_factors=args.als_factors))
+            result = train_and_evaluate(frame, TwoTowerRecommender(als_factors=args.als_factors), l2_grid=L2_GRID)
             total_s = time.perf_counter() - start
             model, m = result.model, result.metrics
             run = {"mode": mode, "scale": scale, "ratings": len(frame), "train_and_evaluate_s": total_s,
@@ -130,7 +132,8 @@ def main() -> int:
                    "fit": fit_times(result.train, args.als_factors, scale <= args.lbfgs_up_to, _als_setting(m["als_params"]))}
             runs.append(run)
             print(f"{mode} scale {scale:g}: {len(frame):,} ratings, {total_s:.1f}s (incl. the ALS grid), "
-                  f"{model.iterations} {model.solver} sweeps/iterations, converged {model.converged}", flush=True)
+                  f"{model.iterations} {model.solver} sweeps/iterations, converged {model.converged}, l2 {model.l2:g} "
+                  f"(validation RMSE by l2: {m.get('validation_rmse_by_l2')})", flush=True)
     if args.fit_only:
         print_fit_times(runs)
         print(f"results: {write_results('model_fit', {'runs': runs})}")

@@ -428,3 +428,16 @@ def test_the_bias_columns_can_be_regularised_apart_and_round_trip(frame, tmp_pat
     artifacts.publish(store, loose, frame[s.user_columns()].drop_duplicates(s.user_id),
                       frame[s.item_columns()].drop_duplicates(s.item_id), {"rmse": 0.8}, "data-v1")
     assert artifacts.load_model(store)[1].bias_l2 == 0.5
+
+
+def test_the_towers_l2_is_chosen_on_validation_rmse(frame):
+    from recsys_platform.ml.evaluation import _rmse, choose_l2, split
+
+    rest, _ = split(frame, 0.2, 0)
+    train, valid = split(rest, 0.125, 1)
+    template = TwoTowerRecommender(max_iter=30)
+    model, tried = choose_l2(template, train, valid, grid=(1.0, 80.0, 1e6))
+    assert template.user_weights is None, "the template is not fitted, each candidate is a copy"
+    assert set(tried) == {1.0, 80.0, 1e6} and model.l2 == min(tried, key=tried.get)
+    assert tried[model.l2] == pytest.approx(_rmse(valid["productRating"], model.predict(valid)))
+    assert len(set(tried.values())) == 3, "each L2 gives its own fit"

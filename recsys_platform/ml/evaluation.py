@@ -271,14 +271,41 @@ class TrainingRun:
     blend_ndcg_by_weight: dict[str, dict[str, float]]  # NDCG@10 and coverage on validation per setting
 
 
+L2_GRID = (80.0, 200.0, 500.0)  # the towers' L2 tried on validation (scale 10 prefers 80, scale 100 500)
+
+
+def choose_l2(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFrame,
+              grid=L2_GRID) -> tuple[TwoTowerRecommender, dict[float, float]]:
+    """A copy of `model` fitted on `train` with each towers' L2 in `grid` (the bias columns keep
+    `bias_l2`); returns the one with the lowest validation RMSE, and the RMSE per L2."""
+    import copy
+
+    tried: dict[float, float] = {}
+    best: tuple[float, TwoTowerRecommender] | None = None
+    y = valid[model.spec.rating].astype(float).to_numpy()
+    for l2 in grid:
+        candidate = copy.deepcopy(model)
+        candidate.l2 = float(l2)
+        candidate.fit(train)
+        tried[float(l2)] = _rmse(y, candidate.predict(valid))
+        if best is None or tried[float(l2)] < best[0]:
+            best = (tried[float(l2)], candidate)
+    return best[1], tried
+
+
 def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_share: float = 0.2,
                        valid_share: float = 0.1, seed: int = 0, als: bool = True,
-                       min_coverage: float = MIN_COVERAGE) -> TrainingRun:
-    """Split train/valid/test, fit on train, choose the popularity prior on valid, score on test;
-    with `als`, implicit ALS tuned on the same validation split is scored on the same test."""
+                       min_coverage: float = MIN_COVERAGE, l2_grid=None) -> TrainingRun:
+    """Split train/valid/test, fit on train (with `l2_grid`: once per L2, keeping the lowest
+    validation RMSE), choose the ranking weights on valid, score on test; with `als`, implicit
+    ALS tuned on the same validation split is scored on the same test."""
     rest, test = split(frame, test_share, seed)
     train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
-    model.fit(train)
+    l2_tried: dict[float, float] = {}
+    if l2_grid:
+        model, l2_tried = choose_l2(model, train, valid, l2_grid)
+    else:
+        model.fit(train)
     tried, blend_tried = choose_weights(model, train, valid, min_coverage)
     metrics = evaluate(model, train, test, valid)
     metrics["popularity_weight"] = model.popularity_weight
@@ -286,6 +313,9 @@ def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_sha
         metrics["als_weight"] = model.als_weight
     metrics["training_iterations"] = model.iterations
     metrics["training_converged"] = model.converged
+    metrics["l2"] = model.l2
+    if l2_tried:
+        metrics["validation_rmse_by_l2"] = {str(k): round(v, 4) for k, v in l2_tried.items()}
     als_tried: dict[str, float] = {}
     if als:
         best, als_tried = tune_als(model.spec, train, valid)

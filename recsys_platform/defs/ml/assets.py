@@ -9,7 +9,7 @@ from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.defs.batch.assets import TRAINING_KEY
 from recsys_platform.defs.shared import OWNERS
 from recsys_platform.ml import artifacts
-from recsys_platform.ml.evaluation import train_and_evaluate
+from recsys_platform.ml.evaluation import L2_GRID, train_and_evaluate
 from recsys_platform.ml.model import TwoTowerRecommender
 from recsys_platform.ml.plots import model_report, ranking_comparison
 from recsys_platform.resources import ObjectStoreResource
@@ -27,7 +27,7 @@ class ModelConfig(dg.Config):
     als_regularization: float = 0.1
     als_alpha: float = 1.0
     min_coverage: float = 0.2  # the weights are chosen for NDCG among those whose top-10 lists cover this share
-    l2: float = 80.0
+    l2: float | None = None  # the towers' L2; None: chosen on validation RMSE from L2_GRID (80, 200, 500)
     bias_l2: float | None = 5.0  # the bias columns' L2 (None: l2); see docs/ml.md on the defaults
     solver: str = "alternating"  # "alternating" (closed-form sweeps) or "lbfgs": the same objective
     max_iter: int = 2000  # sweeps or iterations, a safety net: training stops on its tolerance first
@@ -79,12 +79,12 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
         if frame.empty:
             raise dg.Failure(description=f"{DATASET} is empty in {lake_store.store.uri(DATASET)}: nothing to train on")
         run = train_and_evaluate(
-            frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=config.l2,
+            frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=L2_GRID[0] if config.l2 is None else config.l2,
                                        max_iter=config.max_iter, seed=config.seed, als_factors=config.als_factors,
                                        als_regularization=config.als_regularization, als_alpha=config.als_alpha,
                                        bias_l2=config.bias_l2, solver=config.solver),
             test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
-            min_coverage=config.min_coverage)
+            min_coverage=config.min_coverage, l2_grid=L2_GRID if config.l2 is None else None)
         model, test, metrics = run.model, run.test, run.metrics
         context.log.info(f"validation NDCG@10 and coverage by setting: "
                          f"{run.blend_ndcg_by_weight or run.popularity_ndcg_by_weight}; chose popularity "
