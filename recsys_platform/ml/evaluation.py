@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -278,19 +279,16 @@ def choose_l2(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFra
               grid=L2_GRID) -> tuple[TwoTowerRecommender, dict[float, float]]:
     """A copy of `model` fitted on `train` with each towers' L2 in `grid` (the bias columns keep
     `bias_l2`); returns the one with the lowest validation RMSE, and the RMSE per L2."""
-    import copy
-
     tried: dict[float, float] = {}
-    best: tuple[float, TwoTowerRecommender] | None = None
+    best: TwoTowerRecommender | None = None
     y = valid[model.spec.rating].astype(float).to_numpy()
-    for l2 in grid:
+    for l2 in map(float, grid):
         candidate = copy.deepcopy(model)
-        candidate.l2 = float(l2)
-        candidate.fit(train)
-        tried[float(l2)] = _rmse(y, candidate.predict(valid))
-        if best is None or tried[float(l2)] < best[0]:
-            best = (tried[float(l2)], candidate)
-    return best[1], tried
+        candidate.l2 = l2
+        tried[l2] = _rmse(y, candidate.fit(train).predict(valid))
+        if best is None or tried[l2] < tried[best.l2]:  # only the best fit is kept
+            best = candidate
+    return best, tried
 
 
 def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_share: float = 0.2,

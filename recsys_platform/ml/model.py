@@ -10,8 +10,9 @@ is simply unknown to the one-hot encoder).
 Training minimises squared error with L2 over the whole table (deterministic for a seed), by
 alternating closed-form solves of one tower with the other fixed (`_alternate`, the default), or
 by L-BFGS over both towers at once (`solver="lbfgs"`). With `als_factors > 0` (the asset's
-default: 16 of 32) the vectors also carry implicit-ALS factors of the ratings as feedback, known rows exactly and unknown rows predicted from their
-features, weighted in the ranking score by `als_weight` (see `_fit_collaborative`, docs/ml.md).
+default: 16 of 32) the vectors also carry implicit-ALS factors of the ratings as feedback, known
+rows exactly and unknown rows predicted from their features, weighted in the ranking score by
+`als_weight` (see `_fit_collaborative`, docs/ml.md).
 No Dagster or AWS import: the Lambdas, the assets and the benchmarks share this module.
 
 Example, on any dataset:
@@ -167,6 +168,12 @@ class TowerEncoder:
         return slice(start, start + len(self.ohe.categories_[-1]))
 
     @property
+    def feature_columns(self) -> np.ndarray:
+        """Every other column of `transform`'s output: the features."""
+        ids, columns = self.id_columns, np.arange(self.width)
+        return columns if ids is None else np.r_[columns[:ids.start], columns[ids.stop:]]
+
+    @property
     def width(self) -> int:
         return (sum(len(c) for c in self.ohe.categories_) + len(self.numeric) + len(self.binary)
                 + sum(len(v) for v in self.vocabulary.values()))
@@ -232,19 +239,17 @@ class _TowerSide:
     columns (hybrid=False) the per-row terms are A_r and b_r themselves.
     """
 
-    def __init__(self, x: sp.csr_matrix, index: np.ndarray, ids: slice | None):
-        """`x`: the encoded rows; `index`: each rating's row; `ids`: the id one-hot's columns."""
+    def __init__(self, x: sp.csr_matrix, index: np.ndarray, encoder: TowerEncoder):
+        """`x`: the rows as `encoder` encodes them; `index`: each rating's row."""
         x = x.tocsr()
-        self.x, self.index, self.rows = x, index, x.shape[0]
+        self.index, self.rows, self.width = index, x.shape[0], x.shape[1]
+        ids, self.feature_columns = encoder.id_columns, encoder.feature_columns
         self.hybrid = ids is not None
         if self.hybrid:
             own = x[:, ids].tocsr()
             if not (np.diff(own.indptr) == 1).all():
                 raise ValueError("every training row needs its own id column")
             self.id_of_row = ids.start + own.indices  # each row's id column
-            self.feature_columns = np.r_[np.arange(ids.start), np.arange(ids.stop, x.shape[1])]
-        else:
-            self.feature_columns = np.arange(x.shape[1])
         self.features = x[:, self.feature_columns].tocsr()
         self.pairs = _row_products(self.features)
         # ratings ordered by their row's rating count, then row: one group per count (`_moments`)
@@ -290,14 +295,13 @@ class _TowerSide:
         hessian = hessian.transpose(0, 2, 1, 3).reshape(d * dims, d * dims) + np.diag(np.tile(reg, d))
         features = np.linalg.solve(hessian, (x.T @ rhs_row).ravel()).reshape(d, dims)
         from_features = x @ features
-        weights = np.zeros((self.x.shape[1], dims))
+        weights = np.zeros((self.width, dims))
         weights[self.feature_columns] = features
         if not self.hybrid:
             return weights, from_features
         own = np.einsum("rij,rj->ri", p, b - np.einsum("rij,rj->ri", big_a, from_features))
         weights[self.id_of_row] = own
         return weights, from_features + own
-
 
 
 class TwoTowerRecommender:
@@ -391,8 +395,7 @@ class TwoTowerRecommender:
         for encoder, id_column, rows, x, factors in ((self.user_encoder, s.user_id, users, xu, als.user_factors),
                                                      (self.item_encoder, s.item_id, items, xi, als.item_factors)):
             cold = encoder.transform(rows.assign(**{id_column: None}))  # features only: id columns zero
-            ids = encoder.id_columns
-            keep = np.r_[np.arange(ids.start), np.arange(ids.stop, cold.shape[1])] if ids else np.arange(cold.shape[1])
+            keep = encoder.feature_columns
             features = cold[:, keep]  # the ridge is over feature columns only (an id column is all zero here)
             gram = (features.T @ features).toarray() + self.feature_ridge * np.eye(len(keep))
             coef = np.zeros((cold.shape[1], factors.shape[1]))
@@ -405,20 +408,23 @@ class TwoTowerRecommender:
     def _alternate(self, xu, xi, u_index, i_index, target) -> None:
         """Alternating exact minimisation of the training objective: with one tower fixed, the other's
         weights solve a linear least-squares problem in closed form, so each sweep (user tower,
-        then item tower) lowers the loss and needs no step size. `_solve_tower` has the algebra."""
+        then item tower) lowers the loss and needs no step size. `_TowerSide` has the algebra."""
         rng = np.random.default_rng(self.seed)
         k, n = self.k, len(target)
         reg = np.r_[np.full(k, self.l2), self.bias_l2]  # per embedding column: tower, then bias
-        user_side = _TowerSide(xu, u_index, self.user_encoder.id_columns)
-        item_side = _TowerSide(xi, i_index, self.item_encoder.id_columns)
+        user_side = _TowerSide(xu, u_index, self.user_encoder)
+        item_side = _TowerSide(xi, i_index, self.item_encoder)
         wi = rng.normal(0, 0.1, (xi.shape[1], k + 1))
-        ei = xi @ wi
+        item_per_rating = (xi @ wi)[i_index]
         self.training_log, self.converged, self.iterations = [], False, 0
         previous = np.inf
         for sweep in range(1, self.max_iter + 1):
-            wu, eu = user_side.solve(ei[i_index], target, reg)
-            wi, ei = item_side.solve(eu[u_index], target, reg)
-            pred = np.einsum("nk,nk->n", eu[u_index, :k], ei[i_index, :k]) + eu[u_index, k] + ei[i_index, k]
+            wu, eu = user_side.solve(item_per_rating, target, reg)
+            user_per_rating = eu[u_index]
+            wi, ei = item_side.solve(user_per_rating, target, reg)
+            item_per_rating = ei[i_index]  # the loss's, and the next sweep's user solve's
+            pred = (np.einsum("nk,nk->n", user_per_rating[:, :k], item_per_rating[:, :k])
+                    + user_per_rating[:, k] + item_per_rating[:, k])
             err = pred - target
             loss = 0.5 * float(err @ err) / n + 0.5 / n * float((reg * wu * wu).sum() + (reg * wi * wi).sum())
             self.training_log.append(loss)
