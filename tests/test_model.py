@@ -11,6 +11,7 @@ from recsys_platform.ml import artifacts
 from recsys_platform.ml.evaluation import (
     BLEND_POPULARITY,
     BLEND_WEIGHTS,
+    NORM_POWERS,
     evaluate,
     train_and_evaluate,
 )
@@ -336,11 +337,14 @@ def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     m, model = run.metrics, run.model
     assert model.als_weight > 0 and m["als_weight"] == model.als_weight
     tried = run.blend_ndcg_by_weight
-    assert len(tried) == len(BLEND_WEIGHTS) * len(BLEND_POPULARITY) == 63, "7 collaborative x 9 popularity weights"
+    # every collaborative x popularity weight at each norm power, but the norm changes nothing
+    # without the collaborative part: 8 x 11 + 2 x 7 x 11
+    assert len(tried) == len(BLEND_POPULARITY) * (len(BLEND_WEIGHTS) + (len(NORM_POWERS) - 1) * (len(BLEND_WEIGHTS) - 1))
     eligible = {k: v["ndcg"] for k, v in tried.items() if v["coverage"] >= 0.2}
     assert eligible, "on this data some setting covers 20% of the catalog"
     chosen = max(eligible, key=eligible.get)
-    assert chosen.endswith(f"popularity={model.popularity_weight}")
+    assert chosen.endswith(f"popularity={model.popularity_weight} norm_power={model.als_norm_power}")
+    assert m["als_norm_power"] == model.als_norm_power
     without = [v for k, v in eligible.items() if k.startswith("collaborative=0.0 ")]
     # the factors help on validation: the towers alone either miss the coverage floor or rank worse
     assert not without or eligible[chosen] > max(without)
@@ -364,16 +368,39 @@ def test_the_weight_grid_scores_what_the_published_vectors_score(hybrid):
     _, run = hybrid
     model = run.model
     users, items, _, _ = _ranking_inputs(model.spec, run.train, run.valid)
-    scores = _WeightedScores(model, users, items)
-    saved = model.als_weight, model.popularity_weight
+    saved = model.als_weight, model.popularity_weight, model.als_norm_power
     try:
-        for collaborative, popularity in ((0.0, 0.0), (0.7, 0.0), (0.3, 2.0)):
-            model.als_weight, model.popularity_weight = collaborative, popularity
-            expected = _model_rows(model, users, items)(0, 40)
-            np.testing.assert_allclose(scores.rows(collaborative, popularity)(0, 40), expected, rtol=1e-5, atol=1e-5)
+        for power in (0.0, 1.0):
+            model.als_norm_power = power
+            scores = _WeightedScores(model, users, items)
+            for collaborative, popularity in ((0.0, 0.0), (0.7, 0.0), (0.3, 2.0)):
+                model.als_weight, model.popularity_weight = collaborative, popularity
+                expected = _model_rows(model, users, items)(0, 40)
+                np.testing.assert_allclose(scores.rows(collaborative, popularity)(0, 40), expected, rtol=1e-5, atol=1e-5)
     finally:
-        model.als_weight, model.popularity_weight = saved
-    assert (model.als_weight, model.popularity_weight) == saved
+        model.als_weight, model.popularity_weight, model.als_norm_power = saved
+    assert (model.als_weight, model.popularity_weight, model.als_norm_power) == saved
+
+
+def test_the_factor_norm_power_divides_each_item_factor_row_by_its_norm(hybrid):
+    """`als_norm_power` 1 leaves each item's collaborative factors as a direction (unit norm),
+    0 as ALS gives them; the towers, the biases and the user side do not change."""
+    _, run = hybrid
+    model, rows = run.model, run.test.head(50)
+    saved = model.als_norm_power
+    try:
+        model.als_norm_power = 0.0
+        raw_items, raw_users = model.item_embeddings(rows), model.user_embeddings(rows)
+        model.als_norm_power = 1.0
+        unit_items = model.item_embeddings(rows)
+        np.testing.assert_array_equal(model.user_embeddings(rows), raw_users)
+    finally:
+        model.als_norm_power = saved
+    np.testing.assert_array_equal(unit_items[:, :16], raw_items[:, :16])
+    np.testing.assert_allclose(np.linalg.norm(unit_items[:, 16:], axis=1), 1.0, rtol=1e-5)
+    raw = raw_items[:, 16:]
+    np.testing.assert_allclose(unit_items[:, 16:], raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
+    assert np.ptp(np.linalg.norm(raw, axis=1)) > 0.1, "ALS's own norms differ from item to item"
 
 
 def test_the_hybrid_inner_product_is_the_ranking_score_and_cold_rows_use_features(hybrid):
@@ -405,6 +432,7 @@ def test_the_hybrid_round_trips_through_its_artifacts(hybrid, tmp_path):
     artifacts.publish(store, model, users, items, run.metrics, "data-v1")
     _, loaded = artifacts.load_model(store)
     assert (loaded.als_factors, loaded.als_weight, loaded.k) == (16, model.als_weight, 14)
+    assert loaded.als_norm_power == model.als_norm_power
     np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
     np.testing.assert_array_equal(loaded.item_embeddings(items), model.item_embeddings(items))
     _, _, emb = artifacts.load_embeddings(store)
@@ -441,3 +469,15 @@ def test_the_towers_l2_is_chosen_on_validation_rmse(frame):
     assert set(tried) == {1.0, 80.0, 1e6} and model.l2 == min(tried, key=tried.get)
     assert tried[model.l2] == pytest.approx(_rmse(valid["productRating"], model.predict(valid)))
     assert len(set(tried.values())) == 3, "each L2 gives its own fit"
+
+
+def test_the_l2_choice_stops_where_a_smaller_l2_overfits_and_adds_the_factors_once(frame):
+    from recsys_platform.ml.evaluation import choose_l2, split
+
+    rest, _ = split(frame, 0.2, 0)
+    train, valid = split(rest, 0.125, 1)
+    model, tried = choose_l2(TwoTowerRecommender(max_iter=30, als_factors=16), train, valid, grid=(1e-3, 1.0, 80.0))
+    assert list(tried) == [80.0, 1.0] and tried[1.0] > tried[80.0], "1.0 overfits, so 1e-3 is never fitted"
+    assert model.l2 == 80.0 and model.user_weights.shape[1] == model.k + 1 + 16, "the ALS factors, on the kept copy"
+    with pytest.raises(RuntimeError, match="already fitted"):
+        model.fit_collaborative(train)

@@ -192,6 +192,7 @@ def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, Two
     model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
                                 l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"], **optional)
     model.als_weight = config.get("als_weight", 0.0)
+    model.als_norm_power = config.get("als_norm_power", 0.0)  # models saved before it ranked raw factors
     model.global_mean = config["global_mean"]
     model.popularity_weight = config.get("popularity_weight", 0.0)
     model.item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))

@@ -239,8 +239,10 @@ class _TowerSide:
     columns (hybrid=False) the per-row terms are A_r and b_r themselves.
     """
 
-    def __init__(self, x: sp.csr_matrix, index: np.ndarray, encoder: TowerEncoder):
-        """`x`: the rows as `encoder` encodes them; `index`: each rating's row."""
+    def __init__(self, x: sp.csr_matrix, index: np.ndarray, encoder: TowerEncoder, other_index: np.ndarray,
+                 target: np.ndarray):
+        """`x`: the rows as `encoder` encodes them; `index`: each rating's row; `other_index`:
+        each rating's row on the other side; `target`: each rating's value to fit."""
         x = x.tocsr()
         self.index, self.rows, self.width = index, x.shape[0], x.shape[1]
         ids, self.feature_columns = encoder.id_columns, encoder.feature_columns
@@ -255,6 +257,8 @@ class _TowerSide:
         # ratings ordered by their row's rating count, then row: one group per count (`_moments`)
         per_row = np.bincount(index, minlength=self.rows)
         self.order = np.lexsort((index, per_row[index]))
+        # every per-rating array is kept in that order: one gather per solve, none per sweep
+        self.other_index, self.target = other_index[self.order], target[self.order]
         rows_by_count = np.lexsort((np.arange(self.rows), per_row))
         rows_by_count = rows_by_count[per_row[rows_by_count] > 0]
         self.groups, lo = [], 0
@@ -265,27 +269,30 @@ class _TowerSide:
             lo = hi
 
     def _moments(self, a: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A_r and b_r per row, as batched matrix products over the rows that have the same
-        number of ratings (no outer product per rating is ever materialised)."""
+        """A_r and b_r per row (`a`, `t` in `order`), as batched matrix products over the rows
+        that have the same number of ratings (no outer product per rating is ever materialised)."""
         dims = a.shape[1]
         big_a, b = np.empty((self.rows, dims, dims)), np.empty((self.rows, dims))
-        a, t = a[self.order], t[self.order]
         for lo, hi, count, rows in self.groups:
             block = a[lo:hi].reshape(len(rows), count, dims)
             big_a[rows] = np.matmul(block.transpose(0, 2, 1), block)
             b[rows] = np.matmul(block.transpose(0, 2, 1), t[lo:hi].reshape(len(rows), count, 1))[:, :, 0]
         return big_a, b
 
-    def solve(self, other: np.ndarray, target: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """This tower's weights (columns x dims) and its rows' embeddings, the other fixed
-        (`other`: the other side's embedding per rating)."""
+    def solve(self, other: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """This tower's weights (columns x dims), its rows' embeddings, and the squared error of
+        every rating with them, the other side fixed (`other`: the other side's row embeddings).
+        The error comes from the moments, sum_r (e_r A_r e_r - 2 e_r b_r) + t.t, so no
+        prediction per rating is formed."""
         k = len(reg) - 1
-        a = np.hstack([other[:, :k], np.ones((len(target), 1))])
-        t = target - other[:, k]
+        a = other[self.other_index]      # each rating's other tower and bias, in `order`
+        t = self.target - a[:, k]
+        a[:, k] = 1.0                    # the coefficient of this side's bias
         big_a, b = self._moments(a, t)
         if self.hybrid:
             p = np.linalg.inv(big_a + np.diag(reg))
-            per_row = reg[:, None] * reg[None, :] * -p + np.diag(reg)  # L - L P L
+            per_row = np.multiply(p, -np.outer(reg, reg))                 # L - L P L, in place
+            per_row += np.diag(reg)
             rhs_row = reg * np.einsum("rij,rj->ri", p, b)              # L P b
         else:
             per_row, rhs_row = big_a, b
@@ -294,14 +301,16 @@ class _TowerSide:
         hessian = (self.pairs @ per_row.reshape(self.rows, dims * dims)).reshape(d, d, dims, dims)
         hessian = hessian.transpose(0, 2, 1, 3).reshape(d * dims, d * dims) + np.diag(np.tile(reg, d))
         features = np.linalg.solve(hessian, (x.T @ rhs_row).ravel()).reshape(d, dims)
-        from_features = x @ features
+        embeddings = x @ features
         weights = np.zeros((self.width, dims))
         weights[self.feature_columns] = features
-        if not self.hybrid:
-            return weights, from_features
-        own = np.einsum("rij,rj->ri", p, b - np.einsum("rij,rj->ri", big_a, from_features))
-        weights[self.id_of_row] = own
-        return weights, from_features + own
+        if self.hybrid:
+            own = np.einsum("rij,rj->ri", p, b - np.einsum("rij,rj->ri", big_a, embeddings))
+            weights[self.id_of_row] = own
+            embeddings += own
+        squared_error = float(np.einsum("ri,rij,rj->", embeddings, big_a, embeddings)
+                              - 2 * np.einsum("ri,ri->", embeddings, b) + t @ t)
+        return weights, embeddings, squared_error
 
 
 class TwoTowerRecommender:
@@ -309,7 +318,7 @@ class TwoTowerRecommender:
 
     def __init__(self, spec: TwoTowerSpec | None = None, dim: int = 32, hybrid: bool = True,
                  l2: float = 80.0, max_iter: int = 2000, seed: int = 0, ftol: float | None = None,
-                 als_factors: int = 0, als_regularization: float = 0.1, als_alpha: float = 1.0,
+                 als_factors: int = 0, als_regularization: float = 0.1, als_alpha: float = 10.0,
                  als_iterations: int = 15, feature_ridge: float = 1.0, bias_l2: float | None = 5.0,
                  solver: str = "alternating"):
         if solver not in SOLVERS:
@@ -325,6 +334,9 @@ class TwoTowerRecommender:
         # less than `ftol` (relative; default per solver).
         self.solver = solver
         self.ftol = SOLVERS[solver] if ftol is None else ftol
+        # As in scikit-learn: the alternating solver starts from the item tower of the previous
+        # fit (on the same rows) instead of random weights. `evaluation.choose_l2` uses it.
+        self.warm_start = False
         # The collaborative part (docs/ml.md): implicit ALS factors of the ratings as confidence,
         # `als_factors` of the `dim` dimensions, mapped from features by ridge for cold rows.
         self.als_factors, self.als_regularization, self.als_alpha = als_factors, als_regularization, als_alpha
@@ -333,6 +345,11 @@ class TwoTowerRecommender:
         # split of both seed modes (docs/ml.md): 20/20 lost to the bias baseline's RMSE on collaborative data.
         self.bias_l2 = l2 if bias_l2 is None else bias_l2
         self.als_weight = 0.0  # its weight in the ranking score, chosen on validation (evaluation.choose_blend)
+        # Ranking only: each item's factors are divided by their norm to this power (0: as ALS
+        # gives them; 1: their direction alone). An item's factor norm grows with its ratings, so
+        # it is a second popularity term that puts the same items on every list; chosen on
+        # validation with the weights (evaluation.choose_blend) to reach the coverage floor.
+        self.als_norm_power = 0.0
         self.k = dim - 2 - als_factors  # the rest of the vector carries the two biases
         self.global_mean = 0.0
         self.user_encoder: TowerEncoder | None = None
@@ -349,30 +366,51 @@ class TwoTowerRecommender:
         self.item_counts: dict[str, int] = {}
 
     # -- training ---------------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame) -> TwoTowerRecommender:
+    def fit(self, frame: pd.DataFrame, collaborative: bool = True) -> TwoTowerRecommender:
+        """Fit the towers on `frame`, then (with `als_factors` and `collaborative`) the
+        collaborative part. The towers alone already predict ratings: `evaluation.choose_l2`
+        compares them on validation RMSE and adds the collaborative part once, to the best."""
         s = self.spec
         missing = [c for c in {*s.user_columns(), *s.item_columns(), s.rating} if c not in frame.columns]
         if missing:
             raise ValueError(f"training data lacks columns {sorted(missing)}")
         if frame.empty:
             raise ValueError("training data is empty")
-        users = frame[s.user_columns()].drop_duplicates(s.user_id)
-        items = frame[s.item_columns()].drop_duplicates(s.item_id)
-        self.user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None,
-                                         s.user_binary, s.user_multi).fit(users)
-        self.item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None,
-                                         s.item_binary, s.item_multi).fit(items)
-        xu = self.user_encoder.transform(users)
-        xi = self.item_encoder.transform(items)
-        u_index = pd.Index(users[s.user_id]).get_indexer(frame[s.user_id])
-        i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
+        users, items, xu, xi, u_index, i_index = self._encode(frame, fit=True)
         y = frame[s.rating].astype(float).to_numpy()
         self.global_mean = float(y.mean())
         self.item_counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
         fit_towers = self._alternate if self.solver == "alternating" else self._optimise
         fit_towers(xu, xi, u_index, i_index, y - self.global_mean)
-        if self.als_factors:
-            self._fit_collaborative(users, items, xu, xi, u_index, i_index, frame[s.rating].astype(float).to_numpy())
+        if collaborative:
+            self.fit_collaborative(frame)
+        return self
+
+    def _encode(self, frame: pd.DataFrame, fit: bool):
+        """The training rows (users, items), encoded (fitting the encoders first if `fit`), and
+        each rating's user and item row."""
+        s = self.spec
+        users = frame[s.user_columns()].drop_duplicates(s.user_id)
+        items = frame[s.item_columns()].drop_duplicates(s.item_id)
+        if fit:
+            self.user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None,
+                                             s.user_binary, s.user_multi).fit(users)
+            self.item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None,
+                                             s.item_binary, s.item_multi).fit(items)
+        u_index = pd.Index(users[s.user_id]).get_indexer(frame[s.user_id])
+        i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
+        return users, items, self.user_encoder.transform(users), self.item_encoder.transform(items), u_index, i_index
+
+    def fit_collaborative(self, frame: pd.DataFrame) -> TwoTowerRecommender:
+        """Add the collaborative part (nothing without `als_factors`) to towers fitted on the
+        same `frame`; it does not depend on them, nor on their L2."""
+        if not self.als_factors:
+            return self
+        self._check_fitted()
+        if self.user_weights.shape[1] != self.k + 1:
+            raise RuntimeError("the collaborative part is already fitted: fit() the towers again first")
+        users, items, xu, xi, u_index, i_index = self._encode(frame, fit=False)
+        self._fit_collaborative(users, items, xu, xi, u_index, i_index, frame[self.spec.rating].astype(float).to_numpy())
         return self
 
     def _fit_collaborative(self, users, items, xu, xi, u_index, i_index, ratings) -> None:
@@ -412,21 +450,18 @@ class TwoTowerRecommender:
         rng = np.random.default_rng(self.seed)
         k, n = self.k, len(target)
         reg = np.r_[np.full(k, self.l2), self.bias_l2]  # per embedding column: tower, then bias
-        user_side = _TowerSide(xu, u_index, self.user_encoder)
-        item_side = _TowerSide(xi, i_index, self.item_encoder)
+        user_side = _TowerSide(xu, u_index, self.user_encoder, i_index, target)
+        item_side = _TowerSide(xi, i_index, self.item_encoder, u_index, target)
         wi = rng.normal(0, 0.1, (xi.shape[1], k + 1))
-        item_per_rating = (xi @ wi)[i_index]
+        if self.warm_start and self.item_weights is not None and self.item_weights.shape[0] == xi.shape[1]:
+            wi = self.item_weights[:, : k + 1]  # the towers of the previous fit (same encoders): sklearn's warm_start
+        ei = xi @ wi
         self.training_log, self.converged, self.iterations = [], False, 0
         previous = np.inf
         for sweep in range(1, self.max_iter + 1):
-            wu, eu = user_side.solve(item_per_rating, target, reg)
-            user_per_rating = eu[u_index]
-            wi, ei = item_side.solve(user_per_rating, target, reg)
-            item_per_rating = ei[i_index]  # the loss's, and the next sweep's user solve's
-            pred = (np.einsum("nk,nk->n", user_per_rating[:, :k], item_per_rating[:, :k])
-                    + user_per_rating[:, k] + item_per_rating[:, k])
-            err = pred - target
-            loss = 0.5 * float(err @ err) / n + 0.5 / n * float((reg * wu * wu).sum() + (reg * wi * wi).sum())
+            wu, eu, _ = user_side.solve(ei, reg)
+            wi, ei, squared_error = item_side.solve(eu, reg)  # the error at this sweep's end
+            loss = 0.5 * squared_error / n + 0.5 / n * float((reg * wu * wu).sum() + (reg * wi * wi).sum())
             self.training_log.append(loss)
             self.iterations = sweep
             if sweep > 1 and previous - loss <= self.ftol * abs(previous):
@@ -507,7 +542,11 @@ class TwoTowerRecommender:
         self._check_fitted()
         items = self._with_id(items, self.spec.item_id, features_only)
         e = self.item_encoder.transform(items) @ self.item_weights
-        return e[:, : self.k], e[:, self.k], e[:, self.k + 1:]
+        factors = e[:, self.k + 1:]
+        if self.als_norm_power and factors.shape[1]:
+            norms = np.linalg.norm(factors, axis=1, keepdims=True)
+            factors = factors / np.maximum(norms, 1e-9) ** self.als_norm_power
+        return e[:, : self.k], e[:, self.k], factors
 
     def popularity_prior(self, items: pd.DataFrame) -> np.ndarray:
         """popularity_weight * log(1 + ratings of the item in training); 0 for a new item."""
@@ -543,6 +582,6 @@ class TwoTowerRecommender:
                 "converged": self.converged, "iterations": self.iterations,
                 "seed": self.seed, "global_mean": self.global_mean, "metric": "inner_product",
                 "popularity_weight": self.popularity_weight, "spec": asdict(self.spec),
-                "als_factors": self.als_factors, "als_weight": self.als_weight,
+                "als_factors": self.als_factors, "als_weight": self.als_weight, "als_norm_power": self.als_norm_power,
                 "als_regularization": self.als_regularization, "als_alpha": self.als_alpha,
                 "als_iterations": self.als_iterations, "feature_ridge": self.feature_ridge, "bias_l2": self.bias_l2}
