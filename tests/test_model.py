@@ -344,6 +344,7 @@ def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     assert eligible, "on this data some setting covers 20% of the catalog"
     chosen = max(eligible, key=eligible.get)
     assert chosen.endswith(f"popularity={model.popularity_weight} norm_power={model.als_norm_power}")
+    assert [k for k, v in tried.items() if v.get("chosen")] == [chosen], "the grid marks its choice, once"
     assert m["als_norm_power"] == model.als_norm_power
     without = [v for k, v in eligible.items() if k.startswith("collaborative=0.0 ")]
     # the factors help on validation: the towers alone either miss the coverage floor or rank worse

@@ -65,14 +65,27 @@ class Ranking:
     shown: set[int]
 
 
+class _ItemSets(list):
+    """Per-user item sets (a list of sets) that keep their CSR form once built (`_by_user`):
+    a weight grid ranks the same users hundreds of times."""
+
+    csr = None
+
+
 def _by_user(sets: list[set[int]], n_items: int):
     """Per-user item sets as a boolean CSR matrix (users x items)."""
     import scipy.sparse as sp
 
+    cached = getattr(sets, "csr", None)
+    if cached is not None and cached.shape[1] == n_items:
+        return cached
     lengths = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
     cols = np.fromiter((i for x in sets for i in x), dtype=np.int64, count=int(lengths.sum()))
     indptr = np.r_[0, np.cumsum(lengths)]
-    return sp.csr_matrix((np.ones(len(cols), dtype=bool), cols, indptr), shape=(len(sets), n_items))
+    matrix = sp.csr_matrix((np.ones(len(cols), dtype=bool), cols, indptr), shape=(len(sets), n_items))
+    if isinstance(sets, _ItemSets):
+        sets.csr = matrix
+    return matrix
 
 
 def _ranking(score_rows, n_users: int, seen: list[set[int]], relevant: list[set[int]], k: int = K) -> Ranking:
@@ -126,8 +139,8 @@ def _ranking_inputs(s: TwoTowerSpec, train: pd.DataFrame, test: pd.DataFrame, se
     test = test[test[s.user_id].isin(users[s.user_id])]
     item_pos = pd.Series(np.arange(len(items)), index=items[s.item_id])
     user_pos = pd.Series(np.arange(len(users)), index=users[s.user_id])
-    seen = [set() for _ in range(len(users))]
-    relevant = [set() for _ in range(len(users))]
+    seen = _ItemSets(set() for _ in range(len(users)))
+    relevant = _ItemSets(set() for _ in range(len(users)))
     known = seen_frame[seen_frame[s.user_id].isin(user_pos.index)]
     for u, i in zip(known[s.user_id].map(user_pos), known[s.item_id].map(item_pos)):
         seen[u].add(int(i))
@@ -223,7 +236,7 @@ def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.Data
     `min_coverage` of the catalog (the popularity prior and the factor norms buy NDCG with
     coverage), or the best NDCG if none does; ties go to the smaller weights. Relative weight
     1.0: both parts' scores equally spread over the validation users. Returns NDCG@10 and
-    coverage per setting tried."""
+    coverage per setting tried; the chosen one also has `"chosen": True`."""
     if not model.als_factors:
         return {}
     users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
@@ -240,10 +253,12 @@ def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.Data
             for w in popularity:
                 r = _ranking(scores.rows(c * unit, w), len(users), seen, relevant)
                 coverage = len(r.shown) / len(items)
-                tried[f"collaborative={c} popularity={w} norm_power={power}"] = {"ndcg": r.ndcg, "coverage": coverage}
-                results.append((coverage >= min_coverage, r.ndcg, -c, -w, -power, unit))
-    _, _, c, w, power, unit = max(results)
+                key = f"collaborative={c} popularity={w} norm_power={power}"
+                tried[key] = {"ndcg": r.ndcg, "coverage": coverage}
+                results.append((coverage >= min_coverage, r.ndcg, -c, -w, -power, unit, key))
+    _, _, c, w, power, unit, key = max(results)
     model.als_weight, model.popularity_weight, model.als_norm_power = -c * unit, -w, -power
+    tried[key]["chosen"] = True
     return tried
 
 

@@ -36,8 +36,11 @@ def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[
     return _markdown(fig)
 
 
-def ranking_comparison(metrics: dict) -> str:
-    """NDCG@10 and top-10 catalog coverage of the model beside popularity and implicit ALS."""
+def ranking_comparison(metrics: dict, tried: dict[str, dict] | None = None, min_coverage: float = 0.2) -> str:
+    """NDCG@10 and top-10 catalog coverage of the model beside popularity and implicit ALS, and
+    with `tried` (`evaluation.choose_blend`'s grid) a third panel: validation NDCG@10 against
+    coverage for every ranking setting tried (a colour per factor-norm power), the coverage floor
+    and the setting chosen (marked `"chosen"`). One figure: each one costs a draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,10 +48,28 @@ def ranking_comparison(metrics: dict) -> str:
 
     names = ["this model", "popularity", "implicit ALS"]
     suffixes = ["", "_popularity", "_als"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.0), layout="constrained")
+    fig, axes = plt.subplots(1, 3 if tried else 2, figsize=(14 if tried else 9, 3.2), layout="constrained",
+                             width_ratios=[1, 1, 1.4] if tried else None)
     for ax, (key, title) in zip(axes, (("ndcg@10", "NDCG@10 (held out)"), ("coverage", "top-10 catalog coverage"))):
         values = [float(metrics.get(f"{key}{s}", np.nan)) for s in suffixes]
         bars = ax.bar(names, values, color=["#4c72b0", "#999999", "#dd8452"])
         ax.bar_label(bars, fmt="%.3f")
         ax.set(title=title, ylim=(0, max(np.nanmax(values) * 1.25, 0.01)))
+    if tried:
+        _tradeoff(axes[2], tried, min_coverage)
     return _markdown(fig)
+
+
+def _tradeoff(ax, tried: dict[str, dict], min_coverage: float) -> None:
+    by_power: dict[str, list[tuple[float, float]]] = {}
+    for key, v in tried.items():
+        power = key.rsplit("norm_power=", 1)[-1] if "norm_power=" in key else "0.0"
+        by_power.setdefault(power, []).append((v["coverage"], v["ndcg"]))
+    for power, points in sorted(by_power.items()):
+        ax.scatter(*zip(*points), s=8, alpha=0.6, label=f"factor norm power {power}")
+    for v in tried.values():
+        if v.get("chosen"):
+            ax.scatter([v["coverage"]], [v["ndcg"]], s=90, marker="*", color="black", label="chosen")
+    ax.axvline(min_coverage, linestyle="--", color="grey", linewidth=1, label=f"coverage floor {min_coverage:.0%}")
+    ax.set(xscale="log", xlabel="top-10 catalog coverage", ylabel="NDCG@10", title="settings tried (validation)")
+    ax.legend(fontsize=7, loc="lower left")

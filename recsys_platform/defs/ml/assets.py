@@ -124,7 +124,7 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
                     schema=dg.TableSchema(columns=[dg.TableColumn("metric", "string"), dg.TableColumn("model", "float"),
                                                    dg.TableColumn("baselines", "string")])),
                 "evaluation_plot": dg.MetadataValue.md(report),
-                "ranking_plot": dg.MetadataValue.md(ranking_comparison(metrics)),
+                "ranking_plot": dg.MetadataValue.md(ranking_comparison(metrics, run.blend_ndcg_by_weight, config.min_coverage)),
                 "published": bool(published),
                 "training_data_version": data_version,
                 "training_rows": len(frame),
