@@ -44,6 +44,9 @@ from recsys_platform.ml.evaluation import (  # noqa: E402
 )
 from recsys_platform.ml.model import TwoTowerRecommender  # noqa: E402
 
+# The model's settings beside the asset's defaults (`--als-iterations`), for every fit here.
+MODEL_OPTIONS: dict = {}
+
 
 def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> dict:
     """NDCG@10 for users never seen in training (a share of customers held out with all their
@@ -54,7 +57,7 @@ def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> di
     cold = frame[frame[s.user_id].isin(held)]
     warm = frame[~frame[s.user_id].isin(held)]
     train, valid = split(warm, 0.15, seed + 1)
-    model, _ = choose_l2(TwoTowerRecommender(als_factors=als_factors), train, valid)
+    model, _ = choose_l2(TwoTowerRecommender(als_factors=als_factors, **MODEL_OPTIONS), train, valid)
     choose_weights(model, train, valid)
     mine = ranking_metrics(s, lambda users, items: _model_rows(model, users.assign(**{s.user_id: None}), items),
                            train, cold)
@@ -86,7 +89,7 @@ def asset_training_time(train, valid, als_factors: int) -> dict:
     """Seconds the asset spends training: `choose_l2` over L2_GRID (the towers at each L2 it
     tries, the collaborative part once), with the L2 values it tried and the peak memory."""
     start = time.perf_counter()
-    model, tried = choose_l2(TwoTowerRecommender(als_factors=als_factors), train, valid)
+    model, tried = choose_l2(TwoTowerRecommender(als_factors=als_factors, **MODEL_OPTIONS), train, valid)
     return {"fit_s": time.perf_counter() - start, "l2": model.l2, "l2_tried": {str(k): v for k, v in tried.items()},
             "sweeps": model.iterations, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 
@@ -97,7 +100,7 @@ def fit_times(train, als_factors: int, lbfgs: bool, als_setting: dict | None) ->
     out = {}
     for solver in ("alternating", "lbfgs") if lbfgs else ("alternating",):
         start = time.perf_counter()
-        model = TwoTowerRecommender(als_factors=als_factors, solver=solver).fit(train)
+        model = TwoTowerRecommender(als_factors=als_factors, solver=solver, **MODEL_OPTIONS).fit(train)
         out[solver] = {"fit_s": time.perf_counter() - start, "iterations": model.iterations,
                        "converged": model.converged, "final_loss": model.training_log[-1]}
     if als_setting is not None:
@@ -136,9 +139,13 @@ def main() -> int:
                         help="collaborative dimensions of the 32 (default 16, the asset's; 0: the two-tower alone)")
     parser.add_argument("--lbfgs-up-to", type=float, default=10, help="time the L-BFGS fit up to this scale")
     parser.add_argument("--fit-only", action="store_true", help="only the training times (for scale 1000)")
+    parser.add_argument("--als-iterations", type=int, help="implicit-ALS iterations of the collaborative part "
+                        "(default: the model's)")
     parser.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache",
                         help="generated tables are kept here (default benchmarks/.cache)")
     args = parser.parse_args()
+    if args.als_iterations:
+        MODEL_OPTIONS["als_iterations"] = args.als_iterations
     runs = []
     for mode in args.modes:
         for scale in args.scales:
@@ -156,7 +163,7 @@ def main() -> int:
                       f"{fit['alternating']['fit_s']:.1f} s", flush=True)
                 continue
             start = time.perf_counter()
-            result = train_and_evaluate(frame, TwoTowerRecommender(als_factors=args.als_factors), l2_grid=L2_GRID)
+            result = train_and_evaluate(frame, TwoTowerRecommender(als_factors=args.als_factors, **MODEL_OPTIONS), l2_grid=L2_GRID)
             total_s = time.perf_counter() - start
             model, m = result.model, result.metrics
             run = {"mode": mode, "scale": scale, "ratings": len(frame), "train_and_evaluate_s": total_s,
