@@ -72,10 +72,18 @@ def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> di
 
 
 def cached_table(scale: float, mode: str, cache: Path | None):
-    """`training_table(scale, mode)`, read from `cache` when it was generated before."""
+    """`training_table(scale, mode)`, read from `cache` when the same generator made it before
+    (the file name carries a digest of the generator's source, so a changed generator never
+    reuses an old table)."""
+    import hashlib
+    import inspect
+
     import pandas as pd
 
-    path = cache / f"{mode}-{scale:g}.parquet" if cache else None
+    from recsys_platform.batch.seed import synthetic
+
+    digest = hashlib.sha256(inspect.getsource(synthetic).encode()).hexdigest()[:12]
+    path = cache / f"{mode}-{scale:g}-{digest}.parquet" if cache else None
     if path and path.exists():
         return pd.read_parquet(path)
     frame = training_table(scale, mode=mode)

@@ -236,7 +236,7 @@ def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.Data
     `min_coverage` of the catalog (the popularity prior and the factor norms buy NDCG with
     coverage), or the best NDCG if none does; ties go to the smaller weights. Relative weight
     1.0: both parts' scores equally spread over the validation users. Returns NDCG@10 and
-    coverage per setting tried; the chosen one also has `"chosen": True`."""
+    coverage per setting tried (with its norm power); the chosen one also has `"chosen": True`."""
     if not model.als_factors:
         return {}
     users, items, seen, relevant = _ranking_inputs(model.spec, train, valid)
@@ -254,7 +254,7 @@ def choose_blend(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.Data
                 r = _ranking(scores.rows(c * unit, w), len(users), seen, relevant)
                 coverage = len(r.shown) / len(items)
                 key = f"collaborative={c} popularity={w} norm_power={power}"
-                tried[key] = {"ndcg": r.ndcg, "coverage": coverage}
+                tried[key] = {"ndcg": r.ndcg, "coverage": coverage, "norm_power": power}
                 results.append((coverage >= min_coverage, r.ndcg, -c, -w, -power, unit, key))
     _, _, c, w, power, unit, key = max(results)
     model.als_weight, model.popularity_weight, model.als_norm_power = -c * unit, -w, -power
@@ -308,7 +308,7 @@ class TrainingRun:
     metrics: dict
     popularity_ndcg_by_weight: dict[float, float]
     als_ndcg_by_setting: dict[str, float]
-    blend_ndcg_by_weight: dict[str, dict[str, float]]  # NDCG@10 and coverage on validation per setting
+    blend_ndcg_by_weight: dict[str, dict]  # NDCG@10, coverage and norm power on validation per setting
 
 
 L2_GRID = (80.0, 200.0, 500.0)  # the towers' L2 tried on validation (scale 10 prefers 80, scale 100 500)

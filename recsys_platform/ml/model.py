@@ -291,8 +291,8 @@ class _TowerSide:
         big_a, b = self._moments(a, t)
         if self.hybrid:
             p = np.linalg.inv(big_a + np.diag(reg))
-            per_row = np.multiply(p, -np.outer(reg, reg))                 # L - L P L, in place
-            per_row += np.diag(reg)
+            per_row = np.multiply(p, -np.outer(reg, reg))              # L - L P L: one new array,
+            per_row += np.diag(reg)                                     # the diagonal added in place
             rhs_row = reg * np.einsum("rij,rj->ri", p, b)              # L P b
         else:
             per_row, rhs_row = big_a, b
@@ -382,8 +382,8 @@ class TwoTowerRecommender:
         self.item_counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
         fit_towers = self._alternate if self.solver == "alternating" else self._optimise
         fit_towers(xu, xi, u_index, i_index, y - self.global_mean)
-        if collaborative:
-            self.fit_collaborative(frame)
+        if collaborative and self.als_factors:
+            self._fit_collaborative(users, items, xu, xi, u_index, i_index, y)
         return self
 
     def _encode(self, frame: pd.DataFrame, fit: bool):

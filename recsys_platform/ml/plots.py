@@ -39,7 +39,7 @@ def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[
 def ranking_comparison(metrics: dict, tried: dict[str, dict] | None = None, min_coverage: float = 0.2) -> str:
     """NDCG@10 and top-10 catalog coverage of the model beside popularity and implicit ALS, and
     with `tried` (`evaluation.choose_blend`'s grid) a third panel: validation NDCG@10 against
-    coverage for every ranking setting tried (a colour per factor-norm power), the coverage floor
+    coverage for every ranking setting tried (a colour per `"norm_power"`), the coverage floor
     and the setting chosen (marked `"chosen"`). One figure: each one costs a draw."""
     import matplotlib
 
@@ -61,10 +61,9 @@ def ranking_comparison(metrics: dict, tried: dict[str, dict] | None = None, min_
 
 
 def _tradeoff(ax, tried: dict[str, dict], min_coverage: float) -> None:
-    by_power: dict[str, list[tuple[float, float]]] = {}
-    for key, v in tried.items():
-        power = key.rsplit("norm_power=", 1)[-1] if "norm_power=" in key else "0.0"
-        by_power.setdefault(power, []).append((v["coverage"], v["ndcg"]))
+    by_power: dict[float, list[tuple[float, float]]] = {}
+    for v in tried.values():
+        by_power.setdefault(v["norm_power"], []).append((v["coverage"], v["ndcg"]))
     for power, points in sorted(by_power.items()):
         ax.scatter(*zip(*points), s=8, alpha=0.6, label=f"factor norm power {power}")
     for v in tried.values():
