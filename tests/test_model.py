@@ -482,3 +482,39 @@ def test_the_l2_choice_stops_where_a_smaller_l2_overfits_and_adds_the_factors_on
     assert model.l2 == 80.0 and model.user_weights.shape[1] == model.k + 1 + 16, "the ALS factors, on the kept copy"
     with pytest.raises(RuntimeError, match="already fitted"):
         model.fit_collaborative(train)
+
+
+def test_factors_computed_beside_the_towers_are_those_of_a_plain_fit(frame):
+    """`choose_l2` computes the ALS factors in a thread while it fits the towers; the model it
+    keeps must equal the one fitted in sequence at the chosen L2, and factors of another table
+    are refused with the sizes that differ."""
+    from recsys_platform.ml.evaluation import choose_l2, split
+
+    rest, _ = split(frame, 0.2, 0)
+    train, valid = split(rest, 0.125, 1)
+    chosen, _ = choose_l2(TwoTowerRecommender(max_iter=30, als_factors=16), train, valid, grid=(80.0,))
+    plain = TwoTowerRecommender(max_iter=30, als_factors=16).fit(train)
+    np.testing.assert_allclose(chosen.user_weights, plain.user_weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(chosen.item_weights, plain.item_weights, rtol=1e-6, atol=1e-9)
+    towers = TwoTowerRecommender(max_iter=30, als_factors=16).fit(train, collaborative=False)
+    customers = train["customerNumber"]
+    other = towers.collaborative_factors(train[customers < customers.median()])
+    with pytest.raises(ValueError, match="factors for .* users and .* items given"):
+        towers.fit_collaborative(train, factors=other)
+
+
+def test_the_one_hot_lookup_is_what_sklearn_transforms(trained):
+    """`TowerEncoder._one_hot` replaces `OneHotEncoder.transform` for speed: the same columns,
+    and a value unseen in training (an id, a category, a missing one) sets none."""
+    model = trained[0]
+    for encoder in (model.user_encoder, model.item_encoder):
+        known = pd.DataFrame({c: pd.Series(list(cats[:3]), dtype=object)
+                              for c, cats in zip(encoder.one_hot_columns, encoder.ohe.categories_)})
+        unknown = known.iloc[:1].copy()
+        unknown.iloc[0, 0], unknown.iloc[0, -1] = "never seen", "<null>"
+        for strings in (known, unknown, pd.concat([known, unknown, known])):
+            mine, theirs = encoder._one_hot(strings), encoder.ohe.transform(strings)
+            assert mine.shape == theirs.shape
+            assert (mine != theirs).nnz == 0
+        assert len(encoder.one_hot_columns) >= 2, "a categorical and the id"
+        assert encoder._one_hot(unknown).sum() == len(encoder.one_hot_columns) - 2, "no column for either unknown"

@@ -149,8 +149,22 @@ class TowerEncoder:
             self.std_scaler.fit(np.where(np.isnan(numbers), np.nanmean(numbers, axis=0), numbers))
         return self
 
+    def _one_hot(self, strings: pd.DataFrame) -> sp.csr_matrix:
+        """What `self.ohe.transform(strings)` returns (an unknown value sets no column), by one hash
+        lookup per column: sklearn checks each value in Python, 13 s of the training at scale
+        1000, where the id columns hold 122,000 users and 110,000 items."""
+        rows, columns, offset = [], [], 0
+        for column, categories in zip(self.one_hot_columns, self.ohe.categories_):
+            position = pd.Index(categories).get_indexer(strings[column])
+            known = position >= 0
+            rows.append(np.flatnonzero(known))
+            columns.append(position[known] + offset)
+            offset += len(categories)
+        rows, columns = (np.concatenate(rows), np.concatenate(columns)) if rows else (np.zeros(0, int),) * 2
+        return sp.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(strings), offset))
+
     def transform(self, frame: pd.DataFrame) -> sp.csr_matrix:
-        parts = [self.ohe.transform(self._strings(frame, self.one_hot_columns))]
+        parts = [self._one_hot(self._strings(frame, self.one_hot_columns))]
         if self.numeric:
             parts.append(sp.csr_matrix(self.std_scaler.transform(self._numbers(frame))))
         if self.binary:
@@ -319,7 +333,7 @@ class TwoTowerRecommender:
     def __init__(self, spec: TwoTowerSpec | None = None, dim: int = 32, hybrid: bool = True,
                  l2: float = 80.0, max_iter: int = 2000, seed: int = 0, ftol: float | None = None,
                  als_factors: int = 0, als_regularization: float = 0.1, als_alpha: float = 10.0,
-                 als_iterations: int = 15, feature_ridge: float = 1.0, bias_l2: float | None = 5.0,
+                 als_iterations: int = 30, feature_ridge: float = 1.0, bias_l2: float | None = 5.0,
                  solver: str = "alternating"):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
@@ -401,37 +415,69 @@ class TwoTowerRecommender:
         i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
         return users, items, self.user_encoder.transform(users), self.item_encoder.transform(items), u_index, i_index
 
-    def fit_collaborative(self, frame: pd.DataFrame) -> TwoTowerRecommender:
+    def fit_collaborative(self, frame: pd.DataFrame,
+                          factors: tuple[np.ndarray, np.ndarray] | None = None) -> TwoTowerRecommender:
         """Add the collaborative part (nothing without `als_factors`) to towers fitted on the
-        same `frame`; it does not depend on them, nor on their L2."""
+        same `frame`; it does not depend on them, nor on their L2. `factors`: what
+        `collaborative_factors(frame)` returned, if it ran already (e.g. beside the towers' fits)."""
         if not self.als_factors:
             return self
         self._check_fitted()
         if self.user_weights.shape[1] != self.k + 1:
             raise RuntimeError("the collaborative part is already fitted: fit() the towers again first")
         users, items, xu, xi, u_index, i_index = self._encode(frame, fit=False)
-        self._fit_collaborative(users, items, xu, xi, u_index, i_index, frame[self.spec.rating].astype(float).to_numpy())
+        if factors is not None and (len(factors[0]), len(factors[1])) != (xu.shape[0], xi.shape[0]):
+            raise ValueError(f"factors for {len(factors[0])} users and {len(factors[1])} items given, but the frame "
+                             f"has {xu.shape[0]} and {xi.shape[0]}: pass collaborative_factors(frame) of the same frame")
+        if factors is None:
+            factors = self._als_factors(u_index, i_index, frame[self.spec.rating].astype(float).to_numpy(),
+                                        xu.shape[0], xi.shape[0])
+        self._attach_factors(users, items, xu, xi, *factors)
         return self
 
+    def collaborative_factors(self, frame: pd.DataFrame, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Implicit-ALS factors of `frame`'s ratings, (users, items) in the order of their first
+        rating, as `fit_collaborative(frame, factors=...)` takes them, on `threads` threads (0:
+        every core; the factors are the same either way). Needs no fitted tower: it can run while
+        the towers are fitted (`evaluation.choose_l2` does, in a thread)."""
+        s = self.spec
+        users, items = pd.Index(pd.unique(frame[s.user_id])), pd.Index(pd.unique(frame[s.item_id]))
+        return self._als_factors(users.get_indexer(frame[s.user_id]), items.get_indexer(frame[s.item_id]),
+                                 frame[s.rating].astype(float).to_numpy(), len(users), len(items), threads)
+
     def _fit_collaborative(self, users, items, xu, xi, u_index, i_index, ratings) -> None:
+        self._attach_factors(users, items, xu, xi,
+                             *self._als_factors(u_index, i_index, ratings, xu.shape[0], xi.shape[0]))
+
+    def _als_factors(self, u_index, i_index, ratings, n_users: int, n_items: int,
+                     threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        import warnings
+
+        import implicit
+
+        confidence = 1.0 + self.als_alpha * ratings
+        matrix = sp.csr_matrix((confidence, (u_index, i_index)), shape=(n_users, n_items))
+        # implicit warns unless BLAS runs one thread. Measured here (16 factors, scale 1000): the
+        # fit takes 9.3 s with OpenBLAS's 2 threads, 10.2 s limited to 1, with identical factors;
+        # and the limit is process-wide, so it would halve the speed of the towers' batched
+        # inverses while `choose_l2` fits them beside this (0.74 s -> 1.69 s per solve).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*BLAS is configured to use", category=RuntimeWarning)
+            als = implicit.cpu.als.AlternatingLeastSquares(
+                factors=self.als_factors, regularization=self.als_regularization, iterations=self.als_iterations,
+                random_state=self.seed, calculate_training_loss=False, num_threads=threads)
+        als.fit(matrix, show_progress=False)
+        return als.user_factors, als.item_factors
+
+    def _attach_factors(self, users, items, xu, xi, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
         """ALS factors for the training users and items, appended to the towers' weights so that
         the tower of a known row returns its factors exactly and the tower of an unknown row
         returns what its features predict (a ridge regression from the features to the factors):
         weights = [ridge coefficients on feature columns; residual factors on each id's column]."""
-        import implicit
-        from threadpoolctl import threadpool_limits
-
-        confidence = 1.0 + self.als_alpha * ratings
-        matrix = sp.csr_matrix((confidence, (u_index, i_index)), shape=(xu.shape[0], xi.shape[0]))
-        with threadpool_limits(1, "blas"):  # implicit's advice: BLAS threads fight its own
-            als = implicit.cpu.als.AlternatingLeastSquares(
-                factors=self.als_factors, regularization=self.als_regularization, iterations=self.als_iterations,
-                random_state=self.seed, calculate_training_loss=False)
-            als.fit(matrix, show_progress=False)
         s = self.spec
         parts = []
-        for encoder, id_column, rows, x, factors in ((self.user_encoder, s.user_id, users, xu, als.user_factors),
-                                                     (self.item_encoder, s.item_id, items, xi, als.item_factors)):
+        for encoder, id_column, rows, x, factors in ((self.user_encoder, s.user_id, users, xu, user_factors),
+                                                     (self.item_encoder, s.item_id, items, xi, item_factors)):
             cold = encoder.transform(rows.assign(**{id_column: None}))  # features only: id columns zero
             keep = encoder.feature_columns
             features = cold[:, keep]  # the ridge is over feature columns only (an id column is all zero here)
