@@ -328,7 +328,7 @@ def choose_l2(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFra
     Each fit after the first starts from the previous one's item tower (`warm_start`): at scale
     1000 (collaborative) the whole choice took 99 s instead of 113 s. The collaborative factors
     are computed meanwhile on one core (implicit's ALS releases the GIL), then attached to the
-    copy kept: at scale 1000 (30 ALS iterations) the choice took 92 s so, 102 s with ALS on both
+    copy kept: at scale 1000 (30 ALS iterations) the choice took 92 s this way, 102 s with ALS on both
     cores beside the towers (they contend for them), 111-124 s one after the other."""
     tried: dict[float, float] = {}
     best: TwoTowerRecommender | None = None
