@@ -334,7 +334,7 @@ def choose_l2(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFra
     best: TwoTowerRecommender | None = None
     y = valid[model.spec.rating].astype(float).to_numpy()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        factors = pool.submit(model.collaborative_factors, train, 1) if model.als_factors else None
+        factors = pool.submit(model.collaborative_factors, train, threads=1) if model.als_factors else None
         for l2 in sorted(map(float, grid), reverse=True):
             candidate = copy.deepcopy(best or model)  # each fit starts where the previous one ended
             candidate.l2, candidate.warm_start = l2, best is not None

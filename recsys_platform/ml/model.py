@@ -99,6 +99,7 @@ class TowerEncoder:
         self.vocabulary: dict[str, list[str]] = {}  # per multi-valued column, the values seen in training
         self.one_hot_columns = self.categorical + ([id_column] if id_column else [])
         self.ohe = OneHotEncoder(handle_unknown="ignore", sparse_output=True, dtype=np.float64)
+        self._indexed: tuple[list | None, list[pd.Index]] = (None, [])  # (ohe.categories_, an index of each)
         self.std_scaler = StandardScaler()
 
     def _strings(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -153,13 +154,15 @@ class TowerEncoder:
         """What `self.ohe.transform(strings)` returns (an unknown value sets no column), by one hash
         lookup per column: sklearn checks each value in Python, 13 s of the training at scale
         1000, where the id columns hold 122,000 users and 110,000 items."""
+        if self._indexed[0] is not self.ohe.categories_:  # built once per fit (a fit makes a new list)
+            self._indexed = (self.ohe.categories_, [pd.Index(c) for c in self.ohe.categories_])
         rows, columns, offset = [], [], 0
-        for column, categories in zip(self.one_hot_columns, self.ohe.categories_):
-            position = pd.Index(categories).get_indexer(strings[column])
+        for column, index in zip(self.one_hot_columns, self._indexed[1]):
+            position = index.get_indexer(strings[column])
             known = position >= 0
             rows.append(np.flatnonzero(known))
             columns.append(position[known] + offset)
-            offset += len(categories)
+            offset += len(index)
         rows, columns = (np.concatenate(rows), np.concatenate(columns)) if rows else (np.zeros(0, int),) * 2
         return sp.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(strings), offset))
 
@@ -400,19 +403,25 @@ class TwoTowerRecommender:
             self._fit_collaborative(users, items, xu, xi, u_index, i_index, y)
         return self
 
-    def _encode(self, frame: pd.DataFrame, fit: bool):
-        """The training rows (users, items), encoded (fitting the encoders first if `fit`), and
-        each rating's user and item row."""
+    def _rows(self, frame: pd.DataFrame):
+        """The training rows (users, items, in the order of their first rating) and each rating's
+        user and item row: the order the towers and the ALS factors share."""
         s = self.spec
         users = frame[s.user_columns()].drop_duplicates(s.user_id)
         items = frame[s.item_columns()].drop_duplicates(s.item_id)
+        u_index = pd.Index(users[s.user_id]).get_indexer(frame[s.user_id])
+        i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
+        return users, items, u_index, i_index
+
+    def _encode(self, frame: pd.DataFrame, fit: bool):
+        """`_rows`, with the rows encoded (fitting the encoders first if `fit`)."""
+        s = self.spec
+        users, items, u_index, i_index = self._rows(frame)
         if fit:
             self.user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None,
                                              s.user_binary, s.user_multi).fit(users)
             self.item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None,
                                              s.item_binary, s.item_multi).fit(items)
-        u_index = pd.Index(users[s.user_id]).get_indexer(frame[s.user_id])
-        i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
         return users, items, self.user_encoder.transform(users), self.item_encoder.transform(items), u_index, i_index
 
     def fit_collaborative(self, frame: pd.DataFrame,
@@ -429,10 +438,8 @@ class TwoTowerRecommender:
         if factors is not None and (len(factors[0]), len(factors[1])) != (xu.shape[0], xi.shape[0]):
             raise ValueError(f"factors for {len(factors[0])} users and {len(factors[1])} items given, but the frame "
                              f"has {xu.shape[0]} and {xi.shape[0]}: pass collaborative_factors(frame) of the same frame")
-        if factors is None:
-            factors = self._als_factors(u_index, i_index, frame[self.spec.rating].astype(float).to_numpy(),
-                                        xu.shape[0], xi.shape[0])
-        self._attach_factors(users, items, xu, xi, *factors)
+        self._fit_collaborative(users, items, xu, xi, u_index, i_index,
+                                frame[self.spec.rating].astype(float).to_numpy(), factors)
         return self
 
     def collaborative_factors(self, frame: pd.DataFrame, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -440,14 +447,15 @@ class TwoTowerRecommender:
         rating, as `fit_collaborative(frame, factors=...)` takes them, on `threads` threads (0:
         every core; the factors are the same either way). Needs no fitted tower: it can run while
         the towers are fitted (`evaluation.choose_l2` does, in a thread)."""
-        s = self.spec
-        users, items = pd.Index(pd.unique(frame[s.user_id])), pd.Index(pd.unique(frame[s.item_id]))
-        return self._als_factors(users.get_indexer(frame[s.user_id]), items.get_indexer(frame[s.item_id]),
-                                 frame[s.rating].astype(float).to_numpy(), len(users), len(items), threads)
+        users, items, u_index, i_index = self._rows(frame)
+        return self._als_factors(u_index, i_index, frame[self.spec.rating].astype(float).to_numpy(),
+                                 len(users), len(items), threads)
 
-    def _fit_collaborative(self, users, items, xu, xi, u_index, i_index, ratings) -> None:
-        self._attach_factors(users, items, xu, xi,
-                             *self._als_factors(u_index, i_index, ratings, xu.shape[0], xi.shape[0]))
+    def _fit_collaborative(self, users, items, xu, xi, u_index, i_index, ratings, factors=None) -> None:
+        """Attach `factors` (the ALS factors of these ratings; computed here if None)."""
+        if factors is None:
+            factors = self._als_factors(u_index, i_index, ratings, xu.shape[0], xi.shape[0])
+        self._attach_factors(users, items, xu, xi, *factors)
 
     def _als_factors(self, u_index, i_index, ratings, n_users: int, n_items: int,
                      threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -460,7 +468,7 @@ class TwoTowerRecommender:
         # implicit warns unless BLAS runs one thread. Measured here (16 factors, scale 1000): the
         # fit takes 9.3 s with OpenBLAS's 2 threads, 10.2 s limited to 1, with identical factors;
         # and the limit is process-wide, so it would halve the speed of the towers' batched
-        # inverses while `choose_l2` fits them beside this (0.74 s -> 1.69 s per solve).
+        # inverses while `choose_l2` fits them beside this (0.74 s -> 1.69 s per call at scale 1000).
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*BLAS is configured to use", category=RuntimeWarning)
             als = implicit.cpu.als.AlternatingLeastSquares(
