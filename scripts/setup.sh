@@ -52,3 +52,7 @@ fi
 
 echo "setup: installing the Python packages (pip install -e '.[dev]')"
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# The training's compiled kernels (numba): about 30 s the first time, then loaded from numba's
+# cache (recsys_platform/ml/__pycache__) in under a second.
+"$PYTHON" -m recsys_platform.ml.kernels

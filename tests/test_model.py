@@ -518,3 +518,39 @@ def test_the_one_hot_lookup_is_what_sklearn_transforms(trained):
             assert (mine != theirs).nnz == 0
         assert len(encoder.one_hot_columns) >= 2, "a categorical and the id"
         assert encoder._one_hot(unknown).sum() == len(encoder.one_hot_columns) - 2, "no column for either unknown"
+
+
+@pytest.mark.parametrize("hybrid", [True, False])
+def test_the_compiled_kernels_solve_what_numpy_solves(frame, monkeypatch, hybrid):
+    """Large tables train with `ml/kernels.py` (numba), small ones with numpy: one solve of each
+    side, then a whole fit, must give the same weights, embeddings and error on both paths (here
+    forced on the same small table), with or without id columns, and with binary and
+    multi-valued features."""
+    from recsys_platform.ml import model as model_module
+    from recsys_platform.ml.model import _TowerSide
+
+    for data, spec in ((frame, TwoTowerSpec()),
+                       (_movies(), TwoTowerSpec(user_id="user", item_id="movie", rating="stars",
+                                                user_categorical=["country"], user_numeric=[], user_binary=["vip"],
+                                                item_categorical=[], item_numeric=[], item_multi=["genres"]))):
+        model = TwoTowerRecommender(spec, hybrid=hybrid, max_iter=20)
+        encoded = model.encode_training(data)
+        xu, xi, u_index, i_index = encoded.xu, encoded.xi, encoded.u_index, encoded.i_index
+        target = data[spec.rating].astype(float).to_numpy() - 3.0
+        other = np.random.default_rng(0).normal(0, 0.3, (xi.shape[0], model.k + 1))
+        reg = np.r_[np.full(model.k, 80.0), 5.0]
+        sides = [_TowerSide(xu, u_index, encoded.user_encoder, i_index, target, compiled=compiled) for compiled in (False, True)]
+        assert [hasattr(side, "indptr") for side in sides] == [False, True], "the kernels' layout only where compiled"
+        solved = [side.solve(other, reg) for side in sides]
+        np.testing.assert_allclose(solved[1][0], solved[0][0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(solved[1][1], solved[0][1], rtol=1e-9, atol=1e-12)
+        assert solved[1][2] == pytest.approx(solved[0][2], rel=1e-9)
+        assert solved[0][2] > 0
+
+        fits = []
+        for threshold in (len(data) + 1, 0):  # numpy, then the kernels
+            monkeypatch.setattr(model_module, "COMPILED_MIN_RATINGS", threshold)
+            fits.append(TwoTowerRecommender(spec, hybrid=hybrid, max_iter=20).fit(data))
+        assert fits[0].iterations == fits[1].iterations > 1
+        np.testing.assert_allclose(fits[1].user_weights, fits[0].user_weights, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(fits[1].item_weights, fits[0].item_weights, rtol=1e-7, atol=1e-10)

@@ -329,21 +329,28 @@ def choose_l2(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFra
     1000 (collaborative) the whole choice took 99 s instead of 113 s. The collaborative factors
     are computed meanwhile on one core (implicit's ALS releases the GIL), then attached to the
     copy kept: at scale 1000 (30 ALS iterations) the choice took 92 s this way, 102 s with ALS on both
-    cores beside the towers (they contend for them), 111-124 s one after the other."""
+    cores beside the towers (they contend for them), 111-124 s one after the other. The training
+    frame is encoded once (`encode_training`) and the validation rows once, for every L2: at
+    scale 1000 a fit re-encoding both cost about 5 s more each."""
     tried: dict[float, float] = {}
     best: TwoTowerRecommender | None = None
     y = valid[model.spec.rating].astype(float).to_numpy()
     with ThreadPoolExecutor(max_workers=1) as pool:
         factors = pool.submit(model.collaborative_factors, train, threads=1) if model.als_factors else None
+        encoded = model.encode_training(train)  # once for every L2: the rows, the encoders, the solver's sides
+        valid_x = (encoded.user_encoder.transform(valid), encoded.item_encoder.transform(valid))
         for l2 in sorted(map(float, grid), reverse=True):
-            candidate = copy.deepcopy(best or model)  # each fit starts where the previous one ended
+            # each fit starts where the previous one ended; the fitted encoders are shared, not copied
+            shared = {id(encoded.user_encoder): encoded.user_encoder, id(encoded.item_encoder): encoded.item_encoder}
+            candidate = copy.deepcopy(best or model, memo=shared)
             candidate.l2, candidate.warm_start = l2, best is not None
-            tried[l2] = _rmse(y, candidate.fit(train, collaborative=False).predict(valid))
+            candidate.fit(train, collaborative=False, encoded=encoded)
+            tried[l2] = _rmse(y, candidate.predict_encoded(*valid_x))
             candidate.warm_start = model.warm_start
             if best is not None and tried[l2] >= tried[best.l2]:
                 break
             best = candidate  # only the best fit is kept
-        return best.fit_collaborative(train, factors=factors.result() if factors else None), tried
+        return best.fit_collaborative(train, factors=factors.result() if factors else None, encoded=encoded), tried
 
 
 def train_and_evaluate(frame: pd.DataFrame, model: TwoTowerRecommender, test_share: float = 0.2,

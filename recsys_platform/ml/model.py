@@ -12,7 +12,8 @@ alternating closed-form solves of one tower with the other fixed (`_alternate`, 
 by L-BFGS over both towers at once (`solver="lbfgs"`). With `als_factors > 0` (the asset's
 default: 16 of 32) the vectors also carry implicit-ALS factors of the ratings as feedback, known
 rows exactly and unknown rows predicted from their features, weighted in the ranking score by
-`als_weight` (see `_fit_collaborative`, docs/ml.md).
+`als_weight` (see `_fit_collaborative`, docs/ml.md). On large tables the alternating solver's
+per-row systems run in compiled kernels (`kernels`, numba); small ones stay on numpy.
 No Dagster or AWS import: the Lambdas, the assets and the benchmarks share this module.
 
 Example, on any dataset:
@@ -224,6 +225,10 @@ class TowerEncoder:
 
 
 SOLVERS = {"alternating": 1e-3, "lbfgs": 1e-7}  # each solver's default relative tolerance (`ftol`)
+# From this many ratings, `_TowerSide` solves with the compiled kernels (`kernels`, numba): they
+# take a third of numpy's time per solve at scale 1000 but cost ~1 s to load in each process, more
+# than a whole fit of a small table.
+COMPILED_MIN_RATINGS = 100_000
 
 
 def _row_products(x: sp.csr_matrix) -> sp.csr_matrix:
@@ -257,9 +262,10 @@ class _TowerSide:
     """
 
     def __init__(self, x: sp.csr_matrix, index: np.ndarray, encoder: TowerEncoder, other_index: np.ndarray,
-                 target: np.ndarray):
+                 target: np.ndarray, compiled: bool | None = None):
         """`x`: the rows as `encoder` encodes them; `index`: each rating's row; `other_index`:
-        each rating's row on the other side; `target`: each rating's value to fit."""
+        each rating's row on the other side; `target`: each rating's value to fit; `compiled`:
+        solve with `kernels` (None: when there are at least COMPILED_MIN_RATINGS ratings)."""
         x = x.tocsr()
         self.index, self.rows, self.width = index, x.shape[0], x.shape[1]
         ids, self.feature_columns = encoder.id_columns, encoder.feature_columns
@@ -270,9 +276,19 @@ class _TowerSide:
                 raise ValueError("every training row needs its own id column")
             self.id_of_row = ids.start + own.indices  # each row's id column
         self.features = x[:, self.feature_columns].tocsr()
+        self.features.sum_duplicates()  # one entry per column and row (the kernels count each pair once)
+        self.compiled = len(index) >= COMPILED_MIN_RATINGS if compiled is None else compiled
+        per_row = np.bincount(index, minlength=self.rows)
+        if self.compiled:  # ratings ordered by row, as `kernels` read them (int64: one compiled signature)
+            self.order = np.argsort(index, kind="stable")
+            self.indptr = np.r_[0, np.cumsum(per_row)].astype(np.int64)
+            self.features.indptr = self.features.indptr.astype(np.int64)
+            self.features.indices = self.features.indices.astype(np.int64)
+            self.other_index = other_index[self.order].astype(np.int64)
+            self.target = np.ascontiguousarray(target[self.order], dtype=np.float64)
+            return
         self.pairs = _row_products(self.features)
         # ratings ordered by their row's rating count, then row: one group per count (`_moments`)
-        per_row = np.bincount(index, minlength=self.rows)
         self.order = np.lexsort((index, per_row[index]))
         # every per-rating array is kept in that order: one gather per solve, none per sweep
         self.other_index, self.target = other_index[self.order], target[self.order]
@@ -296,38 +312,101 @@ class _TowerSide:
             b[rows] = np.matmul(block.transpose(0, 2, 1), t[lo:hi].reshape(len(rows), count, 1))[:, :, 0]
         return big_a, b
 
-    def solve(self, other: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """This tower's weights (columns x dims), its rows' embeddings, and the squared error of
-        every rating with them, the other side fixed (`other`: the other side's row embeddings).
-        The error comes from the moments, sum_r (e_r A_r e_r - 2 e_r b_r) + t.t, so no
-        prediction per rating is formed."""
+    def _row_terms(self, other: np.ndarray, reg: np.ndarray):
+        """Per row: A_r, b_r, P_r (hybrid only), the Hessian's and the gradient's terms, and the
+        sum of every rating's t^2 (numpy: batched products and `np.linalg.inv`)."""
         k = len(reg) - 1
         a = other[self.other_index]      # each rating's other tower and bias, in `order`
         t = self.target - a[:, k]
         a[:, k] = 1.0                    # the coefficient of this side's bias
         big_a, b = self._moments(a, t)
-        if self.hybrid:
-            p = np.linalg.inv(big_a + np.diag(reg))
-            per_row = np.multiply(p, -np.outer(reg, reg))              # L - L P L: one new array,
-            per_row += np.diag(reg)                                     # the diagonal added in place
-            rhs_row = reg * np.einsum("rij,rj->ri", p, b)              # L P b
-        else:
-            per_row, rhs_row = big_a, b
-        x, dims, d = self.features, len(reg), self.features.shape[1]
-        # sum_r x_r x_r^T (kron) S_r in one product: (feature pairs x rows) @ (rows x dims^2)
+        if not self.hybrid:
+            return big_a, b, None, big_a, b, float(t @ t)
+        p = np.linalg.inv(big_a + np.diag(reg))
+        per_row = np.multiply(p, -np.outer(reg, reg))              # L - L P L: one new array,
+        per_row += np.diag(reg)                                     # the diagonal added in place
+        return big_a, b, p, per_row, reg * np.einsum("rij,rj->ri", p, b), float(t @ t)
+
+    def _hessian(self, per_row: np.ndarray) -> np.ndarray:
+        """sum_r x_r x_r^T (kron) S_r as (features x dims) squared, in one product:
+        (feature pairs x rows) @ (rows x dims^2)."""
+        d, dims = self.features.shape[1], per_row.shape[1]
         hessian = (self.pairs @ per_row.reshape(self.rows, dims * dims)).reshape(d, d, dims, dims)
-        hessian = hessian.transpose(0, 2, 1, 3).reshape(d * dims, d * dims) + np.diag(np.tile(reg, d))
-        features = np.linalg.solve(hessian, (x.T @ rhs_row).ravel()).reshape(d, dims)
+        return hessian.transpose(0, 2, 1, 3).reshape(d * dims, d * dims)
+
+    def _own_and_error(self, p, big_a, b, embeddings) -> tuple[np.ndarray | None, float]:
+        """Each row's own part P_r (b_r - A_r c_r) (None unless hybrid) and, with it added, the
+        sum over rows of e A_r e - 2 e b_r."""
+        own = np.einsum("rij,rj->ri", p, b - np.einsum("rij,rj->ri", big_a, embeddings)) if self.hybrid else None
+        e = embeddings if own is None else embeddings + own
+        return own, float(np.einsum("ri,rij,rj->", e, big_a, e) - 2 * np.einsum("ri,ri->", e, b))
+
+    def solve(self, other: np.ndarray, reg: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """This tower's weights (columns x dims), its rows' embeddings, and the squared error of
+        every rating with them, the other side fixed (`other`: the other side's row embeddings).
+        The error comes from the moments, sum_r (e_r A_r e_r - 2 e_r b_r) + t.t, so no
+        prediction per rating is formed."""
+        x, dims, d = self.features, len(reg), self.features.shape[1]
+        if self.compiled:
+            from recsys_platform.ml import kernels
+
+            big_a, b, p, hessian, gradient, squares = kernels.row_systems(
+                np.ascontiguousarray(other, dtype=np.float64), self.other_index, self.target, self.indptr,
+                np.asarray(reg, dtype=np.float64), self.hybrid, x.indptr, x.indices, x.data, d,
+                kernels.chunk_bounds(self.indptr, kernels.numba.get_num_threads()))
+            hessian = hessian.reshape(d * dims, d * dims)
+        else:
+            big_a, b, p, per_row, rhs_row, squares = self._row_terms(other, reg)
+            hessian, gradient = self._hessian(per_row), x.T @ rhs_row
+        hessian += np.diag(np.tile(reg, d))
+        features = np.linalg.solve(hessian, gradient.ravel()).reshape(d, dims)
         embeddings = x @ features
+        if self.compiled:
+            own, error = kernels.own_and_error(p, big_a, b, embeddings, self.hybrid)
+        else:
+            own, error = self._own_and_error(p, big_a, b, embeddings)
         weights = np.zeros((self.width, dims))
         weights[self.feature_columns] = features
         if self.hybrid:
-            own = np.einsum("rij,rj->ri", p, b - np.einsum("rij,rj->ri", big_a, embeddings))
             weights[self.id_of_row] = own
             embeddings += own
-        squared_error = float(np.einsum("ri,rij,rj->", embeddings, big_a, embeddings)
-                              - 2 * np.einsum("ri,ri->", embeddings, b) + t @ t)
-        return weights, embeddings, squared_error
+        return weights, embeddings, float(error + squares)
+
+
+@dataclass
+class TrainingEncoding:
+    """A training frame encoded: its users and items (in the order of their first rating), their
+    encodings by the encoders fitted on them, each rating's user and item row, and the ratings.
+    `TwoTowerRecommender.encode_training` makes it; every fit on the same frame can share it."""
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    xu: sp.csr_matrix
+    xi: sp.csr_matrix
+    u_index: np.ndarray
+    i_index: np.ndarray
+    ratings: np.ndarray
+    user_encoder: TowerEncoder
+    item_encoder: TowerEncoder
+    item_counts: dict[str, int]  # ratings per item id (the popularity prior's counts)
+    hybrid: bool                 # encoded with the id columns
+    _sides: tuple[_TowerSide, _TowerSide] | None = None
+
+    @property
+    def global_mean(self) -> float:
+        return float(self.ratings.mean())
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.ratings - self.global_mean
+
+    def sides(self) -> tuple[_TowerSide, _TowerSide]:
+        """The alternating solver's user and item sides (built once: they do not depend on L2)."""
+        if self._sides is None:
+            target = self.target
+            self._sides = (_TowerSide(self.xu, self.u_index, self.user_encoder, self.i_index, target),
+                           _TowerSide(self.xi, self.i_index, self.item_encoder, self.u_index, target))
+        return self._sides
 
 
 class TwoTowerRecommender:
@@ -383,25 +462,44 @@ class TwoTowerRecommender:
         self.item_counts: dict[str, int] = {}
 
     # -- training ---------------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame, collaborative: bool = True) -> TwoTowerRecommender:
+    def fit(self, frame: pd.DataFrame, collaborative: bool = True,
+            encoded: TrainingEncoding | None = None) -> TwoTowerRecommender:
         """Fit the towers on `frame`, then (with `als_factors` and `collaborative`) the
         collaborative part. The towers alone already predict ratings: `evaluation.choose_l2`
-        compares them on validation RMSE and adds the collaborative part once, to the best."""
+        compares them on validation RMSE and adds the collaborative part once, to the best.
+        `encoded`: `encode_training(frame)` if it ran already (fits on one frame share it)."""
+        encoded = encoded or self.encode_training(frame)
+        if encoded.hybrid != self.hybrid:
+            raise ValueError(f"the training encoding was made for hybrid={encoded.hybrid}, the model is {self.hybrid}")
+        self.user_encoder, self.item_encoder = encoded.user_encoder, encoded.item_encoder
+        self.global_mean = encoded.global_mean
+        self.item_counts = encoded.item_counts
+        if self.solver == "alternating":
+            self._alternate(*encoded.sides(), encoded.xi)
+        else:
+            self._optimise(encoded.xu, encoded.xi, encoded.u_index, encoded.i_index, encoded.target)
+        if collaborative and self.als_factors:
+            self._fit_collaborative(encoded)
+        return self
+
+    def encode_training(self, frame: pd.DataFrame) -> TrainingEncoding:
+        """`frame`'s rows and ratings encoded by encoders fitted on it: what every fit on
+        `frame` shares (`choose_l2` encodes once for all the L2 values it tries)."""
         s = self.spec
         missing = [c for c in {*s.user_columns(), *s.item_columns(), s.rating} if c not in frame.columns]
         if missing:
             raise ValueError(f"training data lacks columns {sorted(missing)}")
         if frame.empty:
             raise ValueError("training data is empty")
-        users, items, xu, xi, u_index, i_index = self._encode(frame, fit=True)
-        y = frame[s.rating].astype(float).to_numpy()
-        self.global_mean = float(y.mean())
-        self.item_counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
-        fit_towers = self._alternate if self.solver == "alternating" else self._optimise
-        fit_towers(xu, xi, u_index, i_index, y - self.global_mean)
-        if collaborative and self.als_factors:
-            self._fit_collaborative(users, items, xu, xi, u_index, i_index, y)
-        return self
+        users, items, u_index, i_index = self._rows(frame)
+        user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None,
+                                    s.user_binary, s.user_multi).fit(users)
+        item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None,
+                                    s.item_binary, s.item_multi).fit(items)
+        counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
+        return TrainingEncoding(users, items, user_encoder.transform(users), item_encoder.transform(items),
+                                u_index, i_index, frame[s.rating].astype(float).to_numpy(), user_encoder,
+                                item_encoder, counts, self.hybrid)
 
     def _rows(self, frame: pd.DataFrame):
         """The training rows (users, items, in the order of their first rating) and each rating's
@@ -413,33 +511,30 @@ class TwoTowerRecommender:
         i_index = pd.Index(items[s.item_id]).get_indexer(frame[s.item_id])
         return users, items, u_index, i_index
 
-    def _encode(self, frame: pd.DataFrame, fit: bool):
-        """`_rows`, with the rows encoded (fitting the encoders first if `fit`)."""
-        s = self.spec
-        users, items, u_index, i_index = self._rows(frame)
-        if fit:
-            self.user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None,
-                                             s.user_binary, s.user_multi).fit(users)
-            self.item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None,
-                                             s.item_binary, s.item_multi).fit(items)
-        return users, items, self.user_encoder.transform(users), self.item_encoder.transform(items), u_index, i_index
-
-    def fit_collaborative(self, frame: pd.DataFrame,
-                          factors: tuple[np.ndarray, np.ndarray] | None = None) -> TwoTowerRecommender:
+    def fit_collaborative(self, frame: pd.DataFrame, factors: tuple[np.ndarray, np.ndarray] | None = None,
+                          encoded: TrainingEncoding | None = None) -> TwoTowerRecommender:
         """Add the collaborative part (nothing without `als_factors`) to towers fitted on the
         same `frame`; it does not depend on them, nor on their L2. `factors`: what
-        `collaborative_factors(frame)` returned, if it ran already (e.g. beside the towers' fits)."""
+        `collaborative_factors(frame)` returned, if it ran already (e.g. beside the towers' fits);
+        `encoded`: the encoding the towers were fitted on, if kept."""
         if not self.als_factors:
             return self
         self._check_fitted()
         if self.user_weights.shape[1] != self.k + 1:
             raise RuntimeError("the collaborative part is already fitted: fit() the towers again first")
-        users, items, xu, xi, u_index, i_index = self._encode(frame, fit=False)
-        if factors is not None and (len(factors[0]), len(factors[1])) != (xu.shape[0], xi.shape[0]):
+        if encoded is None:
+            users, items, u_index, i_index = self._rows(frame)
+            encoded = TrainingEncoding(users, items, self.user_encoder.transform(users),
+                                       self.item_encoder.transform(items), u_index, i_index,
+                                       frame[self.spec.rating].astype(float).to_numpy(), self.user_encoder,
+                                       self.item_encoder, self.item_counts, self.hybrid)
+        elif encoded.user_encoder is not self.user_encoder or encoded.item_encoder is not self.item_encoder:
+            raise ValueError("the encoding given is not the one these towers were fitted on")
+        if factors is not None and (len(factors[0]), len(factors[1])) != (encoded.xu.shape[0], encoded.xi.shape[0]):
             raise ValueError(f"factors for {len(factors[0])} users and {len(factors[1])} items given, but the frame "
-                             f"has {xu.shape[0]} and {xi.shape[0]}: pass collaborative_factors(frame) of the same frame")
-        self._fit_collaborative(users, items, xu, xi, u_index, i_index,
-                                frame[self.spec.rating].astype(float).to_numpy(), factors)
+                             f"has {encoded.xu.shape[0]} and {encoded.xi.shape[0]}: pass collaborative_factors(frame) "
+                             "of the same frame")
+        self._fit_collaborative(encoded, factors)
         return self
 
     def collaborative_factors(self, frame: pd.DataFrame, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -451,11 +546,12 @@ class TwoTowerRecommender:
         return self._als_factors(u_index, i_index, frame[self.spec.rating].astype(float).to_numpy(),
                                  len(users), len(items), threads)
 
-    def _fit_collaborative(self, users, items, xu, xi, u_index, i_index, ratings, factors=None) -> None:
-        """Attach `factors` (the ALS factors of these ratings; computed here if None)."""
+    def _fit_collaborative(self, encoded: TrainingEncoding, factors=None) -> None:
+        """Attach `factors` (the ALS factors of the encoded ratings; computed here if None)."""
+        e = encoded
         if factors is None:
-            factors = self._als_factors(u_index, i_index, ratings, xu.shape[0], xi.shape[0])
-        self._attach_factors(users, items, xu, xi, *factors)
+            factors = self._als_factors(e.u_index, e.i_index, e.ratings, e.xu.shape[0], e.xi.shape[0])
+        self._attach_factors(e.users, e.items, e.xu, e.xi, *factors)
 
     def _als_factors(self, u_index, i_index, ratings, n_users: int, n_items: int,
                      threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -497,15 +593,13 @@ class TwoTowerRecommender:
         self.user_weights = np.hstack([self.user_weights, parts[0]])
         self.item_weights = np.hstack([self.item_weights, parts[1]])
 
-    def _alternate(self, xu, xi, u_index, i_index, target) -> None:
+    def _alternate(self, user_side: _TowerSide, item_side: _TowerSide, xi: sp.csr_matrix) -> None:
         """Alternating exact minimisation of the training objective: with one tower fixed, the other's
         weights solve a linear least-squares problem in closed form, so each sweep (user tower,
         then item tower) lowers the loss and needs no step size. `_TowerSide` has the algebra."""
         rng = np.random.default_rng(self.seed)
-        k, n = self.k, len(target)
+        k, n = self.k, len(user_side.target)
         reg = np.r_[np.full(k, self.l2), self.bias_l2]  # per embedding column: tower, then bias
-        user_side = _TowerSide(xu, u_index, self.user_encoder, i_index, target)
-        item_side = _TowerSide(xi, i_index, self.item_encoder, u_index, target)
         wi = rng.normal(0, 0.1, (xi.shape[1], k + 1))
         if self.warm_start and self.item_weights is not None and self.item_weights.shape[0] == xi.shape[1]:
             wi = self.item_weights[:, : k + 1]  # the towers of the previous fit (same encoders): sklearn's warm_start
@@ -622,9 +716,20 @@ class TwoTowerRecommender:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted ratings (without the popularity prior and the collaborative part, which
         only serve ranking)."""
-        u = self.user_embeddings(frame).astype(np.float64)
-        tower, bias, _ = self._item_parts(frame)
-        return self.global_mean + np.einsum("nk,nk->n", u[:, : self.k], tower) + u[:, self.k] + bias
+        self._check_fitted()
+        s = self.spec
+        return self.predict_encoded(self.user_encoder.transform(self._with_id(frame, s.user_id, False)),
+                                    self.item_encoder.transform(self._with_id(frame, s.item_id, False)))
+
+    def predict_encoded(self, xu: sp.csr_matrix, xi: sp.csr_matrix) -> np.ndarray:
+        """`predict` for rows already encoded by this model's `user_encoder` and `item_encoder`
+        (`choose_l2` encodes its validation rows once for every L2 it tries). The user's tower
+        and bias are rounded to float32 as `user_embeddings` publishes them."""
+        self._check_fitted()
+        k = self.k
+        u = (xu @ self.user_weights[:, : k + 1]).astype(np.float32).astype(np.float64)
+        e = xi @ self.item_weights[:, : k + 1]
+        return self.global_mean + np.einsum("nk,nk->n", u[:, :k], e[:, :k]) + u[:, k] + e[:, k]
 
     def score(self, users: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
         """(users, items) ranking scores: exactly the inner products of the published vectors."""
