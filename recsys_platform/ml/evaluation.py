@@ -326,12 +326,12 @@ def choose_l2(model: TwoTowerRecommender, train: pd.DataFrame, valid: pd.DataFra
     which prefers a large L2, stops before the slow fits. The towers alone predict the ratings,
     so the collaborative part (which does not depend on L2) is fitted once, on the copy kept.
     Each fit after the first starts from the previous one's item tower (`warm_start`): at scale
-    1000 (collaborative) the whole choice took 99 s instead of 113 s. The collaborative factors
-    are computed meanwhile on one core (implicit's ALS releases the GIL), then attached to the
-    copy kept: at scale 1000 (30 ALS iterations) the choice took 92 s this way, 102 s with ALS on both
-    cores beside the towers (they contend for them), 111-124 s one after the other. The training
-    frame is encoded once (`encode_training`) and the validation rows once, for every L2: at
-    scale 1000 a fit re-encoding both cost about 5 s more each."""
+    1000 (collaborative, numpy solves) the whole choice took 99 s instead of 113 s. The
+    collaborative factors are computed meanwhile on one core (implicit's ALS releases the GIL),
+    then attached to the copy kept: at scale 1000 (features, 30 ALS iterations, compiled solves)
+    the choice takes about 101 s this way, about 120 s one after the other. The training frame
+    is encoded once (`encode_training`) and the validation rows once, for every L2: at scale 1000
+    a fit re-encoding both cost about 5 s more each. Timings: docs/ml.md."""
     tried: dict[float, float] = {}
     best: TwoTowerRecommender | None = None
     y = valid[model.spec.rating].astype(float).to_numpy()
