@@ -501,6 +501,10 @@ def test_factors_computed_beside_the_towers_are_those_of_a_plain_fit(frame):
     other = towers.collaborative_factors(train[customers < customers.median()])
     with pytest.raises(ValueError, match="factors for .* users and .* items given"):
         towers.fit_collaborative(train, factors=other)
+    with pytest.raises(ValueError, match="not the one these towers were fitted on"):
+        towers.fit_collaborative(train, encoded=towers.encode_training(train))  # new encoders, not the towers'
+    with pytest.raises(ValueError, match="made for hybrid=True, the model is False"):
+        TwoTowerRecommender(hybrid=False).fit(train, encoded=towers.encode_training(train))
 
 
 def test_the_one_hot_lookup_is_what_sklearn_transforms(trained):

@@ -375,7 +375,7 @@ class _TowerSide:
         return weights, embeddings, float(error + squares)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # holds whole frames and matrices: compared and shown by identity
 class TrainingEncoding:
     """A training frame encoded: its users and items (in the order of their first rating), their
     encodings by the encoders fitted on them, each rating's user and item row, and the ratings.
@@ -469,7 +469,8 @@ class TwoTowerRecommender:
         """Fit the towers on `frame`, then (with `als_factors` and `collaborative`) the
         collaborative part. The towers alone already predict ratings: `evaluation.choose_l2`
         compares them on validation RMSE and adds the collaborative part once, to the best.
-        `encoded`: `encode_training(frame)` if it ran already (fits on one frame share it)."""
+        `encoded`: `encode_training(frame)` if it ran already (fits on one frame share it; the
+        model then trains on the encoding and its encoders, and `frame` is not read again)."""
         encoded = encoded or self.encode_training(frame)
         if encoded.hybrid != self.hybrid:
             raise ValueError(f"the training encoding was made for hybrid={encoded.hybrid}, the model is {self.hybrid}")
