@@ -494,11 +494,19 @@ class TwoTowerRecommender:
             raise ValueError(f"training data lacks columns {sorted(missing)}")
         if frame.empty:
             raise ValueError("training data is empty")
+        return self._encoding(frame, fit=True)
+
+    def _encoding(self, frame: pd.DataFrame, fit: bool) -> TrainingEncoding:
+        """`frame` encoded by encoders fitted on it (`fit`) or by this model's own."""
+        s = self.spec
         users, items, u_index, i_index = self._rows(frame)
-        user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None,
-                                    s.user_binary, s.user_multi).fit(users)
-        item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None,
-                                    s.item_binary, s.item_multi).fit(items)
+        if fit:
+            user_encoder = TowerEncoder(s.user_categorical, s.user_numeric, s.user_id if self.hybrid else None,
+                                        s.user_binary, s.user_multi).fit(users)
+            item_encoder = TowerEncoder(s.item_categorical, s.item_numeric, s.item_id if self.hybrid else None,
+                                        s.item_binary, s.item_multi).fit(items)
+        else:
+            user_encoder, item_encoder = self.user_encoder, self.item_encoder
         counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
         return TrainingEncoding(users, items, user_encoder.transform(users), item_encoder.transform(items),
                                 u_index, i_index, frame[s.rating].astype(float).to_numpy(), user_encoder,
@@ -526,11 +534,7 @@ class TwoTowerRecommender:
         if self.user_weights.shape[1] != self.k + 1:
             raise RuntimeError("the collaborative part is already fitted: fit() the towers again first")
         if encoded is None:
-            users, items, u_index, i_index = self._rows(frame)
-            encoded = TrainingEncoding(users, items, self.user_encoder.transform(users),
-                                       self.item_encoder.transform(items), u_index, i_index,
-                                       frame[self.spec.rating].astype(float).to_numpy(), self.user_encoder,
-                                       self.item_encoder, self.item_counts, self.hybrid)
+            encoded = self._encoding(frame, fit=False)
         elif encoded.user_encoder is not self.user_encoder or encoded.item_encoder is not self.item_encoder:
             raise ValueError("the encoding given is not the one these towers were fitted on")
         if factors is not None and (len(factors[0]), len(factors[1])) != (encoded.xu.shape[0], encoded.xi.shape[0]):
