@@ -269,7 +269,7 @@ class _TowerSide:
         each rating's row on the other side; `target`: each rating's value to fit; `compiled`:
         solve with `kernels` (None: when there are at least COMPILED_MIN_RATINGS ratings)."""
         x = x.tocsr()
-        self.index, self.rows, self.width = index, x.shape[0], x.shape[1]
+        self.rows, self.width = x.shape[0], x.shape[1]
         ids, self.feature_columns = encoder.id_columns, encoder.feature_columns
         self.hybrid = ids is not None
         if self.hybrid:
@@ -282,18 +282,21 @@ class _TowerSide:
         self.compiled = len(index) >= COMPILED_MIN_RATINGS if compiled is None else compiled
         per_row = np.bincount(index, minlength=self.rows)
         if self.compiled:  # ratings ordered by row, as `kernels` read them (int64: one compiled signature)
-            self.order = np.argsort(index, kind="stable")
+            from recsys_platform.ml import kernels
+
+            order = np.argsort(index, kind="stable")
             self.indptr = np.r_[0, np.cumsum(per_row)].astype(np.int64)
+            self.bounds = kernels.chunk_bounds(self.indptr, kernels.numba.get_num_threads())  # a chunk a thread
             self.features.indptr = self.features.indptr.astype(np.int64)
             self.features.indices = self.features.indices.astype(np.int64)
-            self.other_index = other_index[self.order].astype(np.int64)
-            self.target = np.ascontiguousarray(target[self.order], dtype=np.float64)
+            self.other_index = other_index[order].astype(np.int64)
+            self.target = np.ascontiguousarray(target[order], dtype=np.float64)
             return
         self.pairs = _row_products(self.features)
         # ratings ordered by their row's rating count, then row: one group per count (`_moments`)
-        self.order = np.lexsort((index, per_row[index]))
+        order = np.lexsort((index, per_row[index]))
         # every per-rating array is kept in that order: one gather per solve, none per sweep
-        self.other_index, self.target = other_index[self.order], target[self.order]
+        self.other_index, self.target = other_index[order], target[order]
         rows_by_count = np.lexsort((np.arange(self.rows), per_row))
         rows_by_count = rows_by_count[per_row[rows_by_count] > 0]
         self.groups, lo = [], 0
@@ -304,8 +307,9 @@ class _TowerSide:
             lo = hi
 
     def _moments(self, a: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A_r and b_r per row (`a`, `t` in `order`), as batched matrix products over the rows
-        that have the same number of ratings (no outer product per rating is ever materialised)."""
+        """A_r and b_r per row (`a`, `t` in the order `__init__` sorted the ratings), as batched
+        matrix products over the rows that have the same number of ratings (no outer product per
+        rating is ever materialised)."""
         dims = a.shape[1]
         big_a, b = np.empty((self.rows, dims, dims)), np.empty((self.rows, dims))
         for lo, hi, count, rows in self.groups:
@@ -318,7 +322,7 @@ class _TowerSide:
         """Per row: A_r, b_r, P_r (hybrid only), the Hessian's and the gradient's terms, and the
         sum of every rating's t^2 (numpy: batched products and `np.linalg.inv`)."""
         k = len(reg) - 1
-        a = other[self.other_index]      # each rating's other tower and bias, in `order`
+        a = other[self.other_index]      # each rating's other tower and bias, in that order
         t = self.target - a[:, k]
         a[:, k] = 1.0                    # the coefficient of this side's bias
         big_a, b = self._moments(a, t)
@@ -354,8 +358,7 @@ class _TowerSide:
 
             big_a, b, p, hessian, gradient, squares = kernels.row_systems(
                 np.ascontiguousarray(other, dtype=np.float64), self.other_index, self.target, self.indptr,
-                np.asarray(reg, dtype=np.float64), self.hybrid, x.indptr, x.indices, x.data, d,
-                kernels.chunk_bounds(self.indptr, kernels.numba.get_num_threads()))
+                np.asarray(reg, dtype=np.float64), self.hybrid, x.indptr, x.indices, x.data, d, self.bounds)
             hessian = hessian.reshape(d * dims, d * dims)
         else:
             big_a, b, p, per_row, rhs_row, squares = self._row_terms(other, reg)
@@ -507,7 +510,8 @@ class TwoTowerRecommender:
                                         s.item_binary, s.item_multi).fit(items)
         else:
             user_encoder, item_encoder = self.user_encoder, self.item_encoder
-        counts = {str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()}
+        counts = ({str(k): int(v) for k, v in canonical_ids(frame[s.item_id]).value_counts().items()} if fit
+                  else self.item_counts)
         return TrainingEncoding(users, items, user_encoder.transform(users), item_encoder.transform(items),
                                 u_index, i_index, frame[s.rating].astype(float).to_numpy(), user_encoder,
                                 item_encoder, counts, self.hybrid)
