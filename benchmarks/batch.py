@@ -40,9 +40,12 @@ import sqlalchemy as sa  # noqa: E402
 from benchmarks.common import write_results  # noqa: E402
 from recsys_platform.batch.contract import COLUMN_NAMES, Layout  # noqa: E402
 from recsys_platform.batch.engines import arrow, spark  # noqa: E402
+from recsys_platform.batch.engines.spark_config import (  # noqa: E402
+    local_workers_run_this_interpreter,
+    spark_config,
+)
 from recsys_platform.batch.seed import is_seeded, seed  # noqa: E402
 from recsys_platform.batch.source import SourceDatabase  # noqa: E402
-from recsys_platform.resources.spark import spark_config  # noqa: E402
 from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,6 +325,7 @@ def main() -> int:
     from pyspark.sql import SparkSession
 
     start = time.perf_counter()
+    local_workers_run_this_interpreter()
     builder = SparkSession.builder
     for k, v in spark_config("local[2]", jars=args.jar).items():
         builder = builder.config(k, v)

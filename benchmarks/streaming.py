@@ -32,10 +32,10 @@ from recsys_platform.batch.seed import generate, training_table  # noqa: E402
 from recsys_platform.ml import artifacts  # noqa: E402
 from recsys_platform.ml.evaluation import train_and_evaluate  # noqa: E402
 from recsys_platform.ml.model import TwoTowerRecommender  # noqa: E402
+from recsys_platform.serving.http import serving  # noqa: E402
+from recsys_platform.serving.service import InferenceService, ModelCache  # noqa: E402
 from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
 from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime  # noqa: E402
-from recsys_platform.streaming.http import serving  # noqa: E402
-from recsys_platform.streaming.inference import InferenceService, ModelCache  # noqa: E402
 from recsys_platform.streaming.producer import sessions  # noqa: E402
 from recsys_platform.streaming.stream import LocalStream  # noqa: E402
 from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded  # noqa: E402
@@ -63,7 +63,7 @@ def setup(home: Path) -> tuple[InferenceService, tuple[list[dict], list[str]]]:
 def throughput(home: Path, service: InferenceService, people, n: int) -> dict:
     stream = LocalStream(home / "stream-throughput", "activity")
     stream.put_records([(k, d) for k, d, _ in sessions(*people, n, 0.0, seed=11)])
-    runtime = DeliveryRuntime(stream, wiring.stream_transformation(service), ObjectStore.from_url((home / "recs-throughput").as_uri()),
+    runtime = DeliveryRuntime(stream, wiring.in_process_transformation(service), ObjectStore.from_url((home / "recs-throughput").as_uri()),
                               home / "state-throughput", hints=BufferHints(records=500), log=lambda *_: None)
     start = time.perf_counter()
     counters = runtime.run(once=True)
@@ -139,7 +139,7 @@ def http_servers(service: InferenceService, people, baseline_events: int, reques
 
 def latency(home: Path, service: InferenceService, people, rate: float, seconds: float) -> dict:
     stream = LocalStream(home / "stream-latency", "activity")
-    runtime = DeliveryRuntime(stream, wiring.stream_transformation(service), ObjectStore.from_url((home / "recs-latency").as_uri()),
+    runtime = DeliveryRuntime(stream, wiring.in_process_transformation(service), ObjectStore.from_url((home / "recs-latency").as_uri()),
                               home / "state-latency", hints=BufferHints(records=100_000, seconds=1.0), log=lambda *_: None)
     total = int(rate * seconds)
     records = [(k, d) for k, d, _ in sessions(*people, total, 0.0, seed=13)]

@@ -1,121 +1,284 @@
-"""The platform's configuration: profile URLs from the environment, validated once.
+"""The platform's one configuration: every variable declared once, parsed and validated once.
 
-Read at definitions-load or CLI time (never at module import), so tests build `Settings` directly.
+`Settings.from_env` is called by the entry points only (the CLI, `definitions.py`, the two Lambda
+adapters, the Glue script); everything below them takes the values it needs as arguments, so no
+module reads the environment and tests build `Settings` directly. `VARIABLES` is the single
+declaration: each field's variable, its default as the README shows it, its meaning and its
+parser. The README's configuration table is this table (`python -m recsys_platform.settings`
+prints it; a test keeps the two equal).
+
+A command may read only the variables it uses (`from_env(using=...)`): a typo in
+`RECSYS_ENGINE` must not stop `seed`, which builds nothing. Parsing does no I/O: secrets named
+here (an ARN) are read where they are used (`wiring`), never at load.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from recsys_platform.errors import ConfigError
 
-ENV_VARS = {
-    "home": "RECSYS_HOME",
-    "source_url": "RECSYS_SOURCE_URL",
-    "lake_url": "RECSYS_LAKE_URL",
-    "artifacts_url": "RECSYS_ARTIFACTS_URL",
-    "recommendations_url": "RECSYS_RECOMMENDATIONS_URL",
-    "vector_dsn": "RECSYS_VECTOR_DSN",
-    "stream": "RECSYS_STREAM",
-    "aws_endpoint_url": "AWS_ENDPOINT_URL",
-    "jdbc_driver_jar": "RECSYS_JDBC_DRIVER_JAR",
-    "hash_buckets": "RECSYS_HASH_BUCKETS",
-    "spark_master": "RECSYS_SPARK_MASTER",
-    "glue_job": "RECSYS_GLUE_JOB",
-    "glue_launcher": "RECSYS_GLUE_LAUNCHER",
-    "glue_arguments": "RECSYS_GLUE_ARGUMENTS",
-    "pipes_bucket": "RECSYS_PIPES_BUCKET",
-    "engine": "RECSYS_ENGINE",
-    "stream_start": "RECSYS_STREAM_START",
-    "stale_cron": "RECSYS_STALE_CRON",
-    "dagster_pg_url": "RECSYS_DAGSTER_PG_URL",
-}
-DEFAULT_STALE_CRON = "0 3 * * *"
 ENGINES = ("auto", "arrow", "spark")
+SOURCE_SCHEMES = ("sqlite", "mysql+pymysql", "mariadb+pymysql")
 
 
-def _validate_bucket_url(name: str, url: str) -> str:
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, its default as a person reads it, what it means."""
+
+    name: str
+    default: str
+    meaning: str
+    parse: Callable[[str, str], object] = lambda name, text: text  # noqa: E731 - (variable, text) -> value
+
+
+# -- parsers: each names its variable in the error, and says what would be right -------------------
+def _bucket_url(name: str, url: str) -> str:
     scheme = urlsplit(url).scheme
     if scheme not in ("file", "s3"):
-        raise ConfigError(f"{ENV_VARS[name]} must be a file:// or s3:// URL, got {url!r}")
+        raise ConfigError(f"{name} must be a file:// or s3:// URL, got {url!r}")
     if scheme == "s3" and not urlsplit(url).netloc:
-        raise ConfigError(f"{ENV_VARS[name]} names no bucket: {url!r} (expected s3://bucket/prefix)")
+        raise ConfigError(f"{name} names no bucket: {url!r} (expected s3://bucket/prefix)")
     return url.rstrip("/")
 
 
-def _cron(text: str) -> str:
+def _source_url(name: str, url: str) -> str:
+    """A SQLAlchemy URL of a dialect the platform ships a driver for."""
+    match = re.match(r"^([A-Za-z0-9+_.-]+)://", url)
+    if not match:
+        raise ConfigError(f"{name} is not a database URL: expected sqlite:///path/to.db or "
+                          "mysql+pymysql://user:password@host:3306/classicmodels")
+    scheme = match.group(1).lower()
+    if scheme in ("mysql", "mariadb", "mysql+mysqldb", "mysql+mysqlconnector"):
+        raise ConfigError(f"{name} uses {scheme}://, whose driver the platform does not ship: write "
+                          f"mysql+pymysql://{url.split('://', 1)[1].split('@')[-1]} (with the user and password)")
+    if scheme not in SOURCE_SCHEMES:
+        raise ConfigError(f"{name} must start with one of {', '.join(s + '://' for s in SOURCE_SCHEMES)}, "
+                          f"got {scheme}://")
+    return url
+
+
+def _stream(name: str, text: str) -> str:
+    if text != "local" and not (text.startswith("kinesis://") and len(text) > len("kinesis://")):
+        raise ConfigError(f"{name} must be 'local' or 'kinesis://<stream-name>', got {text!r}")
+    return text
+
+
+def _http_url(name: str, text: str) -> str:
+    if text and urlsplit(text).scheme not in ("http", "https"):
+        raise ConfigError(f"{name} must be an http:// or https:// endpoint, got {text!r}")
+    return text.rstrip("/")
+
+
+def _whole(low: int, high: int | None = None, hint: str = "") -> Callable[[str, str], int]:
+    def parse(name: str, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"{low} or more"
+            raise ConfigError(f"{name} must be {bounds}{hint}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, text: str) -> str:
+        value = text.lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _cron(name: str, text: str) -> str:
     """Five cron fields, as Dagster schedules take them (Dagster checks the values at load)."""
-    import re
-
     if not re.fullmatch(r"\s*(?:[0-9A-Za-z*/,?-]+\s+){4}[0-9A-Za-z*/,?-]+\s*", text):
-        raise ConfigError(f"RECSYS_STALE_CRON must be a five-field cron expression such as '0 3 * * *', got {text!r}")
+        raise ConfigError(f"{name} must be a five-field cron expression such as '0 3 * * *', got {text!r}")
     return text
 
 
-def _hour(text: str) -> str:
-    """`YYYY-MM-DD` or `YYYY-MM-DD-HH`, validated; returned as given."""
-    import datetime as dt
-
-    if text:
-        for fmt in ("%Y-%m-%d-%H", "%Y-%m-%d"):
-            try:
-                dt.datetime.strptime(text, fmt)
-                return text
-            except ValueError:
-                pass
-        raise ConfigError(f"RECSYS_STREAM_START must be YYYY-MM-DD or YYYY-MM-DD-HH (UTC), got {text!r}")
-    return text
+def _hour(name: str, text: str) -> dt.datetime:
+    """`YYYY-MM-DD` or `YYYY-MM-DD-HH` (UTC) as the start of that hour."""
+    for fmt in ("%Y-%m-%d-%H", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            pass
+    raise ConfigError(f"{name} must be YYYY-MM-DD or YYYY-MM-DD-HH (UTC), got {text!r}")
 
 
-def _glue_launcher(value: str) -> str:
-    if value not in ("aws", "local"):
-        raise ConfigError(f"RECSYS_GLUE_LAUNCHER must be 'aws' or 'local', got {value!r}")
-    return value
-
-
-def _glue_arguments(text: str) -> str:
+def _glue_arguments(name: str, text: str) -> dict[str, str]:
     """A JSON object of string arguments (`{"--RECSYS_SOURCE_JDBC_URL": "jdbc:mysql://..."}`)."""
     if not text:
-        return ""
+        return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"RECSYS_GLUE_ARGUMENTS must be a JSON object: {e}") from None
+        raise ConfigError(f"{name} must be a JSON object: {e}") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and k.startswith("--") and isinstance(v, str)
                                               for k, v in value.items()):
-        raise ConfigError('RECSYS_GLUE_ARGUMENTS must map "--NAME" to a string, as Glue job arguments do')
-    return text
+        raise ConfigError(f'{name} must map "--NAME" to a string, as Glue job arguments do')
+    return value
+
+
+# The README's configuration table, row by row (field name -> its variable).
+VARIABLES: dict[str, Variable] = {
+    "home": Variable("RECSYS_HOME", "`./.recsys`", "embedded state: SQLite source, bucket folders, "
+                     "embedded PostgreSQL, Dagster instance"),
+    "source_url": Variable("RECSYS_SOURCE_URL", "`sqlite:///$RECSYS_HOME/classicmodels.db`",
+                           "SQLAlchemy URL of the source: `sqlite:///…` or `mysql+pymysql://user:password@host/db`",
+                           _source_url),
+    "lake_url": Variable("RECSYS_LAKE_URL", "`file://$RECSYS_HOME/lake`",
+                         "data lake, `file://…` or `s3://bucket/prefix`", _bucket_url),
+    "artifacts_url": Variable("RECSYS_ARTIFACTS_URL", "`file://$RECSYS_HOME/ml-artifacts`",
+                              "model artifacts bucket", _bucket_url),
+    "recommendations_url": Variable("RECSYS_RECOMMENDATIONS_URL", "`file://$RECSYS_HOME/recommendations`",
+                                    "recommendations bucket (the stream's delivery target)", _bucket_url),
+    "vector_dsn": Variable("RECSYS_VECTOR_DSN", "empty: embedded PostgreSQL",
+                           "PostgreSQL + pgvector DSN (`postgresql://user:password@host/db`)"),
+    "vector_secret_arn": Variable("RECSYS_VECTOR_SECRET_ARN", "empty",
+                                  "instead of a DSN: the vector database's Secrets Manager secret (username, "
+                                  "password), read when first connecting; with `RECSYS_VECTOR_HOST` (the Lambdas' form)"),
+    "vector_host": Variable("RECSYS_VECTOR_HOST", "empty", "with `RECSYS_VECTOR_SECRET_ARN`: `host[:port]`"),
+    "vector_db": Variable("RECSYS_VECTOR_DB", "`recsys`", "with `RECSYS_VECTOR_SECRET_ARN`: the database name"),
+    "stream": Variable("RECSYS_STREAM", "`local`", "`local` or `kinesis://<stream-name>`", _stream),
+    "aws_endpoint_url": Variable("AWS_ENDPOINT_URL", "empty: AWS",
+                                 "an S3/Kinesis/Lambda/Glue-compatible endpoint (tests, MinIO)", _http_url),
+    "aws_region": Variable("AWS_REGION", "empty: boto3's chain, else `us-east-1`", "the AWS region of every client"),
+    "engine": Variable("RECSYS_ENGINE", "`auto`",
+                       "the batch engine: `arrow` (connectorx + pyarrow, one machine, no JVM), `spark` (PySpark: local, "
+                       "a cluster, EMR), `auto` (Spark for a non-local `RECSYS_SPARK_MASTER`, Arrow otherwise); both "
+                       "write byte-identical files", _choice(*ENGINES)),
+    "jdbc_driver_jar": Variable("RECSYS_JDBC_DRIVER_JAR", "empty",
+                                "with the Spark engine: a MariaDB JDBC jar, to extract with Spark JDBC (parallel, split "
+                                "on `customerNumber`) instead of SQLAlchemy→Arrow"),
+    "jdbc_driver": Variable("RECSYS_JDBC_DRIVER", "empty: `org.mariadb.jdbc.Driver`",
+                            "the JDBC driver class of Spark JDBC extraction (infra/ gives the Glue job "
+                            "`com.mysql.cj.jdbc.Driver`, which Glue ships)"),
+    "hash_buckets": Variable("RECSYS_HASH_BUCKETS", "`0`",
+                             "`N > 0`: lay the training data out as `customer_bucket=<k>/` (k = customerNumber mod N, "
+                             "static partitions) instead of one folder per customer; use past ~10,000 customers",
+                             _whole(0, hint=" (0: one folder per customer)")),
+    "spark_master": Variable("RECSYS_SPARK_MASTER", "`local[2]`",
+                             "Spark master URL; local masters run their Python workers with the platform's own "
+                             "interpreter; on a cluster the platform ships its code (`spark.submit.pyFiles`) and, for "
+                             "an S3-compatible endpoint, the storage settings to the executors (docs/deploy.md)"),
+    "glue_job": Variable("RECSYS_GLUE_JOB", "empty: no Glue",
+                         "the AWS profile: build `ratings_ml_training` with this Glue job through Dagster Pipes"),
+    "pipes_bucket": Variable("RECSYS_PIPES_BUCKET", "empty",
+                             "the bucket for Dagster Pipes context and messages (with `RECSYS_GLUE_JOB`)"),
+    "glue_launcher": Variable("RECSYS_GLUE_LAUNCHER", "`aws`",
+                              "`local`: run the packaged Glue script as a local process (a rehearsal of the Glue path; "
+                              "only the launch differs)", _choice("aws", "local")),
+    "glue_arguments": Variable("RECSYS_GLUE_ARGUMENTS", "empty",
+                               "the Glue job's default arguments for the local launcher, as JSON "
+                               '(`{"--RECSYS_SOURCE_JDBC_URL": "jdbc:mysql://…", …}`)', _glue_arguments),
+    "source_jdbc_url": Variable("RECSYS_SOURCE_JDBC_URL", "empty",
+                                "the Glue job's source: `jdbc:mysql://host:3306/classicmodels` (with "
+                                "`RECSYS_SOURCE_SECRET_ARN`; a Glue job argument)"),
+    "source_secret_arn": Variable("RECSYS_SOURCE_SECRET_ARN", "empty",
+                                  "the Glue job's source credentials: a Secrets Manager secret (username, password)"),
+    "stream_start": Variable("RECSYS_STREAM_START", "`2026-01-01`",
+                             "the first hourly partition of `recommendations` (`YYYY-MM-DD[-HH]`, UTC)", _hour),
+    "stale_cron": Variable("RECSYS_STALE_CRON", "`0 3 * * *`",
+                           "when the stale-partition schedule compares source versions and rebuilds (five cron "
+                           "fields, UTC)", _cron),
+    "dagster_pg_url": Variable("RECSYS_DAGSTER_PG_URL", "empty",
+                               "the production Dagster instance's PostgreSQL (`serve-dagster`); empty: the embedded "
+                               "server's `dagster` database"),
+    "top_k": Variable("RECSYS_TOP_K", "`5`", "how many items each stream answer recommends (and offers as similar)",
+                      _whole(1, 100)),
+    "inference_function": Variable("RECSYS_INFERENCE_FUNCTION", "empty: in-process",
+                                   "the stream transformation Lambda calls this model inference Lambda "
+                                   "(`lambda:Invoke`); empty: inference runs in the same process"),
+}
+# What an empty value means, per field (where it is not a plain empty string).
+DEFAULTS: dict[str, str] = {
+    "home": "./.recsys", "vector_db": "recsys", "stream": "local", "engine": "auto",
+    "hash_buckets": "0", "spark_master": "local[2]", "glue_launcher": "aws", "stream_start": "2026-01-01",
+    "stale_cron": "0 3 * * *", "top_k": "5",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where every part of the platform lives. Empty values fall back to the embedded default."""
+    """Where every part of the platform lives; built by `from_env` or `build`, never by hand."""
 
     home: str
     source_url: str
     lake_url: str
     artifacts_url: str
     recommendations_url: str
-    vector_dsn: str = ""
-    stream: str = "local"
-    aws_endpoint_url: str = ""
-    jdbc_driver_jar: str = ""
-    hash_buckets: int = 0
-    spark_master: str = "local[2]"
-    glue_job: str = ""
-    glue_launcher: str = "aws"  # "local": run the packaged Glue script as a local process (resources/local_glue.py)
-    glue_arguments: str = ""    # the job's default arguments for the local launcher (JSON, as infra/ sets them)
-    pipes_bucket: str = ""
-    engine: str = "auto"
-    stream_start: str = ""  # the first hour of `recommendations` (YYYY-MM-DD[-HH]); empty: where the data starts
-    stale_cron: str = DEFAULT_STALE_CRON  # when the stale-partition schedule runs (UTC)
-    dagster_pg_url: str = ""  # the Dagster instance's PostgreSQL (serve-dagster); empty: the embedded server
+    vector_dsn: str
+    vector_secret_arn: str
+    vector_host: str
+    vector_db: str
+    stream: str
+    aws_endpoint_url: str
+    aws_region: str
+    engine: str
+    jdbc_driver_jar: str
+    jdbc_driver: str
+    hash_buckets: int
+    spark_master: str
+    glue_job: str
+    pipes_bucket: str
+    glue_launcher: str
+    glue_arguments: dict[str, str]
+    source_jdbc_url: str
+    source_secret_arn: str
+    stream_start: dt.datetime
+    stale_cron: str
+    dagster_pg_url: str
+    top_k: int
+    inference_function: str
 
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, using: Collection[str] | None = None,
+                 **overrides: str | None) -> Settings:
+        """From environment variables (or `env`), then explicit overrides (a CLI flag beats its
+        variable). `using`: the only fields read from `env` (the rest take their defaults), for a
+        command that reads a few."""
+        env = os.environ if env is None else env
+        raw = {field: env.get(var.name, "") for field, var in VARIABLES.items() if using is None or field in using}
+        raw.update({k: v for k, v in overrides.items() if v not in (None, "")})
+        return cls.build(**raw)
+
+    @classmethod
+    def build(cls, **values: object) -> Settings:
+        """From field names and their texts (an empty or missing value takes the default)."""
+        unknown = set(values) - set(VARIABLES)
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}")
+        text = {field: str(values.get(field) or DEFAULTS.get(field, "")) for field in VARIABLES}
+        home = Path(text["home"]).expanduser().resolve()
+        home_uri = home.as_uri()
+        text["source_url"] = text["source_url"] or f"sqlite:///{home / 'classicmodels.db'}"
+        for field, folder in (("lake_url", "lake"), ("artifacts_url", "ml-artifacts"),
+                              ("recommendations_url", "recommendations")):
+            text[field] = text[field] or f"{home_uri}/{folder}"
+        parsed = {field: var.parse(var.name, text[field]) if text[field] or field == "glue_arguments" else text[field]
+                  for field, var in VARIABLES.items()}
+        parsed["home"] = str(home)
+        return cls(**parsed)
+
+    def with_(self, **changes) -> Settings:
+        """A copy with some fields changed (values already parsed: strings, ints, datetimes)."""
+        return replace(self, **changes)
+
+    # -- derived values (one rule each) ----------------------------------------------------------
     @property
     def batch_engine(self) -> str:
         """What builds the training data: "glue" (RECSYS_GLUE_JOB), "spark" or "arrow".
@@ -131,62 +294,42 @@ class Settings:
         """True when the source is the embedded SQLite under RECSYS_HOME (the only one the demo seeds)."""
         return self.source_url == f"sqlite:///{Path(self.home) / 'classicmodels.db'}"
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str) -> Settings:
-        """Build from environment variables (or `env`), then apply explicit overrides."""
-        env = os.environ if env is None else env
-        raw = {field: env.get(var, "") for field, var in ENV_VARS.items()}
-        raw.update({k: v for k, v in overrides.items() if v not in (None, "")})
-        return cls.build(**raw)
-
-    @classmethod
-    def build(cls, home: str = "", **values: str) -> Settings:
-        home_path = Path(home or "./.recsys").expanduser().resolve()
-        home_uri = home_path.as_uri()
-        buckets = {
-            "lake_url": values.get("lake_url") or f"{home_uri}/lake",
-            "artifacts_url": values.get("artifacts_url") or f"{home_uri}/ml-artifacts",
-            "recommendations_url": values.get("recommendations_url") or f"{home_uri}/recommendations",
-        }
-        buckets = {k: _validate_bucket_url(k, v) for k, v in buckets.items()}
-        source_url = values.get("source_url") or f"sqlite:///{home_path / 'classicmodels.db'}"
-        stream = values.get("stream") or "local"
-        if stream != "local" and not stream.startswith("kinesis://"):
-            raise ConfigError(f"RECSYS_STREAM must be 'local' or 'kinesis://<stream-name>', got {stream!r}")
-        raw_buckets = str(values.get("hash_buckets") or "0")
-        try:
-            hash_buckets = int(raw_buckets)
-        except ValueError:
-            raise ConfigError(f"RECSYS_HASH_BUCKETS must be a whole number, got {raw_buckets!r}") from None
-        engine = (values.get("engine") or "auto").lower()
-        if engine not in ENGINES:
-            raise ConfigError(f"RECSYS_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if hash_buckets < 0:
-            raise ConfigError(f"RECSYS_HASH_BUCKETS must be 0 (one folder per customer) or positive, got {hash_buckets}")
-        return cls(
-            home=str(home_path),
-            source_url=source_url,
-            stream=stream,
-            vector_dsn=values.get("vector_dsn") or "",
-            aws_endpoint_url=values.get("aws_endpoint_url") or "",
-            jdbc_driver_jar=values.get("jdbc_driver_jar") or "",
-            hash_buckets=hash_buckets,
-            spark_master=values.get("spark_master") or "local[2]",
-            glue_job=values.get("glue_job") or "",
-            glue_launcher=_glue_launcher(values.get("glue_launcher") or "aws"),
-            glue_arguments=_glue_arguments(values.get("glue_arguments") or ""),
-            pipes_bucket=values.get("pipes_bucket") or "",
-            engine=engine,
-            stream_start=_hour(values.get("stream_start") or ""),
-            stale_cron=_cron(values.get("stale_cron") or DEFAULT_STALE_CRON),
-            dagster_pg_url=values.get("dagster_pg_url") or "",
-            **buckets,
-        )
-
     @property
     def pgdata(self) -> str:
-        """The embedded PostgreSQL's data folder (used when no vector DSN is configured)."""
+        """The embedded PostgreSQL's data folder (used when no vector database is configured)."""
         return f"{self.home}/pgdata"
 
-    def with_(self, **changes) -> Settings:
-        return replace(self, **changes)
+    @property
+    def dagster_home(self) -> str:
+        """The Dagster instance of the embedded profile (the demo's runs, `make ui`)."""
+        return f"{self.home}/dagster_home"
+
+    @property
+    def stream_name(self) -> str:
+        """The activity stream's name: the Kinesis stream, or `activity` for the local log."""
+        return self.stream[len("kinesis://"):] if self.stream.startswith("kinesis://") else "activity"
+
+    def environment(self) -> dict[str, str]:
+        """The variables that give a child process (the Dagster webserver, daemon, code server)
+        these same settings: the set ones, as texts the parsers read back."""
+        out = {}
+        for field, var in VARIABLES.items():
+            value = getattr(self, field)
+            if isinstance(value, dt.datetime):
+                value = value.strftime("%Y-%m-%d-%H")
+            elif isinstance(value, dict):
+                value = json.dumps(value) if value else ""
+            if value not in ("", None):
+                out[var.name] = str(value)
+        return out
+
+
+def readme_table() -> str:
+    """The README's configuration table (`python -m recsys_platform.settings` prints it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{v.name}` | {v.default} | {v.meaning} |" for v in VARIABLES.values()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(readme_table())

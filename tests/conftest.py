@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from recsys_platform.batch.engines.spark_config import (
+    local_workers_run_this_interpreter,
+    spark_config,
+)
 from recsys_platform.batch.seed import seed
-from recsys_platform.resources.spark import spark_config
 from recsys_platform.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +56,7 @@ def spark():
     """One local SparkSession for the whole test run (6 s to start), with the MariaDB JDBC jar."""
     from pyspark.sql import SparkSession
 
+    local_workers_run_this_interpreter()
     builder = SparkSession.builder
     for key, value in spark_config("local[2]", jars=JDBC_JAR if os.path.exists(JDBC_JAR) else "").items():
         builder = builder.config(key, value)
@@ -164,8 +168,9 @@ def catalog(tmp_path_factory, pg_server_dsn):
     from recsys_platform.ml import artifacts
     from recsys_platform.ml.evaluation import train_and_evaluate
     from recsys_platform.ml.model import TwoTowerRecommender
+    from recsys_platform.serving.handlers import ModelInference
+    from recsys_platform.serving.service import InferenceService, ModelCache
     from recsys_platform.storage.object_store import ObjectStore
-    from recsys_platform.streaming.inference import InferenceService, ModelCache
     from recsys_platform.vectors.store import VectorStore
 
     frame = training_table()
@@ -183,9 +188,9 @@ def catalog(tmp_path_factory, pg_server_dsn):
     vectors.activate(published.version)
     artifacts.set_current(store, published.version)
     service = InferenceService(ModelCache(store, vectors), vectors, k=5)
-    transform = wiring.stream_transformation(service)  # as the CLI composes it: inference in-process
+    transform = wiring.in_process_transformation(service)  # as the CLI composes it: inference in-process
     yield {"frame": frame, "store": store, "vectors": vectors, "version": published.version,
-           "service": service, "inference": transform.infer, "transform": transform,
+           "service": service, "inference": ModelInference(service), "transform": transform,
            "products": sorted(frame["productCode"].unique()), "customers": sorted(frame["customerNumber"].unique())}
     vectors.close()
 

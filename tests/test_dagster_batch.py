@@ -6,14 +6,14 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from recsys_platform.assets.batch.assets import SOURCE_KEY, SOURCE_VERSION, TRAINING_KEY
+from recsys_platform.assets.batch.jobs import OBSERVE_JOB
+from recsys_platform.assets.batch.partitions import CUSTOMERS, partition_versions
+from recsys_platform.assets.batch.schedules import STALE_SCHEDULE, plan_ranges, stale_keys
 from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
-from recsys_platform.defs.batch import OBSERVE_JOB
-from recsys_platform.defs.batch.assets import SOURCE_KEY, SOURCE_VERSION, TRAINING_KEY
-from recsys_platform.defs.batch.partitions import CUSTOMERS, partition_versions
-from recsys_platform.defs.batch.schedules import STALE_SCHEDULE, plan_ranges, stale_keys
 from recsys_platform.storage import lake
 from recsys_platform.storage.object_store import ObjectStore
 
@@ -254,7 +254,7 @@ def test_aws_profile_launches_the_glue_job_through_pipes(settings, spark, s3_buc
 def test_the_glue_script_runs_for_real_through_pipes(settings, mysql_url, jdbc_jar, s3_bucket, s3_endpoint):
     """The packaged Glue entry point as its own process with the arguments Glue passes: the source's
     secret from Secrets Manager, the Pipes context and messages through the S3-compatible bucket,
-    Spark JDBC to MariaDB. Only the launch is local (resources/local_glue.py)."""
+    Spark JDBC to MariaDB. Only the launch is local (deploy/local_glue.py)."""
     import json
 
     import boto3
@@ -272,7 +272,7 @@ def test_the_glue_script_runs_for_real_through_pipes(settings, mysql_url, jdbc_j
         "--extra-jars": jdbc_jar}
     aws = settings.with_(source_url=mysql_url, lake_url=f"s3://{s3_bucket}/lake", glue_job="recsys-ratings-ml-training",
                          pipes_bucket=s3_bucket, aws_endpoint_url=s3_endpoint, glue_launcher="local",
-                         glue_arguments=json.dumps(arguments))
+                         glue_arguments=arguments)
     defs = build_definitions(aws, keep_spark=True)
     keys = [str(c) for c in SourceDatabase(mysql_url).customer_numbers()][:3]
     with dg.instance_for_test() as instance:

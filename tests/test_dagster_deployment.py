@@ -11,12 +11,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from recsys_platform.assets.batch.assets import SOURCE_VERSION, TRAINING_KEY
+from recsys_platform.assets.batch.partitions import CUSTOMERS, partition_versions
+from recsys_platform.assets.batch.schedules import STALE_SCHEDULE
 from recsys_platform.batch.contract import Layout
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
-from recsys_platform.defs.batch.assets import SOURCE_VERSION, TRAINING_KEY
-from recsys_platform.defs.batch.partitions import CUSTOMERS, partition_versions
-from recsys_platform.defs.batch.schedules import STALE_SCHEDULE
 from recsys_platform.deploy.dagster_instance import (
     MAX_RETRIES,
     PG_URL_VAR,

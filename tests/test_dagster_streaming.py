@@ -97,17 +97,18 @@ def test_a_high_failure_rate_and_unknown_ids_fail_the_checks(catalog, settings):
         assert "S00_FAKE" in checks["recommended_ids_exist_in_the_catalog"].description
 
 
-def test_hourly_partitions_start_where_the_data_starts(catalog, settings):
-    from recsys_platform.definitions import stream_start
+def test_hourly_partitions_start_at_the_configured_hour_whatever_the_bucket_holds(catalog, settings):
+    """RECSYS_STREAM_START (a fixed default) is the first hour: loading never lists the bucket."""
     from recsys_platform.errors import ConfigError
     from recsys_platform.settings import Settings
 
-    empty = build_definitions(settings, keep_spark=True).resolve_assets_def("recommendations").partitions_def
-    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    assert empty.start == today and len(empty.get_partition_keys()) <= 25, "no 2026-01-01 backlog of empty hours"
-    _deliver(settings, catalog["transform"], 10, 0.0, seed=6)
-    first = min(dt.datetime.strptime(h, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.timezone.utc) for h in _hours(settings))
-    assert stream_start(settings) == first
-    assert stream_start(settings.with_(stream_start="2026-03-01-05")) == dt.datetime(2026, 3, 1, 5, tzinfo=dt.timezone.utc)
+    def first_hour(s: Settings) -> dt.datetime:
+        return build_definitions(s, keep_spark=True).resolve_assets_def("recommendations").partitions_def.start
+
+    assert first_hour(settings) == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    _deliver(settings, catalog["transform"], 10, 0.0, seed=6)  # objects in the bucket change nothing
+    assert first_hour(settings) == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    later = Settings.build(home=settings.home, stream_start="2026-03-01-05")
+    assert first_hour(later) == dt.datetime(2026, 3, 1, 5, tzinfo=dt.timezone.utc)
     with pytest.raises(ConfigError, match="RECSYS_STREAM_START must be YYYY-MM-DD or YYYY-MM-DD-HH"):
         Settings.build(home=settings.home, stream_start="March")

@@ -219,7 +219,7 @@ def test_a_10_second_database_outage_loses_nothing_and_fails_nothing(catalog, pe
 
     from recsys_platform import wiring
     from recsys_platform.ml import artifacts
-    from recsys_platform.streaming.inference import InferenceService, ModelCache
+    from recsys_platform.serving.service import InferenceService, ModelCache
     from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded
     from recsys_platform.vectors.store import VectorStore
 
@@ -230,7 +230,7 @@ def test_a_10_second_database_outage_loses_nothing_and_fails_nothing(catalog, pe
     vectors.load_version(version, emb["item"], emb["user"], manifest["dim"])
     vectors.activate(version)
     service = InferenceService(ModelCache(store, vectors, check_seconds=0.2), vectors)
-    transform = wiring.stream_transformation(service)
+    transform = wiring.in_process_transformation(service)
     outage = {}
 
     def restart():

@@ -16,9 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hsettings
 
-from recsys_platform.streaming.handlers import ModelInference
-from recsys_platform.streaming.http import MAX_BODY_BYTES, VERSION_HEADER, create_app, serving
-from recsys_platform.streaming.inference import InferenceService, ModelCache
+from recsys_platform.serving.handlers import ModelInference
+from recsys_platform.serving.http import MAX_BODY_BYTES, VERSION_HEADER, create_app, serving
+from recsys_platform.serving.service import InferenceService, ModelCache
 from recsys_platform.vectors.store import VectorStore
 from tests.lambda_events import function_url_event
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 
 from recsys_platform.streaming import firehose
@@ -104,16 +105,17 @@ def _environment_block(function: str) -> set[str]:
     return set(re.findall(r"^\s*([A-Z_]+)\s*=", env, flags=re.M))
 
 
-def test_lambda_environment_variables_are_the_ones_the_code_reads():
-    # Both Lambdas build their handlers from the environment in streaming/lambda_env.py.
-    source = (REPO / "recsys_platform" / "streaming" / "lambda_env.py").read_text()
-    code = set(re.findall(r'env(?:\.get)?[\[(]"([A-Z_]+)"', source))
+def test_lambda_environment_variables_are_settings_the_code_reads():
+    """Both Lambdas read the platform's one Settings: every variable infra/ sets is one of them."""
+    from recsys_platform.settings import VARIABLES
+
+    names = {v.name for v in VARIABLES.values()}
     inference_env = _environment_block("inference")
     transformation_env = _environment_block("transformation")
-    assert inference_env <= code, inference_env - code
+    assert inference_env <= names, inference_env - names
     assert {"RECSYS_ARTIFACTS_URL", "RECSYS_VECTOR_SECRET_ARN", "RECSYS_VECTOR_HOST"} <= inference_env
-    assert transformation_env <= code, transformation_env - code
-    assert "MODEL_INFERENCE_FUNCTION" in transformation_env
+    assert transformation_env <= names, transformation_env - names
+    assert "RECSYS_INFERENCE_FUNCTION" in transformation_env
 
 
 def test_firehose_prefixes_match_the_delivery_layout():
@@ -129,11 +131,12 @@ def test_firehose_prefixes_match_the_delivery_layout():
         "!{timestamp:yyyy/MM/dd/HH}", when.strftime("%Y/%m/%d/%H")) == f"{firehose.FAILED_PREFIX}/{firehose.hour_prefix(when)}/"
 
 
-def test_glue_arguments_are_the_ones_the_entry_point_reads():
-    entry = (REPO / "recsys_platform" / "deploy" / "glue_job.py").read_text()
+def test_glue_arguments_are_settings_the_entry_point_reads():
+    from recsys_platform.settings import VARIABLES
+
     passed = set(re.findall(r'"--(RECSYS_[A-Z_]+)"', TF_TEXT))
-    read = set(re.findall(r'args\["(RECSYS_[A-Z_]+)"\]', entry)) | set(re.findall(r'args\.get\("(RECSYS_[A-Z_]+)"', entry))
-    assert {"RECSYS_LAKE_URL", "RECSYS_SOURCE_JDBC_URL", "RECSYS_SOURCE_SECRET_ARN"} <= passed <= read
+    assert {"RECSYS_LAKE_URL", "RECSYS_SOURCE_JDBC_URL", "RECSYS_SOURCE_SECRET_ARN"} <= passed
+    assert passed <= {v.name for v in VARIABLES.values()}, passed - {v.name for v in VARIABLES.values()}
 
 
 def test_packages_are_reproducible_and_import_without_dagster(package_dir, tmp_path):
@@ -159,13 +162,23 @@ def test_packages_are_reproducible_and_import_without_dagster(package_dir, tmp_p
         assert run.returncode == 0 and run.stdout.strip() == "lambda_handler", run.stderr[-2000:]
 
 
-def test_glue_entry_builds_the_source_url_from_the_connection_and_secret():
-    from recsys_platform.deploy.glue_job import _args, source_url
+def test_glue_entry_builds_the_source_url_from_the_connection_and_secret(s3_endpoint):
+    """The Glue script's settings come from its arguments; the password from Secrets Manager."""
+    import boto3
 
-    url = source_url("jdbc:mysql://db.example:3306/classicmodels?useSSL=true", {"username": "etl", "password": "p@ss:w"})
-    assert url == "mysql+pymysql://etl:p%40ss%3Aw@db.example:3306/classicmodels"
-    assert _args(["x.py", "--RECSYS_LAKE_URL", "s3://lake", "--flag", "--RECSYS_HASH_BUCKETS", "0"]) == {
-        "RECSYS_LAKE_URL": "s3://lake", "flag": "", "RECSYS_HASH_BUCKETS": "0"}
+    from recsys_platform import wiring
+    from recsys_platform.deploy.glue_job import job_arguments
+    from recsys_platform.settings import Settings
+
+    secret = boto3.client("secretsmanager", endpoint_url=s3_endpoint).create_secret(
+        Name=f"source-{os.getpid()}-{time.time_ns()}", SecretString=json.dumps({"username": "etl", "password": "p@ss:w"}))
+    argv = ["x.py", "--JOB_NAME", "j", "--RECSYS_LAKE_URL", "s3://lake", "--flag", "--RECSYS_HASH_BUCKETS", "0",
+            "--RECSYS_SOURCE_JDBC_URL", "jdbc:mysql://db.example:3306/classicmodels?useSSL=true",
+            "--RECSYS_SOURCE_SECRET_ARN", secret["ARN"], "--AWS_ENDPOINT_URL", s3_endpoint]
+    arguments = job_arguments(argv)
+    assert arguments["RECSYS_LAKE_URL"] == "s3://lake" and arguments["flag"] == "" and arguments["JOB_NAME"] == "j"
+    settings = Settings.from_env({k: v for k, v in arguments.items() if k.startswith(("RECSYS_", "AWS_"))})
+    assert wiring.source_url(settings) == "mysql+pymysql://etl:p%40ss%3Aw@db.example:3306/classicmodels"
 
 
 def test_the_lambda_image_contents_run_both_handlers(package_dir, catalog, tmp_path):

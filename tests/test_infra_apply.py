@@ -19,11 +19,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from recsys_platform.assets.batch.partitions import CUSTOMERS
 from recsys_platform.batch.engines.spark import MARIADB_DRIVER
 from recsys_platform.batch.seed import seed
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
-from recsys_platform.defs.batch.partitions import CUSTOMERS
 from recsys_platform.settings import Settings
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming.stream import Stream

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
+from recsys_platform.serving.handlers import ModelInference, StreamTransformation, decode_output
+from recsys_platform.serving.messages import RecommendationBatch, recommend_payload
+from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.firehose import StreamRecord, check_response, transformation_request
-from recsys_platform.streaming.handlers import ModelInference, StreamTransformation, decode_output
-from recsys_platform.streaming.inference import InferenceService
 from recsys_platform.vectors.store import VectorStore
 from tests.lambda_events import function_url_event
 
@@ -74,21 +75,36 @@ def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
     assert base64.b64decode(results[0]["data"]).endswith(b"\n")
 
 
-def test_inference_is_called_once_per_batch(catalog):
+def _through_the_inference_lambda(handler: ModelInference, calls: list):
+    """What `LambdaInvoker` does, without the network: the batch as the JSON event the inference
+    Lambda receives, its JSON answer read back into the typed batch."""
+    def infer(requests, k):
+        payload = json.loads(json.dumps(recommend_payload(requests, k)))
+        calls.append(payload)
+        return RecommendationBatch.from_json(json.loads(json.dumps(handler(payload))))
+
+    return infer
+
+
+def test_inference_is_called_once_per_batch_and_the_lambdas_json_changes_nothing(catalog):
     calls = []
-    transform = StreamTransformation(lambda payload: calls.append(payload) or catalog["inference"](payload))
+    transform = StreamTransformation(_through_the_inference_lambda(catalog["inference"], calls))
     request = _request([_payload(_event(n, customer_number=int(catalog["customers"][n]),
                                         browse_history=[{"product_code": catalog["products"][n], "quantity": 1,
                                                          "in_shopping_cart": True}])) for n in range(20)])
     response = transform(request)
     assert len(calls) == 1 and len(calls[0]["requests"]) == 20
     assert all(r["result"] == "Ok" for r in response["records"])
+    in_process = catalog["transform"](request)
+    strip = [{k: v for k, v in decode_output(r).items() if k != "processed_at"} for r in response["records"]]
+    assert strip == [{k: v for k, v in decode_output(r).items() if k != "processed_at"}
+                     for r in in_process["records"]], "in-process and through lambda:Invoke give the same records"
 
 
 def test_vector_database_down_fails_the_whole_batch_for_a_retry(catalog):
     down = InferenceService(catalog["service"].models, VectorStore("postgresql://x@127.0.0.1:1/x", connect_timeout=2))
     with pytest.raises(Exception, match="vector database"):
-        StreamTransformation(ModelInference(down))(_request([_payload(_event(1))]))
+        StreamTransformation(down.recommend)(_request([_payload(_event(1))]))
 
 
 def _http(handler, method, path, body=None, **params):
@@ -129,7 +145,7 @@ def test_the_lambda_modules_build_their_handlers_from_the_environment(catalog, m
 
     monkeypatch.setenv("RECSYS_ARTIFACTS_URL", catalog["store"].url)
     monkeypatch.setenv("RECSYS_VECTOR_DSN", catalog["vectors"].dsn)
-    monkeypatch.delenv("MODEL_INFERENCE_FUNCTION", raising=False)
+    monkeypatch.delenv("RECSYS_INFERENCE_FUNCTION", raising=False)
     monkeypatch.setattr(inference_lambda, "_handler", None)
     monkeypatch.setattr(transformation_lambda, "_handler", None)
     r = inference_lambda.lambda_handler(function_url_event("GET", "/items_from_item", item_id=catalog["products"][0],

@@ -80,12 +80,12 @@ DRIVER = textwrap.dedent("""
     from recsys_platform.batch.engines.spark import build
     from recsys_platform.batch.source import SourceDatabase
     from recsys_platform.deploy.packaging import code_zip
-    from recsys_platform.resources.spark import spark_config
+    from recsys_platform.batch.engines.spark_config import cluster_config, spark_config
     from recsys_platform.storage.object_store import ObjectStore
 
     master, source, lake, endpoint, code = sys.argv[1:6]
     builder = SparkSession.builder
-    for key, value in spark_config(master, py_files=str(code_zip(code)), endpoint_url=endpoint).items():
+    for key, value in {**spark_config(master), **cluster_config(str(code_zip(code)), endpoint)}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     db = SourceDatabase(source)

@@ -16,11 +16,13 @@ from recsys_platform.batch.seed import training_table
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.evaluation import train_and_evaluate
 from recsys_platform.ml.model import TwoTowerRecommender
+from recsys_platform.serving import handlers
+from recsys_platform.serving.handlers import ModelInference, StreamTransformation, decode_output
+from recsys_platform.serving.messages import CustomerFeatures, RecommendationRequest
+from recsys_platform.serving.service import InferenceService, ModelCache
 from recsys_platform.storage.object_store import ObjectStore
-from recsys_platform.streaming import firehose, handlers
+from recsys_platform.streaming import firehose
 from recsys_platform.streaming.firehose import check_response
-from recsys_platform.streaming.handlers import StreamTransformation, decode_output
-from recsys_platform.streaming.inference import InferenceService, ModelCache
 from recsys_platform.vectors.store import VectorStore, VectorStoreError
 from tests.test_lambdas import _event, _payload, _request
 
@@ -73,15 +75,14 @@ def test_values_the_database_refuses_fail_only_their_request(catalog):
     c, p = catalog["customers"], catalog["products"]
 
     def request(n, **bad):
-        r = {"key": str(n), "customer_number": int(c[n]), "city": None, "country": None, "credit_limit": None,
-             "cart": [p[n]], "seen": [p[n]], "anchor": p[n]}
+        r = {"key": str(n), "customer_number": int(c[n]), "features": None, "products": [p[n]], "anchor": p[n]}
         return {**r, **bad}
 
     requests = [request(n) for n in range(12)]
-    requests[3] = request(3, customer_number=2**40)            # integer out of range for int[]
-    requests[7] = request(7, seen=["S10\x00X"], anchor="S10\x00X")  # NUL in text
-    requests[9] = {"key": "9"}                                 # a malformed request
-    answer = service.recommend(requests)
+    requests[3] = request(3, customer_number=2**40)                # integer out of range for int[]
+    requests[7] = request(7, products=["S10\x00X"], anchor="S10\x00X")  # NUL in text
+    requests[9] = {"key": "9"}                                     # a malformed request
+    answer = ModelInference(service)({"action": "recommend", "k": 5, "requests": requests})
     errors = {r["key"]: r.get("error") for r in answer["results"]}
     assert [k for k, e in errors.items() if e] == ["3", "7", "9"]
     assert "refused a value" in errors["3"] and "NUL" in errors["7"] and "missing" in errors["9"]
@@ -219,11 +220,12 @@ ASKED = {"customerNumber": None, "city": "Paris", "country": "France", "creditLi
 
 def _ask(service: InferenceService, catalog) -> tuple[str, str, float]:
     """(version, top item, its score) for one new customer from Paris."""
-    answer = service.recommend([{"key": "a", "customer_number": 999_999, "city": ASKED["city"],
-                                 "country": ASKED["country"], "credit_limit": ASKED["creditLimit"], "cart": [],
-                                 "seen": [catalog["products"][0]], "anchor": catalog["products"][0]}])
-    top = answer["results"][0]["recommended_items"][0]
-    return answer["model_version"], top["id"], top["score"]
+    product = catalog["products"][0]
+    answer = service.recommend([RecommendationRequest(
+        "a", 999_999, CustomerFeatures(ASKED["city"], ASKED["country"], ASKED["creditLimit"]), frozenset([product]),
+        product)])
+    top = answer.results[0].recommended[0]
+    return answer.model_version, top.id, top.score
 
 
 def _expected_score(store, version: str, item: str) -> float:
@@ -302,4 +304,4 @@ def test_a_failed_vector_load_leaves_the_previous_pair_serving(catalog, small_mo
 def test_an_outage_raises_for_a_retry_and_says_so(catalog):
     down = InferenceService(catalog["service"].models, VectorStore("postgresql://x@127.0.0.1:1/x", connect_timeout=2))
     with pytest.raises(VectorStoreError, match="vector database"):
-        StreamTransformation(handlers.ModelInference(down))(_request([_payload(_good(catalog, 1))]))
+        StreamTransformation(down.recommend)(_request([_payload(_good(catalog, 1))]))

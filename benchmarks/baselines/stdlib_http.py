@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from recsys_platform.errors import RecsysError
-from recsys_platform.streaming.inference import InferenceService
+from recsys_platform.serving.service import InferenceService
 
 MAX_LIMIT = 100
 

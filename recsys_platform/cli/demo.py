@@ -22,14 +22,16 @@ import dagster as dg
 from rich.console import Console
 
 from recsys_platform import wiring
+from recsys_platform.assets.batch.assets import TRAINING_KEY
+from recsys_platform.assets.batch.jobs import OBSERVE_JOB, TRAINING_JOB
+from recsys_platform.assets.batch.partitions import CUSTOMERS
+from recsys_platform.assets.streaming.jobs import RECOMMENDATIONS_JOB
+from recsys_platform.assets.vectors.jobs import MODEL_AND_VECTORS_JOB
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.batch.seed import is_seeded, seed
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.cli.runs import execute_as_location_run
 from recsys_platform.definitions import build_definitions
-from recsys_platform.defs.batch import OBSERVE_JOB
-from recsys_platform.defs.batch.assets import TRAINING_KEY
-from recsys_platform.defs.batch.partitions import CUSTOMERS
 from recsys_platform.errors import RunFailedError, SourceUnavailableError
 from recsys_platform.settings import Settings
 
@@ -119,7 +121,7 @@ class Demo:
             self.instance.add_dynamic_partitions(CUSTOMERS.name, [k for k in keys if k not in known])
         self.execute(OBSERVE_JOB, "observing the source")
         with planned_as_one_event():
-            result = self.execute("ratings_ml_training_job", f"building {DATASET}",
+            result = self.execute(TRAINING_JOB, f"building {DATASET}",
                                   tags={"dagster/asset_partition_range_start": keys[0],
                                         "dagster/asset_partition_range_end": keys[-1]})
         meta = result.asset_materializations_for_node(TRAINING_KEY.path[-1])[0].metadata
@@ -128,7 +130,7 @@ class Demo:
                         f"{meta['dataset_location'].value}")
 
     def model_and_vectors(self) -> None:
-        result = self.execute("model_and_vectors_job", "training or loading the vectors")
+        result = self.execute(MODEL_AND_VECTORS_JOB, "training or loading the vectors")
         model = result.asset_materializations_for_node("recommender_model")[0].metadata
         metrics = model["metrics"].value
         self.report.add(f"  recommender_model {model['model_version'].value}: held-out RMSE {metrics['rmse']} "
@@ -176,7 +178,7 @@ class Demo:
                 "recommendations_store": self.defs.resources["recommendations_store"]}) as ctx:
             result = sensor.evaluate_tick(ctx)
         for request in result.run_requests or []:
-            run = self.execute("recommendations_job", f"ingesting hour {request.partition_key}",
+            run = self.execute(RECOMMENDATIONS_JOB, f"ingesting hour {request.partition_key}",
                                partition_key=request.partition_key,
                                tags={**request.tags, "dagster/run_key": request.run_key})
             meta = run.asset_materializations_for_node("recommendations")[0].metadata
@@ -217,8 +219,11 @@ class Demo:
             "FAILED checks: " + ", ".join(report.failed_checks) if report.failed_checks else "all checks passed"))
         report.add(f"buckets: {settings.lake_url}, {settings.artifacts_url}, {settings.recommendations_url}")
         report.add(f"open the UI over the same state: make ui RECSYS_HOME={settings.home}  "
-                   f"(or RECSYS_HOME={settings.home} DAGSTER_HOME={Path(settings.home) / 'dagster_home'} "
+                   f"(or RECSYS_HOME={settings.home} DAGSTER_HOME={settings.dagster_home} "
                    "dagster dev -w workspace.yaml)")
+        if not (settings.vector_dsn or settings.vector_secret_arn):
+            report.add(f"left running: the embedded PostgreSQL under {settings.pgdata} (the vectors `serve` and "
+                       f"`deliver` answer from); stop it with: recsys-platform --home {settings.home} stop")
         return report
 
 
@@ -244,7 +249,7 @@ def planned_as_one_event():
 
 def instance_for(settings: Settings) -> dg.DagsterInstance:
     """A persistent Dagster instance under RECSYS_HOME, so `dagster dev` shows the demo's runs."""
-    home = Path(settings.home) / "dagster_home"
+    home = Path(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():

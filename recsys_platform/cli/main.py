@@ -9,9 +9,19 @@ from recsys_platform.errors import RecsysError
 from recsys_platform.settings import Settings
 from recsys_platform.streaming.firehose import PROCESSOR_BUFFER_BYTES
 
+# What each command reads of the configuration (None: everything). A command parses only the
+# variables it uses, so a typo in one a command never reads cannot stop it.
+USES: dict[str, tuple[str, ...] | None] = {
+    "seed": ("home", "source_url"),
+    "produce-events": ("home", "source_url", "stream", "aws_endpoint_url", "aws_region"),
+    "stop": ("home",),
+}
+
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(source_url=getattr(args, "source_url", None), home=getattr(args, "home", None))
+    """The one `Settings` of this command: its variables, then its flags (`--home`, `--source-url`)."""
+    return Settings.from_env(using=USES.get(args.command), source_url=getattr(args, "source_url", None),
+                             home=getattr(args, "home", None))
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -86,10 +96,18 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from recsys_platform import wiring
-    from recsys_platform.streaming.http import serve
+    from recsys_platform.ml import artifacts
+    from recsys_platform.serving.http import serve
 
-    service = wiring.inference_service(_settings(args))
-    version, _ = service.models.get()  # fail now, clearly, if no model is published
+    settings = _settings(args)
+    try:  # before any server starts: a fresh home has nothing to serve
+        artifacts.current_version(wiring.store(settings, settings.artifacts_url))
+    except artifacts.ArtifactError:
+        raise RecsysError(f"no model serves yet under {settings.artifacts_url}: run `recsys-platform demo`, or "
+                          "materialise recommender_model, item_emb and user_emb (model_and_vectors_job), "
+                          "then serve") from None
+    service = wiring.inference_service(settings)
+    version, _ = service.models.get()  # fail now, clearly, if the vectors are not loaded
 
     def ready(server) -> None:
         print(f"serving model {version} on http://{args.host}:{args.port} (POST /user_embeddings, "
@@ -188,9 +206,9 @@ def _quiet_known_warnings() -> None:
     """Dagster's beta notices (observable sources, backfill policies) are not the user's concern."""
     import warnings
 
-    from dagster import BetaWarning
+    import dagster as dg
 
-    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is deprecated")
 
 

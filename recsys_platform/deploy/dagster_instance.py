@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from recsys_platform.settings import ENV_VARS, Settings
+from recsys_platform.settings import VARIABLES, Settings
 
 MAX_CONCURRENT_RUNS = 4
 MAX_RETRIES = 2
 QUEUE_TAG = ("recsys/queue", "batch-engine")
-PG_URL_VAR = ENV_VARS["dagster_pg_url"]
+PG_URL_VAR = VARIABLES["dagster_pg_url"].name
 DATABASE = "dagster"
 
 
@@ -95,12 +95,10 @@ def prepare(settings: Settings) -> dict[str, str]:
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(instance_yaml())
-    env = dict(os.environ)
-    env.update({"DAGSTER_HOME": str(home), "RECSYS_HOME": settings.home, PG_URL_VAR: _database_url(settings)})
-    for field, var in ENV_VARS.items():  # the code location reads the same settings as this process
-        value = getattr(settings, field)
-        if value not in ("", None) and field != "dagster_pg_url":
-            env[var] = str(value)
+    # The children inherit this process's environment (credentials, PATH), with the same settings
+    # as this process (so the code location they load reads what this command read).
+    env = {**os.environ, **settings.environment()}
+    env.update({"DAGSTER_HOME": str(home), PG_URL_VAR: _database_url(settings)})
     return env
 
 

@@ -1,5 +1,5 @@
-"""The AWS profile's batch engine: the Glue job running `recsys_platform/glue_entry.py`, launched
-through dagster-aws's PipesGlueClient (context and messages through an S3 bucket)."""
+"""The AWS profile's batch engine: the Glue job running `recsys_platform/deploy/glue_job.py`,
+launched through dagster-aws's PipesGlueClient (context and messages through an S3 bucket)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ class GlueBatchResource(dg.ConfigurableResource):
     pipes_bucket: str = ""
     endpoint_url: str = ""
     region: str = ""
-    launcher: str = "aws"        # "local": resources/local_glue.py runs the packaged script here
-    arguments_json: str = ""     # the job's default arguments for the local launcher
-    work_dir: str = ""           # the packaged job for the local launcher (definitions builds it), and its logs
+    launcher: str = "aws"        # "local": deploy/local_glue.py runs the packaged script here
+    arguments: dict[str, str] = {}  # the job's default arguments for the local launcher (infra/'s)
+    work_dir: str = ""           # where the local launcher packages the job (at the run), and its logs
 
     @property
     def enabled(self) -> bool:
@@ -27,12 +27,11 @@ class GlueBatchResource(dg.ConfigurableResource):
         kwargs = {"endpoint_url": self.endpoint_url or None, "region_name": self.region or None}
         s3 = boto3.client("s3", **kwargs)
         if self.launcher == "local":
-            import json
+            from recsys_platform.deploy.local_glue import LocalGlueClient
+            from recsys_platform.deploy.packaging import code_zip
 
-            from recsys_platform.resources.local_glue import LocalGlueClient
-
-            env = {"AWS_ENDPOINT_URL": self.endpoint_url} if self.endpoint_url else {}
-            return LocalGlueClient(self.work_dir, json.loads(self.arguments_json or "{}"), env,
+            code_zip(self.work_dir)  # the job as `recsys-platform package` builds it, packaged for this run
+            return LocalGlueClient(self.work_dir, dict(self.arguments), self.endpoint_url,
                                    region=self.region or "us-east-1"), s3
         return boto3.client("glue", **kwargs), s3
 

@@ -17,6 +17,7 @@ class SourceDatabaseResource(dg.ConfigurableResource):
 
     url: str
     jdbc_driver_jar: str = ""
+    jdbc_driver: str = ""  # the driver class in that jar (empty: MariaDB's)
     jdbc_partitions: int = 4
 
     _db: SourceDatabase | None = PrivateAttr(default=None)
@@ -30,10 +31,6 @@ class SourceDatabaseResource(dg.ConfigurableResource):
     @property
     def use_jdbc(self) -> bool:
         return bool(self.jdbc_driver_jar)
-
-    @property
-    def kind(self) -> str:
-        return "mysql" if self.url.startswith(("mysql", "mariadb")) else "sqlite"
 
     @property
     def masked_url(self) -> str:

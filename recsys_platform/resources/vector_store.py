@@ -22,7 +22,3 @@ class VectorStoreResource(dg.ConfigurableResource):
         if self._store is None:
             self._store = VectorStore(self.dsn or embedded_dsn(self.data_dir))
         return self._store
-
-    @property
-    def description(self) -> str:
-        return "embedded PostgreSQL + pgvector" if not self.dsn else "PostgreSQL + pgvector (configured DSN)"

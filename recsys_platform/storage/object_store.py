@@ -90,11 +90,6 @@ class ObjectStore(ABC):
         if self.fs.get_file_info(self.path(prefix)).type == pafs.FileType.Directory:
             self.fs.delete_dir(self.path(prefix))
 
-    def upload_file(self, local_path: str, key: str) -> None:
-        """Copy a local file to `key`, atomically: readers see the old object or the new one."""
-        with open(local_path, "rb") as src:
-            self.put_stream(key, src)
-
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write `data` to `key` atomically."""
         import io
@@ -114,10 +109,6 @@ class LocalObjectStore(ObjectStore):
         root = os.path.abspath(parts.path)
         super().__init__(url, pafs.LocalFileSystem(), root)
 
-    @property
-    def local_root(self) -> str:
-        return self.root
-
     def put_stream(self, key: str, src) -> None:
         target = self.path(key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -136,18 +127,24 @@ class LocalObjectStore(ObjectStore):
 
 
 class S3ObjectStore(ObjectStore):
-    """An S3 bucket and prefix, s3://bucket/prefix; honours AWS_ENDPOINT_URL for compatible servers."""
+    """An S3 bucket and prefix, s3://bucket/prefix; `endpoint_url` for an S3-compatible server.
+
+    `region` empty: boto3's own chain (AWS_DEFAULT_REGION, the profile), else us-east-1; the
+    credentials are boto3's chain for both layers."""
 
     def __init__(self, url: str, endpoint_url: str = "", region: str = ""):
         parts = urlsplit(url)
         kwargs: dict = {}
-        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+        endpoint = endpoint_url
         if endpoint:
             ep = urlsplit(endpoint)
             kwargs["endpoint_override"] = ep.netloc or endpoint
             kwargs["scheme"] = ep.scheme or "https"
-        kwargs["region"] = region or os.environ.get("AWS_REGION") or os.environ.get(
-            "AWS_DEFAULT_REGION", "us-east-1")
+        if not region:
+            import boto3
+
+            region = boto3.session.Session().region_name or "us-east-1"
+        kwargs["region"] = region
         fs = pafs.S3FileSystem(**kwargs)
         root = f"{parts.netloc}{parts.path}".rstrip("/")
         super().__init__(url, fs, root)

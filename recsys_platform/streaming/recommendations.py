@@ -30,22 +30,6 @@ def hour_of(partition_key: str) -> dt.datetime:
     return dt.datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.timezone.utc)
 
 
-def earliest_hour(store: ObjectStore) -> dt.datetime | None:
-    """The first `YYYY/MM/DD/HH/` prefix holding objects (delivered or failed), or None when the
-    bucket is empty: at most 4 listings per tree (years, months, days, hours)."""
-    found = []
-    for root in ("", f"{firehose.FAILED_PREFIX}/"):
-        parts = []
-        for _ in range(4):
-            names = sorted(d for d in store.list_dirs(root + "/".join(parts)) if d.isdigit())
-            if not names:
-                break
-            parts.append(names[0])
-        if len(parts) == 4:
-            found.append(dt.datetime(*map(int, parts), tzinfo=dt.timezone.utc))
-    return min(found) if found else None
-
-
 def hour_keys(store: ObjectStore, hour: dt.datetime) -> tuple[list[str], list[str]]:
     """Object keys of one hour: delivered, and processing-failed."""
     prefix = firehose.hour_prefix(hour)

@@ -44,12 +44,11 @@ class Stream(ABC):
         return out
 
     @staticmethod
-    def from_setting(setting: str, home: str, endpoint_url: str = "") -> Stream:
-        if setting == "local":
-            return LocalStream(Path(home) / "stream", "activity")
+    def from_setting(setting: str, home: str, endpoint_url: str = "", region: str = "") -> Stream:
+        """RECSYS_STREAM's value (validated by `Settings`): `local` or `kinesis://<name>`."""
         if setting.startswith("kinesis://"):
-            return KinesisStream(setting[len("kinesis://"):], endpoint_url=endpoint_url)
-        raise ValueError(f"RECSYS_STREAM must be 'local' or 'kinesis://<name>', got {setting!r}")
+            return KinesisStream(setting[len("kinesis://"):], endpoint_url=endpoint_url, region=region)
+        return LocalStream(Path(home) / "stream", "activity")
 
 
 class LocalStream(Stream):
@@ -124,11 +123,11 @@ class LocalStream(Stream):
 class KinesisStream(Stream):
     """A Kinesis data stream (or a compatible endpoint), all shards."""
 
-    def __init__(self, name: str, endpoint_url: str = "", max_attempts: int = 6):
+    def __init__(self, name: str, endpoint_url: str = "", region: str = "", max_attempts: int = 6):
         import boto3
 
         self.name = name
-        self.client = boto3.client("kinesis", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None)
+        self.client = boto3.client("kinesis", endpoint_url=endpoint_url or None, region_name=region or None)
         self.max_attempts = max_attempts
         self._iterators: dict[str, str] = {}
 

@@ -52,8 +52,38 @@ def _table(kind: str, version: str) -> str:
 
 @dataclass(frozen=True)
 class Neighbour:
+    """An item found for a query, with its score (inner product or cosine similarity)."""
+
     id: str
     score: float
+
+    def to_json(self) -> dict:
+        """The one wire form of a neighbour, in records and HTTP answers: `{"id", "score"}`."""
+        return {"id": self.id, "score": round(self.score, 6)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Neighbour:
+        return cls(str(obj["id"]), float(obj["score"]))
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """What a session needs from the store: items for the user vector (None: the stored vector of
+    `customer`), items similar to `anchor`, and which of `products` the catalog holds; none of
+    `products` is recommended."""
+
+    user_vector: np.ndarray | None
+    customer: int
+    anchor: str
+    products: frozenset[str]
+
+
+@dataclass(frozen=True)
+class SessionNeighbours:
+    recommended: list[Neighbour]
+    similar: list[Neighbour]
+    user_found: bool              # False: no user vector given and the customer has none stored
+    unknown_products: list[str]   # the session's products that are not in the catalog
 
 
 class VectorStore:
@@ -212,6 +242,7 @@ class VectorStore:
     @staticmethod
     def _relation(kind: str, version: str | None) -> str:
         return f'"{_table(kind, version)}"' if version else f"{kind}_emb"
+
     def items_for_users(self, vectors: np.ndarray, k: int = 10, exclude: Sequence[set[str]] | None = None,
                         ef_search: int = 100, version: str | None = None) -> list[list[Neighbour]]:
         """Top-k items by inner product for each user vector, in one round trip."""
@@ -264,19 +295,12 @@ class VectorStore:
                                                     (list(item_ids),)).fetchall())
         return {r[0] for r in rows}
 
-    def recommend_batch(self, requests: Sequence[dict], k: int = 10, ef_search: int = 100,
-                        version: str | None = None) -> dict:
-        """Everything a batch of sessions needs from the store, in one round trip.
-
-        Each request: `user_vector` (or None: look the customer up in user_emb), `customer`,
-        `anchor` (a product for similar items), `exclude` (products not to recommend), `products`
-        (codes to check against the catalog). Returns per request index the recommended and
-        similar items, and the set of known product codes.
-        """
-
-        extra = max((len(r["exclude"]) for r in requests), default=0)
-        vectors = [vector_literal(r["user_vector"]) if r.get("user_vector") is not None else None for r in requests]
-        codes = sorted({c for r in requests for c in r["products"]})
+    def recommend_batch(self, queries: Sequence[SessionQuery], k: int = 10, ef_search: int = 100,
+                        version: str | None = None) -> list[SessionNeighbours]:
+        """Everything a batch of sessions needs from the store, in one round trip."""
+        extra = max((len(q.products) for q in queries), default=0)
+        vectors = [vector_literal(q.user_vector) if q.user_vector is not None else None for q in queries]
+        codes = sorted({c for q in queries for c in q.products})
         items, users = self._relation("item", version), self._relation("user", version)
 
         def query(conn):
@@ -295,13 +319,13 @@ class VectorStore:
                     ORDER BY i.embedding <=> a.embedding LIMIT %s) r
                 UNION ALL
                 SELECT 'p', 0, i.id, 0 FROM {items} i WHERE i.id = ANY(%s)""",
-                (vectors, [int(r["customer"]) for r in requests], [r["anchor"] for r in requests],
+                (vectors, [int(q.customer) for q in queries], [q.anchor for q in queries],
                  k + extra, k + 1, codes)).fetchall()
 
         rows = self._read(query)
-        recommended: list[list[Neighbour]] = [[] for _ in requests]
-        similar: list[list[Neighbour]] = [[] for _ in requests]
-        user_found = [False] * len(requests)
+        recommended: list[list[Neighbour]] = [[] for _ in queries]
+        similar: list[list[Neighbour]] = [[] for _ in queries]
+        user_found = [False] * len(queries)
         known: set[str] = set()
         for kind, ord_, item, score in sorted(rows, key=lambda r: (r[0], r[1], -(r[3] or 0))):
             if kind == "p":
@@ -310,11 +334,12 @@ class VectorStore:
             n = ord_ - 1
             if kind == "u":
                 user_found[n] = True
-                if item not in requests[n]["exclude"] and len(recommended[n]) < k:
+                if item not in queries[n].products and len(recommended[n]) < k:
                     recommended[n].append(Neighbour(item, float(score)))
-            elif item != requests[n]["anchor"] and len(similar[n]) < k:
+            elif item != queries[n].anchor and len(similar[n]) < k:
                 similar[n].append(Neighbour(item, float(score)))
-        return {"recommended": recommended, "similar": similar, "user_found": user_found, "known": known}
+        return [SessionNeighbours(recommended[n], similar[n], user_found[n], sorted(q.products - known))
+                for n, q in enumerate(queries)]
 
     def nearest_item_to_itself(self, ef_search: int = 100, version: str | None = None) -> tuple[int, list[str]]:
         """(items checked, ids whose nearest item by cosine is another item at a non-zero distance)."""

@@ -285,8 +285,8 @@ locals {
       memory  = 512
       timeout = 120
       environment = {
-        MODEL_INFERENCE_FUNCTION = local.inference_name
-        RECSYS_TOP_K             = "5"
+        RECSYS_INFERENCE_FUNCTION = local.inference_name
+        RECSYS_TOP_K              = "5"
       }
     }
   }

@@ -42,7 +42,6 @@ SPARK_TYPES = {"int32": T.IntegerType(), "float64": T.DoubleType(), "string": T.
 # The 13 columns of `ratings_ml_training`, in order, as Spark types.
 TRAINING_SCHEMA = T.StructType([T.StructField(c.name, SPARK_TYPES[c.type], c.nullable) for c in COLUMNS])
 MARIADB_DRIVER = "org.mariadb.jdbc.Driver"  # Debian's mariadb-java-client (local runs, tests)
-MYSQL_DRIVER = "com.mysql.cj.jdbc.Driver"   # MySQL Connector/J, which AWS Glue 4.0 ships
 
 
 def build_training_data(ratings: DataFrame, customers: DataFrame, products: DataFrame) -> DataFrame:
@@ -102,9 +101,10 @@ def find_violations(ratings: DataFrame, customers: DataFrame, products: DataFram
 
 
 # -- extraction ---------------------------------------------------------------------------------
-def jdbc_options(url: str, driver: str = MARIADB_DRIVER) -> dict[str, str]:
+def jdbc_options(url: str, driver: str = "") -> dict[str, str]:
     """Spark JDBC options for a MySQL/MariaDB SQLAlchemy URL: a jdbc:mysql:// URL and `driver`
-    (MariaDB's by default; the Glue job passes MySQL Connector/J's, which Glue has)."""
+    (empty: MariaDB's; the Glue job passes MySQL Connector/J's, which Glue has)."""
+    driver = driver or MARIADB_DRIVER
     u = make_url(url)
     if not u.drivername.startswith(("mysql", "mariadb")):
         raise ConfigError(
@@ -122,7 +122,7 @@ def jdbc_options(url: str, driver: str = MARIADB_DRIVER) -> dict[str, str]:
 
 
 def extract_jdbc(spark: SparkSession, source: SourceDatabase, table: str, selection: Selection,
-                 num_partitions: int = 4, driver: str = MARIADB_DRIVER) -> DataFrame:
+                 num_partitions: int = 4, driver: str = "") -> DataFrame:
     """Read a source table the way Glue does: Spark JDBC, split on customerNumber when keyed."""
     cols = ", ".join(source_columns(table))
     keyed = table in CUSTOMER_KEYED
@@ -145,7 +145,7 @@ def extract_arrow(spark: SparkSession, source: SourceDatabase, table: str, selec
 
 
 def extract(spark: SparkSession, source: SourceDatabase, selection: Selection, use_jdbc: bool,
-            num_partitions: int = 4, driver: str = MARIADB_DRIVER) -> tuple[DataFrame, DataFrame, DataFrame]:
+            num_partitions: int = 4, driver: str = "") -> tuple[DataFrame, DataFrame, DataFrame]:
     """(ratings, customers, products), in SOURCE_KEYS order, filtered to the selection."""
     if use_jdbc:
         return tuple(extract_jdbc(spark, source, t, selection, num_partitions, driver) for t in SOURCE_KEYS)
@@ -155,7 +155,7 @@ def extract(spark: SparkSession, source: SourceDatabase, selection: Selection, u
 # -- the build ----------------------------------------------------------------------------------
 def build(spark: SparkSession, source: SourceDatabase, store: ObjectStore, keys: Sequence[str],
           layout: Layout = Layout(), use_jdbc: bool = False,
-          num_partitions: int = 4, log=print, driver: str = MARIADB_DRIVER) -> BuildResult:
+          num_partitions: int = 4, log=print, driver: str = "") -> BuildResult:
     """Replace the partitions `keys` of `<store>/ratings_ml_training/` with fresh data.
 
     Validates the source first: on any violation raises DataQualityError and writes nothing.

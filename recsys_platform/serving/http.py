@@ -31,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException
 
 from recsys_platform.errors import RecsysError
+from recsys_platform.serving.messages import CustomerFeatures
+from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.events import MAX_CREDIT_LIMIT, TEXT_LIMITS
-from recsys_platform.streaming.inference import InferenceService
 from recsys_platform.vectors.store import VectorDataError
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ class User(BaseModel):
     creditlimit: Annotated[float, Field(strict=True, ge=0, le=MAX_CREDIT_LIMIT, allow_inf_nan=False)]
 
 
-class Neighbour(BaseModel):
+class NeighbourBody(BaseModel):
+    """The schema of `vectors.store.Neighbour.to_json`, the one neighbour format."""
+
     id: str
     score: float
 
@@ -185,16 +188,15 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
                               response: Response):
         def run():
             try:
-                version, vectors = service.user_vectors([{"customerNumber": None, "city": u.city,
-                                                          "country": u.country, "creditLimit": u.creditlimit}
-                                                         for u in users])
+                version, vectors = service.embed_customers(
+                    [(None, CustomerFeatures(u.city, u.country, u.creditlimit)) for u in users])
             except ValueError as e:
                 raise BadRequest(str(e)) from None
             return version, [[round(float(x), 6) for x in v] for v in vectors]
 
         return await answer(response, run)
 
-    @app.post("/items_from_user", response_model=list[Neighbour],
+    @app.post("/items_from_user", response_model=list[NeighbourBody],
               summary="The items that score highest against one user embedding")
     async def items_from_user(vector: Annotated[list[Number], Body(min_length=dim, max_length=dim)],
                               response: Response, limit: Limit = 10):
@@ -203,11 +205,11 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
                 version, found = service.items_from_user(vector, limit)
             except ValueError as e:
                 raise BadRequest(f"body must be {e}") from None
-            return version, [{"id": n.id, "score": round(n.score, 6)} for n in found]
+            return version, [n.to_json() for n in found]
 
         return await answer(response, run)
 
-    @app.get("/items_from_item", response_model=list[Neighbour], responses={404: {"model": ErrorBody}},
+    @app.get("/items_from_item", response_model=list[NeighbourBody], responses={404: {"model": ErrorBody}},
              summary="The items most similar to one item")
     async def items_from_item(item_id: Annotated[str, Query(min_length=1, max_length=64, pattern=_PRINTABLE)],
                               response: Response, limit: Limit = 10):
@@ -215,7 +217,7 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
         if found is None:
             return JSONResponse({"error": f"unknown item_id {item_id!r}"}, status_code=404,
                                 headers={VERSION_HEADER: response.headers[VERSION_HEADER]})
-        return [{"id": n.id, "score": round(n.score, 6)} for n in found]
+        return [n.to_json() for n in found]
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

@@ -4,12 +4,11 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from recsys_platform.assets.batch.assets import SOURCE_VERSION, TRAINING_KEY
+from recsys_platform.assets.batch.partitions import partition_versions, partitions_for
 from recsys_platform.batch.contract import Layout
-from recsys_platform.defs.batch.assets import SOURCE_VERSION, TRAINING_KEY
-from recsys_platform.defs.batch.partitions import partition_versions, partitions_for
 from recsys_platform.errors import RecsysError
 from recsys_platform.resources import SourceDatabaseResource
-from recsys_platform.settings import DEFAULT_STALE_CRON
 
 STALE_SCHEDULE = "stale_training_partitions_daily"
 MAX_RUNS = 4
@@ -62,7 +61,7 @@ def plan_ranges(all_keys: Sequence[str], stale: set[str], max_runs: int = MAX_RU
     return [(all_keys[a], all_keys[b]) for a, b in spans]
 
 
-def build_batch_schedules(layout: Layout, training_job, cron: str = DEFAULT_STALE_CRON) -> list:
+def build_batch_schedules(layout: Layout, training_job, cron: str) -> list:
     partitions_def = partitions_for(layout)
 
     @dg.schedule(

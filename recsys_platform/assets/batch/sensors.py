@@ -3,8 +3,8 @@
 
 import dagster as dg
 
+from recsys_platform.assets.batch.partitions import CUSTOMERS
 from recsys_platform.batch.contract import Layout
-from recsys_platform.defs.batch.partitions import CUSTOMERS
 from recsys_platform.errors import RecsysError
 from recsys_platform.resources import SourceDatabaseResource
 

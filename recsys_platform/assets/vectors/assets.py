@@ -3,8 +3,8 @@
 import dagster as dg
 import numpy as np
 
-from recsys_platform.defs.ml.assets import MODEL_KEY
-from recsys_platform.defs.shared import OWNERS
+from recsys_platform.assets.ml.assets import MODEL_KEY
+from recsys_platform.assets.shared import OWNERS
 from recsys_platform.errors import RecsysError
 from recsys_platform.ml import artifacts
 from recsys_platform.resources import ObjectStoreResource, VectorStoreResource
@@ -36,7 +36,7 @@ def hnsw_recall(store, version: str, user_vectors: np.ndarray, item_ids: list[st
     return float(np.mean(hits)) if hits else 0.0
 
 
-def build_vector_defs() -> dg.Definitions:
+def build_vector_assets() -> dg.AssetsDefinition:
     # Each check judges the table it names: counts and dimensions per table; the two index
     # checks on item_emb (user vectors are only the queries of the recall check).
     checks = {
@@ -121,4 +121,4 @@ def build_vector_defs() -> dg.Definitions:
             yield dg.AssetCheckResult(check_name=name, asset_key=key, passed=bool(ok),
                                       severity=dg.AssetCheckSeverity.ERROR, description=text)
 
-    return dg.Definitions(assets=[embeddings])
+    return embeddings

@@ -4,6 +4,9 @@
 import dagster as dg
 import numpy as np
 
+from recsys_platform.assets.batch.checks import training_check_results, training_check_specs
+from recsys_platform.assets.batch.partitions import partition_versions, partitions_for
+from recsys_platform.assets.shared import OWNERS
 from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.build import source_row_count
 from recsys_platform.batch.contract import (
@@ -17,18 +20,23 @@ from recsys_platform.batch.contract import (
 )
 from recsys_platform.batch.engines import arrow as arrow_engine
 from recsys_platform.batch.engines import spark as spark_engine
-from recsys_platform.defs.batch.checks import training_check_results, training_check_specs
-from recsys_platform.defs.batch.partitions import partition_versions, partitions_for
-from recsys_platform.defs.shared import OWNERS
 from recsys_platform.errors import DataQualityError, RecsysError
-from recsys_platform.resources import ObjectStoreResource, SourceDatabaseResource, SparkResource
-from recsys_platform.resources.glue import GlueBatchResource
+from recsys_platform.resources import (
+    GlueBatchResource,
+    ObjectStoreResource,
+    SourceDatabaseResource,
+    SparkResource,
+)
 from recsys_platform.storage import lake
 from recsys_platform.storage.lake import partition_file
 
 SOURCE_KEY = dg.AssetKey("classicmodels_ratings")
 TRAINING_KEY = dg.AssetKey(DATASET)
 SOURCE_VERSION = "source_version"  # a partition's metadata: the source version it was built from
+# The observation tag Dagster reads a data version from: what `observable_source_asset` writes for
+# `DataVersionsByPartition`, here written per partition by a public multi_observable_source_asset
+# (the one spec-based observation that takes owners).
+DATA_VERSION_TAG = "dagster/data_version"
 
 
 def column_schema() -> dg.TableSchema:
@@ -109,26 +117,28 @@ def build_batch_assets(layout: Layout, engine: str = "arrow") -> list:
     """`engine`: "arrow", "spark" or "glue" (Settings.batch_engine: RECSYS_ENGINE resolved)."""
     partitions_def = partitions_for(layout)
 
-    @dg.observable_source_asset(
-        key=SOURCE_KEY,
-        group_name="batch",
+    @dg.multi_observable_source_asset(
+        specs=[dg.AssetSpec(
+            SOURCE_KEY, group_name="batch", owners=OWNERS, kinds={"sql"},
+            description=(
+                "The `ratings` table of the operational `classicmodels` database, joined in the lab's "
+                "Glue job with `customers` and `products`. Each observation reports a data version per "
+                "partition (count and checksum of the customer's ratings), so Dagster marks exactly "
+                "the changed customers' training data stale. The table is observed, never materialized "
+                "by Dagster: its partition bar ('0% filled', every partition 'missing') counts "
+                "materializations only; each partition's observed version is in its Observations."))],
+        name="classicmodels_ratings",
         partitions_def=partitions_def,
-        description=(
-            "The `ratings` table of the operational `classicmodels` database, joined in the lab's "
-            "Glue job with `customers` and `products`. Each observation reports a data version per "
-            "partition (count and checksum of the customer's ratings), so Dagster marks exactly "
-            "the changed customers' training data stale. The table is observed, never materialized "
-            "by Dagster: its partition bar ('0% filled', every partition 'missing') counts "
-            "materializations only; each partition's observed version is in its Observations."),
-        tags={"dagster/kind/sql": ""},
     )
-    def classicmodels_ratings(context, source: SourceDatabaseResource) -> dg.DataVersionsByPartition:
+    def classicmodels_ratings(context: dg.AssetExecutionContext, source: SourceDatabaseResource):
         versions = partition_versions(layout, source.db.customer_versions())
         if not layout.buckets:  # report only registered partitions; the sensor adds new ones
             known = set(context.instance.get_dynamic_partitions(partitions_def.name))
             versions = {k: v for k, v in versions.items() if k in known}
+        for key, version in versions.items():
+            context.log_event(dg.AssetObservation(SOURCE_KEY, partition=key, tags={DATA_VERSION_TAG: version}))
         context.log.info(f"observed {len(versions)} partition versions from {source.masked_url}")
-        return dg.DataVersionsByPartition(versions)
+        return dg.ObserveResult(metadata={"partitions_observed": len(versions), "source": source.masked_url})
 
     check_specs = training_check_specs(TRAINING_KEY)
 
@@ -168,7 +178,7 @@ def build_batch_assets(layout: Layout, engine: str = "arrow") -> list:
             if engine == "spark":
                 result = spark_engine.build(spark.spark_session, source.db, store, keys, layout=layout,
                                             use_jdbc=source.use_jdbc, num_partitions=source.jdbc_partitions,
-                                            log=context.log.info)
+                                            driver=source.jdbc_driver, log=context.log.info)
             else:
                 result = arrow_engine.build(source.db, store, keys, layout=layout, log=context.log.info)
         except DataQualityError as e:
@@ -182,16 +192,4 @@ def build_batch_assets(layout: Layout, engine: str = "arrow") -> list:
             "extraction": result.extraction,
             **{k: dg.MetadataValue.float(round(v, 3)) for k, v in result.timings.items()}})
 
-    return [with_owners(classicmodels_ratings), ratings_ml_training]
-
-
-def with_owners(source: dg.SourceAsset) -> dg.AssetsDefinition:
-    """The observable source as the AssetsDefinition Dagster makes of it, with the platform's owners.
-
-    `observable_source_asset` is the only 1.13 API that reports a data version per partition (the
-    spec-based `multi_observable_source_asset` cannot), and `SourceAsset` takes no owners; this is
-    the conversion `Definitions` applies to every SourceAsset."""
-    from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
-
-    converted = create_external_asset_from_source_asset(source)
-    return converted.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS))
+    return [classicmodels_ratings, ratings_ml_training]

@@ -1,12 +1,12 @@
 """Model inference for a batch of sessions: embed, query pgvector once, shape the answer.
 
 Every answer is computed against one model version and that version's own vector tables (the
-version whose vectors are active), and carries that version. A record's bad values fail that
-record only (`isolated`); an outage of the vector database raises, so the caller retries.
+version whose vectors are active), and carries that version. A request's bad values fail that
+request only (`isolated`); an outage of the vector database raises, so the caller retries.
 
-One object, built once by `build_inference_service` (from settings by `recsys_platform.wiring`,
-from a Lambda's environment by `streaming.lambda_env`) and handed to whoever answers with it:
-the model inference handler, the HTTP routes, the delivery runtime, the demo and the tests.
+One object, built once by `wiring.inference_service(settings)` and handed to whoever answers
+with it: the model inference handler, the HTTP routes, the stream transformation in-process,
+the demo and the tests. Requests and results are the typed values of `serving.messages`.
 No Dagster.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,8 +25,22 @@ from recsys_platform.errors import RecsysError
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.artifacts import ArtifactError
 from recsys_platform.ml.model import TwoTowerRecommender
+from recsys_platform.serving.messages import (
+    CustomerFeatures,
+    Recommendation,
+    RecommendationBatch,
+    RecommendationRequest,
+    Refusal,
+    Result,
+)
 from recsys_platform.storage.object_store import ObjectStore
-from recsys_platform.vectors.store import Neighbour, VectorDataError, VectorStore
+from recsys_platform.vectors.store import (
+    Neighbour,
+    SessionNeighbours,
+    SessionQuery,
+    VectorDataError,
+    VectorStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +97,17 @@ class ModelCache:
             return self.version, self.model
 
 
-def _neighbours(items) -> list[dict]:
-    return [{"id": n.id, "score": round(n.score, 6)} for n in items]
-
-
-# Errors that are one record's fault: the record fails with the reason, its neighbours go on.
-# An outage (VectorStoreError: database down, timeout) is not among them: the batch retries.
+# Errors that are one request's fault: it fails with the reason, its neighbours go on. An
+# outage (VectorStoreError: database down, timeout) is not among them: the batch retries.
 RECORD_ERRORS = (VectorDataError, ValueError, TypeError, KeyError, ArithmeticError)
-REQUEST_FIELDS = ("key", "customer_number", "city", "country", "credit_limit", "cart", "seen", "anchor")
+# The training contract's customer feature columns, as the user tower reads them.
+USER_FEATURE_COLUMNS = ("city", "country", "creditLimit")
 
 
 def isolated(items: list, run: Callable[[list], list]) -> list:
     """`run(items)` gives one result per item; when it raises a record error, the batch is split
-    in halves until the records at fault are alone: their result is the exception. A batch with
-    one bad record costs about 2*log2(n) extra calls, and its good records are answered."""
+    in halves until the items at fault are alone: their result is the exception. A batch with
+    one bad item costs about 2*log2(n) extra calls, and its good items are answered."""
     try:
         return run(items)
     except RECORD_ERRORS as e:
@@ -116,10 +127,12 @@ class InferenceService:
     vectors: VectorStore
     k: int = 5
 
-    def user_vectors(self, users: list[dict]) -> tuple[str, np.ndarray]:
-        """Embeddings from `city, country, creditLimit` (and the id, which a hybrid model uses)."""
+    def embed_customers(self, customers: Sequence[tuple[int | None, CustomerFeatures]]) -> tuple[str, np.ndarray]:
+        """One embedding per (customer number or None, features), from the features (and the
+        number, which the hybrid's collaborative part uses for a known customer)."""
         version, model = self.models.get()
-        frame = pd.DataFrame(users, columns=["customerNumber", "city", "country", "creditLimit"])
+        frame = pd.DataFrame([(number, f.city, f.country, float(f.credit_limit)) for number, f in customers],
+                             columns=[model.spec.user_id, *USER_FEATURE_COLUMNS])
         vectors = model.user_embeddings(frame)
         if not np.all(np.isfinite(vectors)):
             raise ValueError("the model cannot embed these features (the embedding is not finite)")
@@ -143,77 +156,53 @@ class InferenceService:
             return version, None
         return version, found
 
-    def _embed(self, requests: list[dict]) -> list:
-        """One user vector (or None: look the customer up) per request, isolated per record."""
-        def run(batch: list[dict]) -> list:
-            with_features = [r for r in batch if r["city"] is not None and r["country"] is not None
-                             and r["credit_limit"] is not None]
+    def _queries(self, requests: list[RecommendationRequest]) -> list[SessionQuery | Exception]:
+        """One store query per request (the user vector from its features, or None: look the
+        customer up), isolated per request."""
+        def run(batch: list[RecommendationRequest]) -> list[SessionQuery]:
+            with_features = [r for r in batch if r.features is not None]
             vectors = {}
             if with_features:
-                _, emb = self.user_vectors([{"customerNumber": r["customer_number"], "city": r["city"],
-                                             "country": r["country"], "creditLimit": float(r["credit_limit"])}
-                                            for r in with_features])
+                _, emb = self.embed_customers([(r.customer_number, r.features) for r in with_features])
                 vectors = {id(r): v for r, v in zip(with_features, emb)}
-            return [vectors.get(id(r)) for r in batch]
+            return [SessionQuery(vectors.get(id(r)), r.customer_number, r.anchor, r.products) for r in batch]
 
         return isolated(requests, run)
 
-    def _query(self, requests: list[dict], k: int, version: str) -> list:
-        """recommended, similar, user found, unknown codes per request, isolated per record."""
-        def run(batch: list[dict]) -> list:
-            found = self.vectors.recommend_batch(batch, k=k, version=version)
-            return [(found["recommended"][n], found["similar"][n], found["user_found"][n],
-                     sorted(r["products"] - found["known"])) for n, r in enumerate(batch)]
+    def _neighbours(self, queries: list[SessionQuery], k: int, version: str) -> list[SessionNeighbours | Exception]:
+        return isolated(queries, lambda batch: self.vectors.recommend_batch(batch, k=k, version=version))
 
-        return isolated(requests, run)
-
-    def recommend(self, requests: list[dict], k: int | None = None) -> dict:
-        """requests: {key, customer_number, city, country, credit_limit, cart, seen, anchor}.
-
-        Returns {model_version, results: [{key, recommended_items, similar_items} | {key, error}]},
-        one result per request in order. A request whose values fail (a malformed request, values
-        the model or the database refuse) gets `error`; only an outage raises.
-        """
+    def recommend(self, requests: Sequence[RecommendationRequest], k: int | None = None) -> RecommendationBatch:
+        """One result per request, in order, all from one model version. A request whose values
+        fail (values the model or the database refuse) is refused with the reason; only an
+        outage raises."""
         k = k or self.k
         version, _ = self.models.get()
-        errors: dict[int, str] = {}
-        for n, r in enumerate(requests):
-            missing = [f for f in REQUEST_FIELDS if not isinstance(r, dict) or f not in r]
-            if missing:
-                errors[n] = f"malformed inference request: missing {', '.join(missing)}"
-        good = [n for n in range(len(requests)) if n not in errors]
-        embedded = self._embed([requests[n] for n in good]) if good else []
-        batch, where = [], []
-        for n, vector in zip(good, embedded):
-            if isinstance(vector, Exception):
-                errors[n] = _reason(vector)
-                continue
-            r = requests[n]
-            batch.append({"user_vector": vector, "customer": r["customer_number"], "anchor": r["anchor"],
-                          "exclude": set(r["seen"]), "products": set(r["seen"])})
-            where.append(n)
-        answers = dict(zip(where, self._query(batch, k, version))) if batch else {}
-        results = []
-        for n, r in enumerate(requests):
-            key = r.get("key") if isinstance(r, dict) else None
-            answer = answers.get(n)
-            if n in errors or isinstance(answer, Exception):
-                results.append({"key": key, "error": errors.get(n) or _reason(answer)})
-                continue
-            recommended, similar, user_found, unknown = answer
-            if unknown:
-                results.append({"key": key, "error": f"unknown product code(s) {unknown}"})
-            elif not user_found:
-                results.append({"key": key, "error": f"unknown customer {r['customer_number']} without "
-                                "features (city, country, credit_limit)"})
+        results: dict[int, Result] = {}
+        queries = {}
+        for n, q in enumerate(self._queries(list(requests)) if requests else []):
+            if isinstance(q, Exception):
+                results[n] = Refusal(requests[n].key, _reason(q))
             else:
-                results.append({"key": key, "recommended_items": _neighbours(recommended),
-                                "similar_items": {"product_code": r["anchor"], "similar_items": _neighbours(similar)}})
-        return {"model_version": version, "results": results}
+                queries[n] = q
+        found = dict(zip(queries, self._neighbours(list(queries.values()), k, version))) if queries else {}
+        for n, answer in found.items():
+            r = requests[n]
+            if isinstance(answer, Exception):
+                results[n] = Refusal(r.key, _reason(answer))
+            elif answer.unknown_products:
+                results[n] = Refusal(r.key, f"unknown product code(s) {answer.unknown_products}")
+            elif not answer.user_found:
+                results[n] = Refusal(r.key, f"unknown customer {r.customer_number} without features "
+                                     "(city, country, credit_limit)")
+            else:
+                results[n] = Recommendation(r.key, answer.recommended, r.anchor, answer.similar)
+        return RecommendationBatch(version, [results[n] for n in range(len(requests))])
 
 
-def build_inference_service(artifacts_url: str, vector_dsn: str, endpoint_url: str = "", k: int = 5) -> InferenceService:
+def build_inference_service(artifacts_url: str, vector_dsn: str, endpoint_url: str = "", region: str = "",
+                            k: int = 5) -> InferenceService:
     """The one constructor of the service: the model from the artifacts bucket, vectors from pgvector."""
-    store = ObjectStore.from_url(artifacts_url, endpoint_url=endpoint_url)
+    store = ObjectStore.from_url(artifacts_url, endpoint_url=endpoint_url, region=region)
     vectors = VectorStore(vector_dsn)
     return InferenceService(ModelCache(store, vectors), vectors, k=k)

@@ -1,18 +1,19 @@
 """The two Lambda handlers' logic, as objects composed from what they call.
 
 - `ModelInference(service)`: a Function URL request (the lab's routes: the FastAPI app of
-  `streaming.http` through Mangum) or a batch `{"action": "recommend", "requests": [...], "k": 5}`
-  from the stream transformation.
+  `serving.http` through Mangum) or a batch `{"action": "recommend", "requests": [...], "k": 5}`
+  from the stream transformation (`serving.messages` is its JSON form).
 - `StreamTransformation(infer, k)`: Firehose's processor. Decodes and validates each record; a
   bad record is `ProcessingFailed` with its reason (in `errorMessage`, which the local delivery
   runtime writes to processing-failed/; on AWS the reason is also logged with the recordId).
-  Valid records go to `infer` in ONE call per batch: a `ModelInference` in-process, or a
-  `LambdaInvoker` (`lambda:Invoke`) on AWS. A record whose values fail inference fails alone;
+  Valid records become `RecommendationRequest`s and go to `infer` in ONE call per batch: the
+  inference service in-process, or a `LambdaInvoker` (`lambda:Invoke`) on AWS; either answers a
+  `RecommendationBatch`. A record whose values fail inference fails alone;
   an outage (the vector database down) raises, so Firehose retries the batch. The response
   never exceeds Lambda's 6 MB payload limit (`RESPONSE_LIMIT`): records that would push it over
   fail with that reason (infra/ sizes the processor buffer so that this does not happen).
 
-The modules under `lambdas/` only build these from their environment (`streaming.lambda_env`).
+The modules under `lambdas/` only build these from their settings (`wiring`).
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ import json
 import logging
 from collections.abc import Callable
 
+from recsys_platform.serving.messages import (
+    RECOMMEND_ACTION,
+    RecommendationBatch,
+    RecommendationRequest,
+    Refusal,
+    recommend_payload,
+)
+from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.events import EventError, decode_record
 from recsys_platform.streaming.firehose import FAILED, OK, RESPONSE_LIMIT, encode
-from recsys_platform.streaming.inference import InferenceService
 
 log = logging.getLogger(__name__)
-Infer = Callable[[dict], dict]
+# One call per batch: the requests and k in, one result per request out.
+Infer = Callable[[list[RecommendationRequest], int], RecommendationBatch]
 
 
 def is_function_url_event(event: dict) -> bool:
@@ -56,32 +65,49 @@ class ModelInference:
             if self._http is None:
                 from mangum import Mangum
 
-                from recsys_platform.streaming.http import create_app
+                from recsys_platform.serving.http import create_app
 
                 self._http = Mangum(create_app(self.service), lifespan="off")
             return self._http(event, context)
-        if event.get("action") == "recommend" and isinstance(event.get("requests"), list):
-            return self.service.recommend(event["requests"], k=event.get("k"))
+        if event.get("action") == RECOMMEND_ACTION and isinstance(event.get("requests"), list):
+            return self.recommend(event["requests"], event.get("k"))
         raise ValueError("unrecognised event: expected a Function URL request (payload 2.0) "
                          "or {'action': 'recommend', 'requests': [...]}")
+
+
+    def recommend(self, requests: list, k: int | None) -> dict:
+        """The batch action: each request read back from JSON (a malformed one is refused alone,
+        in its place), the valid ones answered in one call."""
+        parsed: list[RecommendationRequest | Refusal] = []
+        for n, obj in enumerate(requests):
+            try:
+                parsed.append(RecommendationRequest.from_json(obj))
+            except ValueError as e:
+                key = obj.get("key") if isinstance(obj, dict) else None
+                parsed.append(Refusal(key if key is not None else f"#{n}", str(e)))
+        valid = [r for r in parsed if isinstance(r, RecommendationRequest)]
+        answer = self.service.recommend(valid, k=k)
+        answered = iter(answer.results)
+        merged = [r if isinstance(r, Refusal) else next(answered) for r in parsed]
+        return RecommendationBatch(answer.model_version, merged).to_json()
 
 
 class LambdaInvoker:
     """Calls the model inference Lambda by name (`lambda:Invoke`, request/response)."""
 
-    def __init__(self, function_name: str, endpoint_url: str = ""):
+    def __init__(self, function_name: str, endpoint_url: str = "", region: str = ""):
         import boto3
 
         self.function_name = function_name
-        self.client = boto3.client("lambda", endpoint_url=endpoint_url or None)
+        self.client = boto3.client("lambda", endpoint_url=endpoint_url or None, region_name=region or None)
 
-    def __call__(self, payload: dict) -> dict:
+    def __call__(self, requests: list[RecommendationRequest], k: int) -> RecommendationBatch:
         response = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse",
-                                      Payload=json.dumps(payload).encode())
+                                      Payload=json.dumps(recommend_payload(requests, k)).encode())
         body = json.loads(response["Payload"].read())
         if response.get("FunctionError"):
             raise RuntimeError(f"model inference failed: {body.get('errorMessage', body)}")
-        return body
+        return RecommendationBatch.from_json(body)
 
 
 def _failed(record: dict, reason: str) -> dict:
@@ -145,13 +171,11 @@ class StreamTransformation:
                 out[record["recordId"]] = _failed(record, str(e))
                 continue
             decoded[record["recordId"]] = obj
-            requests.append({"key": record["recordId"], "customer_number": ev.customer_number, "city": ev.city,
-                             "country": ev.country, "credit_limit": ev.credit_limit, "cart": ev.cart,
-                             "seen": sorted(ev.seen), "anchor": ev.anchor_product})
+            requests.append(RecommendationRequest.from_event(record["recordId"], ev))
         if requests:
-            answer = self.infer({"action": "recommend", "requests": requests, "k": self.k})
+            answer = self.infer(requests, self.k)
             processed_at = dt.datetime.now(dt.timezone.utc).isoformat()
-            by_key = {r["key"]: r for r in answer["results"]}
+            by_key = {r.key: r for r in answer.results}
             for record in event["records"]:
                 rid = record["recordId"]
                 if rid not in decoded:
@@ -159,12 +183,11 @@ class StreamTransformation:
                 result = by_key.get(rid)
                 if result is None:
                     out[rid] = _failed(record, "model inference returned no result for this record")
-                elif "error" in result:
-                    out[rid] = _failed(record, result["error"])
+                elif isinstance(result, Refusal):
+                    out[rid] = _failed(record, result.reason)
                 else:
                     out[rid] = {"recordId": rid, "result": OK, "data": encode({
-                        **decoded[rid], "recommended_items": result["recommended_items"],
-                        "similar_items": result["similar_items"], "model_version": answer["model_version"],
+                        **decoded[rid], **result.record_fields(), "model_version": answer.model_version,
                         "processed_at": processed_at})}
         return {"records": within_budget([out[r["recordId"]] for r in event["records"]], event["records"])}
 

@@ -29,7 +29,6 @@ from types import SimpleNamespace
 # Arguments Glue itself consumes; everything else reaches the script.
 GLUE_OWN = {"--extra-py-files", "--extra-jars", "--additional-python-modules", "--enable-metrics",
             "--enable-continuous-cloudwatch-log", "--job-language", "--TempDir", "--job-bookmark-option"}
-FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
 @dataclass
@@ -47,12 +46,12 @@ class LocalGlueClient:
 
     package_dir: Path
     default_arguments: dict[str, str] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
+    endpoint_url: str = ""  # an AWS-compatible endpoint, given to the script as its setting (and to boto3)
     region: str = "us-east-1"
     runs: dict[str, _Run] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.package_dir = Path(self.package_dir)  # built by `recsys-platform package` (definitions does it)
+        self.package_dir = Path(self.package_dir)  # built by `recsys-platform package` (the resource does it)
         if not (self.package_dir / "glue" / "ratings_ml_training.py").exists():
             raise FileNotFoundError(f"no packaged Glue job in {self.package_dir}: run `recsys-platform package --out "
                                     f"{self.package_dir}`")
@@ -60,15 +59,22 @@ class LocalGlueClient:
 
     def start_job_run(self, JobName: str, Arguments: dict[str, str] | None = None, **_) -> dict:  # noqa: N803 - boto3's names
         arguments = {**self.default_arguments, **(Arguments or {})}
+        if self.endpoint_url:  # on AWS the endpoint is AWS itself; here the script is told where to go
+            arguments["--AWS_ENDPOINT_URL"] = self.endpoint_url
         run_id = f"jr_{uuid.uuid4().hex}"
         script = self.package_dir / "glue" / "ratings_ml_training.py"
         argv = [sys.executable, str(script), "--JOB_NAME", JobName, "--JOB_RUN_ID", run_id]
         for key, value in arguments.items():
             if key not in GLUE_OWN:
                 argv += [key, value]
-        env = {**os.environ, **self.env,
+        # The child inherits this process's environment (the AWS credentials), like Glue's role.
+        env = {**os.environ,
                "PYTHONPATH": str(self.package_dir / "glue" / "recsys_platform.zip"),  # --extra-py-files
-               "AWS_DEFAULT_REGION": self.region}
+               "AWS_DEFAULT_REGION": self.region,
+               # Spark's local Python workers: this interpreter, not whatever `python3` PATH finds
+               "PYSPARK_PYTHON": sys.executable}
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
         jars = arguments.get("--extra-jars", "")
         if jars:
             env["PYSPARK_SUBMIT_ARGS"] = f"--jars {jars} pyspark-shell"

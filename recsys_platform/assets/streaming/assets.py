@@ -1,31 +1,20 @@
-"""Hourly `recommendations` compacted from the recommendations bucket, and the sensor that asks for them."""
+"""Hourly `recommendations`: one hour of the recommendations bucket compacted into the lake, with checks."""
 
-import datetime as dt
-import hashlib
 import json
 
 import dagster as dg
 
-from recsys_platform.defs.shared import OWNERS
-from recsys_platform.defs.vectors.assets import ITEM_KEY
+from recsys_platform.assets.shared import OWNERS
+from recsys_platform.assets.vectors.assets import ITEM_KEY
 from recsys_platform.ml import artifacts
 from recsys_platform.resources import ObjectStoreResource
-from recsys_platform.streaming import firehose
-from recsys_platform.streaming.recommendations import (
-    COLUMN,
-    DATASET,
-    compact_hour,
-    hour_keys,
-    hour_of,
-)
+from recsys_platform.streaming.recommendations import COLUMN, DATASET, compact_hour, hour_of
 
 RECS_KEY = dg.AssetKey("recommendations")
-# end_offset=1: the hour in progress is a partition too, so its first objects are ingested at once.
 SCHEMA_CHECK = "records_have_the_contract_fields"
 CATALOG_CHECK = "recommended_ids_exist_in_the_catalog"
 FAILURE_CHECK = "failure_rate_under_threshold"
 MAX_FAILURE_RATE = 0.2
-LOOKBACK_HOURS = 6
 PREVIEW_COLUMNS = ("session_id", "customer_number", "cart", "recommended_items", "similar_to", "similar_items",
                    "model_version")
 
@@ -34,15 +23,7 @@ class RecommendationsConfig(dg.Config):
     max_failure_rate: float = MAX_FAILURE_RATE
 
 
-def hourly_partitions(start: dt.datetime) -> dg.HourlyPartitionsDefinition:
-    """Hours from `start` (where the data starts); end_offset=1: the hour in progress is a
-    partition too, so its first objects are ingested at once."""
-    return dg.HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:00"), end_offset=1)
-
-
-def build_streaming_defs(start: dt.datetime) -> dg.Definitions:
-    hourly = hourly_partitions(start)
-
+def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=RECS_KEY, partitions_def=hourly, group_name="streaming", owners=OWNERS, kinds={"parquet", "kinesis"},
         deps=[ITEM_KEY],
@@ -101,29 +82,4 @@ def build_streaming_defs(start: dt.datetime) -> dg.Definitions:
             ],
         )
 
-    job = dg.define_asset_job("recommendations_job", selection=[RECS_KEY])
-
-    @dg.sensor(job=job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Lists the recommendations bucket hour by hour over the last {LOOKBACK_HOURS} hours "
-               "(never the whole bucket) and requests the hour's `recommendations` partition when its set of "
-               "objects changed; run keys come from the objects seen, so a rerun of a tick is deduplicated.")
-    def recommendations_sensor(context: dg.SensorEvaluationContext, recommendations_store: ObjectStoreResource):
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        now = dt.datetime.now(dt.timezone.utc)
-        requests, seen = [], {}
-        for back in range(LOOKBACK_HOURS, -1, -1):
-            hour = (now - dt.timedelta(hours=back)).replace(minute=0, second=0, microsecond=0)
-            ok, failed = hour_keys(recommendations_store.store, hour)
-            if not ok and not failed:
-                continue
-            digest = hashlib.sha1("\n".join(ok + failed).encode()).hexdigest()[:16]
-            key = hour.strftime("%Y-%m-%d-%H:00")
-            seen[key] = digest
-            if cursor.get(key) != digest:
-                requests.append(dg.RunRequest(run_key=f"{key}:{digest}", partition_key=key,
-                                              tags={"recsys/objects": str(len(ok) + len(failed))}))
-        if not requests:
-            return dg.SkipReason(f"no new objects in the last {LOOKBACK_HOURS} hours of {firehose.hour_prefix(now)}")
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen))
-
-    return dg.Definitions(assets=[recommendations], jobs=[job], sensors=[recommendations_sensor])
+    return recommendations

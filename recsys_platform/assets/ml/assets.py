@@ -5,9 +5,9 @@ import hashlib
 import dagster as dg
 import pandas as pd
 
+from recsys_platform.assets.batch.assets import TRAINING_KEY
+from recsys_platform.assets.shared import OWNERS
 from recsys_platform.batch.contract import DATASET, Layout
-from recsys_platform.defs.batch.assets import TRAINING_KEY
-from recsys_platform.defs.shared import OWNERS
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.evaluation import L2_GRID, train_and_evaluate
 from recsys_platform.ml.model import TwoTowerRecommender
@@ -47,7 +47,7 @@ def training_frame(store, layout: Layout) -> tuple[pd.DataFrame, str]:
     return frame, f"{len(frame)}-{digest}"
 
 
-def build_ml_defs(layout: Layout) -> dg.Definitions:
+def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
     @dg.asset(
         key=MODEL_KEY,
         deps=[TRAINING_KEY],
@@ -153,4 +153,4 @@ def build_ml_defs(layout: Layout) -> dg.Definitions:
             ],
         )
 
-    return dg.Definitions(assets=[recommender_model])
+    return recommender_model

@@ -1,1 +1,0 @@
-"""Dagster definitions, one package per domain (assets, checks, partitions, sensors, schedules)."""
