@@ -32,34 +32,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_results  # noqa: E402
 from recsys_platform.batch.seed import training_table  # noqa: E402
 from recsys_platform.batch.seed.synthetic import MODES  # noqa: E402
-from recsys_platform.ml.evaluation import (  # noqa: E402
-    L2_GRID,
-    ALSBaseline,
-    _model_rows,
-    choose_l2,
-    choose_weights,
-    ranking_metrics,
-    split,
-    train_and_evaluate,
-)
-from recsys_platform.ml.model import TwoTowerRecommender  # noqa: E402
+from recsys_platform.ml.collaborative import CollaborativeSettings  # noqa: E402
+from recsys_platform.ml.evaluation import ALSBaseline, model_rows, ranking_metrics, split  # noqa: E402
+from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings  # noqa: E402
+from recsys_platform.ml.spec import RecommenderSpec  # noqa: E402
+from recsys_platform.ml.training import train_and_evaluate  # noqa: E402
+from recsys_platform.ml.tuning import L2_GRID, choose_l2, choose_ranking  # noqa: E402
 
-# The model's settings beside the asset's defaults (`--als-iterations`), for every fit here.
-MODEL_OPTIONS: dict = {}
+# The collaborative part's settings beside the asset's defaults (`--als-iterations`), for every fit here.
+COLLABORATIVE_OPTIONS: dict = {}
+
+
+def model_with(als_factors: int, **settings) -> HybridRecommender:
+    """The asset's model with `als_factors` collaborative factors (0: the towers alone)."""
+    collaborative = CollaborativeSettings(factors=als_factors, **COLLABORATIVE_OPTIONS)
+    return HybridRecommender(settings=HybridSettings(collaborative=collaborative, **settings))
 
 
 def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> dict:
     """NDCG@10 for users never seen in training (a share of customers held out with all their
     ratings), the model embedding them from features only, against popularity."""
-    s = TwoTowerRecommender().spec
+    s = RecommenderSpec()
     customers = frame[s.user_id].unique()
     held = set(np.random.default_rng(seed).choice(customers, int(len(customers) * share), replace=False))
     cold = frame[frame[s.user_id].isin(held)]
     warm = frame[~frame[s.user_id].isin(held)]
     train, valid = split(warm, 0.15, seed + 1)
-    model, _ = choose_l2(TwoTowerRecommender(als_factors=als_factors, **MODEL_OPTIONS), train, valid)
-    choose_weights(model, train, valid)
-    mine = ranking_metrics(s, lambda users, items: _model_rows(model, users.assign(**{s.user_id: None}), items),
+    model = choose_l2(model_with(als_factors), train, valid).model
+    model.ranking = choose_ranking(model, train, valid).weights
+    mine = ranking_metrics(s, lambda users, items: model_rows(model, users.assign(**{s.user_id: None}), items),
                            train, cold)
     popularity = train[s.item_id].value_counts()
 
@@ -97,9 +98,10 @@ def asset_training_time(train, valid, als_factors: int) -> dict:
     """Seconds the asset spends training: `choose_l2` over L2_GRID (the towers at each L2 it
     tries, the collaborative part once), with the L2 values it tried and the peak memory."""
     start = time.perf_counter()
-    model, tried = choose_l2(TwoTowerRecommender(als_factors=als_factors, **MODEL_OPTIONS), train, valid)
-    return {"fit_s": time.perf_counter() - start, "l2": model.l2, "l2_tried": {str(k): v for k, v in tried.items()},
-            "sweeps": model.iterations, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+    choice = choose_l2(model_with(als_factors), train, valid)
+    return {"fit_s": time.perf_counter() - start, "l2": choice.l2,
+            "l2_tried": {str(k): v for k, v in choice.validation_rmse.items()}, "sweeps": choice.model.iterations,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 
 
 def fit_times(train, als_factors: int, lbfgs: bool, als_setting: dict | None) -> dict:
@@ -108,12 +110,12 @@ def fit_times(train, als_factors: int, lbfgs: bool, als_setting: dict | None) ->
     out = {}
     for solver in ("alternating", "lbfgs") if lbfgs else ("alternating",):
         start = time.perf_counter()
-        model = TwoTowerRecommender(als_factors=als_factors, solver=solver, **MODEL_OPTIONS).fit(train)
+        model = model_with(als_factors, solver=solver).fit(train)
         out[solver] = {"fit_s": time.perf_counter() - start, "iterations": model.iterations,
                        "converged": model.converged, "final_loss": model.training_log[-1]}
     if als_setting is not None:
         start = time.perf_counter()
-        ALSBaseline(TwoTowerRecommender().spec, **als_setting).fit(train)
+        ALSBaseline(RecommenderSpec(), **als_setting).fit(train)
         out["implicit_als"] = {"fit_s": time.perf_counter() - start}
     return out
 
@@ -153,7 +155,7 @@ def main() -> int:
                         help="generated tables are kept here (default benchmarks/.cache)")
     args = parser.parse_args()
     if args.als_iterations:
-        MODEL_OPTIONS["als_iterations"] = args.als_iterations
+        COLLABORATIVE_OPTIONS["iterations"] = args.als_iterations
     runs = []
     for mode in args.modes:
         for scale in args.scales:
@@ -171,7 +173,7 @@ def main() -> int:
                       f"{fit['alternating']['fit_s']:.1f} s", flush=True)
                 continue
             start = time.perf_counter()
-            result = train_and_evaluate(frame, TwoTowerRecommender(als_factors=args.als_factors, **MODEL_OPTIONS), l2_grid=L2_GRID)
+            result = train_and_evaluate(frame, model_with(args.als_factors), l2_grid=L2_GRID)
             total_s = time.perf_counter() - start
             model, m = result.model, result.metrics
             run = {"mode": mode, "scale": scale, "ratings": len(frame), "train_and_evaluate_s": total_s,
@@ -184,7 +186,8 @@ def main() -> int:
                            "asset": asset_training_time(result.train, result.valid, args.als_factors)}}
             runs.append(run)
             print(f"{mode} scale {scale:g}: {len(frame):,} ratings, {total_s:.1f}s (incl. the ALS grid), "
-                  f"{model.iterations} {model.solver} sweeps/iterations, converged {model.converged}, l2 {model.l2:g} "
+                  f"{model.iterations} {model.settings.solver} sweeps/iterations, converged {model.converged}, "
+                  f"l2 {model.settings.l2:g} "
                   f"(validation RMSE by l2: {m.get('validation_rmse_by_l2')})", flush=True)
     if args.fit_only:
         print_fit_times(runs)

@@ -1,5 +1,6 @@
-"""The two-tower recommender, its evaluation and its artifacts, on seeded training data."""
+"""The hybrid recommender, its tuning, its evaluation and its artifacts, on seeded training data."""
 
+import copy
 import json
 
 import numpy as np
@@ -8,15 +9,18 @@ import pytest
 
 from recsys_platform.batch.seed import training_table
 from recsys_platform.ml import artifacts
-from recsys_platform.ml.evaluation import (
-    BLEND_POPULARITY,
-    BLEND_WEIGHTS,
-    NORM_POWERS,
-    evaluate,
-    train_and_evaluate,
-)
-from recsys_platform.ml.model import TwoTowerRecommender, TwoTowerSpec
+from recsys_platform.ml.collaborative import CollaborativeSettings
+from recsys_platform.ml.evaluation import evaluate
+from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings, RankingWeights
+from recsys_platform.ml.spec import RecommenderSpec
+from recsys_platform.ml.training import train_and_evaluate
+from recsys_platform.ml.tuning import BLEND_POPULARITY, BLEND_WEIGHTS, NORM_POWERS
 from recsys_platform.storage.object_store import ObjectStore
+
+
+def hybrid_model(spec: RecommenderSpec | None = None, als_factors: int = 0, **settings) -> HybridRecommender:
+    """An unfitted model with these settings (`als_factors`: the collaborative part's factors)."""
+    return HybridRecommender(spec, HybridSettings(collaborative=CollaborativeSettings(factors=als_factors), **settings))
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,8 @@ def frame():
 @pytest.fixture(scope="module")
 def trained(frame):
     """The pipeline's own procedure: fit on train, popularity prior from valid, test held out."""
-    run = train_and_evaluate(frame, TwoTowerRecommender(dim=32))
-    assert run.model.popularity_weight > 0, "on this data the prior helps ranking"
+    run = train_and_evaluate(frame, hybrid_model(dim=32))
+    assert run.model.ranking.popularity > 0, "on this data the prior helps ranking"
     return run.model, run.train, run.test
 
 
@@ -48,23 +52,19 @@ def test_embedding_inner_product_is_the_predicted_rating_plus_the_popularity_pri
     u = model.user_embeddings(rows).astype(float)
     i = model.item_embeddings(rows).astype(float)
     assert u.shape == (20, 32) and i.shape == (20, 32)
-    w = model.popularity_weight
+    w = model.ranking.popularity
     prior = w * np.log1p(rows["productCode"].map(model.item_counts).fillna(0).to_numpy(float))
     np.testing.assert_allclose(model.global_mean + (u * i).sum(axis=1), model.predict(rows) + prior, rtol=1e-5, atol=1e-5)
-    model.popularity_weight = 0.0
-    try:
-        ip = (u * model.item_embeddings(rows).astype(float)).sum(axis=1)
-        np.testing.assert_allclose(model.global_mean + ip, model.predict(rows), rtol=1e-5, atol=1e-5)
-    finally:
-        model.popularity_weight = w
+    ip = (u * model.item_embeddings(rows, ranking=RankingWeights()).astype(float)).sum(axis=1)
+    np.testing.assert_allclose(model.global_mean + ip, model.predict(rows), rtol=1e-5, atol=1e-5)
 
 
 def test_popularity_prior_is_chosen_on_validation_and_lifts_ranking():
     frame = training_table(3, seed=5)
-    run = train_and_evaluate(frame, TwoTowerRecommender(max_iter=150))
+    run = train_and_evaluate(frame, hybrid_model(max_iter=150))
     assert set(run.popularity_ndcg_by_weight) >= {0.0, 0.25, 0.5, 1.0, 2.0, 4.0}
     best = max(run.popularity_ndcg_by_weight.values())
-    assert run.popularity_ndcg_by_weight[run.model.popularity_weight] == best
+    assert run.popularity_ndcg_by_weight[run.model.ranking.popularity] == best
     assert run.metrics["ndcg@10"] > run.metrics["ndcg@10_popularity"]
     assert run.metrics["rmse"] < run.metrics["rmse_bias"]
     assert len(run.train) + len(run.valid) + len(run.test) == len(frame)
@@ -84,15 +84,15 @@ def test_unseen_customer_and_product_are_embedded_from_features(trained):
 def test_trainer_is_generic_over_column_names(frame):
     renamed = frame.rename(columns={"customerNumber": "user", "productCode": "movie", "productRating": "stars",
                                     "country": "nation", "productLine": "genre", "MSRP": "price"})
-    spec = TwoTowerSpec(user_id="user", item_id="movie", rating="stars", user_categorical=["nation"],
-                        user_numeric=["creditLimit"], item_categorical=["genre"], item_numeric=["price"])
-    model = TwoTowerRecommender(spec, dim=8, max_iter=50).fit(renamed)
+    spec = RecommenderSpec(user_id="user", item_id="movie", rating="stars", user_categorical=["nation"],
+                           user_numeric=["creditLimit"], item_categorical=["genre"], item_numeric=["price"])
+    model = hybrid_model(spec, dim=8, max_iter=50).fit(renamed)
     assert model.predict(renamed.head(5)).shape == (5,)
 
 
 def test_training_is_deterministic_for_a_seed(frame):
-    a = TwoTowerRecommender(max_iter=30, seed=3).fit(frame).predict(frame.head(10))
-    b = TwoTowerRecommender(max_iter=30, seed=3).fit(frame).predict(frame.head(10))
+    a = hybrid_model(max_iter=30, seed=3).fit(frame).predict(frame.head(10))
+    b = hybrid_model(max_iter=30, seed=3).fit(frame).predict(frame.head(10))
     np.testing.assert_array_equal(a, b)
 
 
@@ -102,7 +102,7 @@ def test_training_is_deterministic_for_a_seed(frame):
 ])
 def test_bad_training_data_is_a_clear_error(frame, mutate, message):
     with pytest.raises(ValueError, match=message):
-        TwoTowerRecommender().fit(mutate(frame))
+        HybridRecommender().fit(mutate(frame))
 
 
 # -- artifacts -----------------------------------------------------------------------------------
@@ -191,21 +191,21 @@ def test_bad_embedding_csvs_are_rejected_with_the_line(body, message):
 
 # -- evaluation and encoding details (issue 11, "Also found") ------------------------------------
 def test_recall_is_the_standard_one_and_the_capped_one_is_named():
-    from recsys_platform.ml.evaluation import _ranking
+    from recsys_platform.ml.evaluation import rank_users
 
     relevant = [set(range(12))]            # 12 relevant items, the model ranks 10 of them on top
     scores = np.arange(20, 0, -1, dtype=float)[None, :]
-    r = _ranking(lambda lo, hi: scores[lo:hi].copy(), 1, [set()], relevant)
+    r = rank_users(lambda lo, hi: scores[lo:hi].copy(), 1, [set()], relevant)
     assert r.recall == pytest.approx(10 / 12) and r.recall_capped == 1.0 and r.ndcg == pytest.approx(1.0)
 
 
 def test_validation_items_are_never_test_candidates(frame):
-    from recsys_platform.ml.evaluation import _ranking_inputs, split
+    from recsys_platform.ml.evaluation import ranking_inputs, split
 
-    s = TwoTowerSpec()
+    s = RecommenderSpec()
     rest, test = split(frame, 0.2, 0)
     train, valid = split(rest, 0.125, 1)
-    users, items, seen, _ = _ranking_inputs(s, train, test, also_seen=valid)
+    users, items, seen, _ = ranking_inputs(s, train, test, also_seen=valid)
     item_pos = dict(zip(items[s.item_id], range(len(items))))
     user_pos = dict(zip(users[s.user_id], range(len(users))))
     in_valid = valid[valid[s.user_id].isin(user_pos)]
@@ -214,14 +214,17 @@ def test_validation_items_are_never_test_candidates(frame):
 
 
 def test_the_popularity_grid_grows_while_its_largest_weight_wins(frame):
-    from recsys_platform.ml.evaluation import MAX_POPULARITY_WEIGHT, choose_popularity_weight, split
+    from recsys_platform.ml.evaluation import split
+    from recsys_platform.ml.tuning import MAX_POPULARITY_WEIGHT, choose_popularity_weight
 
     rest, _ = split(frame, 0.2, 0)
     train, valid = split(rest, 0.125, 1)  # the pipeline's split, where the prior helps (it picks 2)
-    model = TwoTowerRecommender().fit(train)
-    tried = choose_popularity_weight(model, train, valid, weights=(0.0, 0.5))
+    model = HybridRecommender().fit(train)
+    chosen, tried = choose_popularity_weight(model, train, valid, weights=(0.0, 0.5))
     assert len(tried) > 2, "0.5 won, so the grid went on"
-    assert model.popularity_weight < max(tried) or max(tried) >= MAX_POPULARITY_WEIGHT
+    assert chosen.popularity < max(tried) or max(tried) >= MAX_POPULARITY_WEIGHT
+    assert tried[chosen.popularity] == max(tried.values())
+    assert model.ranking == RankingWeights(), "a choice changes no model"
 
 
 def test_ids_of_any_type_are_one_id(trained):
@@ -247,8 +250,8 @@ def test_a_missing_id_column_is_an_error_unless_asked_for(trained):
 
 
 def test_a_tower_without_numeric_features_trains_and_round_trips(frame, tmp_path):
-    spec = TwoTowerSpec(user_numeric=[], item_numeric=[])
-    model = TwoTowerRecommender(spec, max_iter=50).fit(frame)
+    spec = RecommenderSpec(user_numeric=[], item_numeric=[])
+    model = hybrid_model(spec, max_iter=50).fit(frame)
     users = frame[spec.user_columns()].drop_duplicates(spec.user_id)
     items = frame[spec.item_columns()].drop_duplicates(spec.item_id)
     store = ObjectStore.from_url((tmp_path / "art").as_uri())
@@ -258,22 +261,23 @@ def test_a_tower_without_numeric_features_trains_and_round_trips(frame, tmp_path
 
 
 def test_training_stops_when_the_loss_stops_falling_and_says_so(frame):
-    model = TwoTowerRecommender().fit(frame)  # the alternating solver: each sweep solves a tower exactly
+    model = HybridRecommender().fit(frame)  # the alternating solver: each sweep solves a tower exactly
     log = np.array(model.training_log)
-    assert model.solver == "alternating" and model.converged and 1 < model.iterations < model.max_iter
+    settings = model.settings
+    assert settings.solver == "alternating" and model.converged and 1 < model.iterations < settings.max_iter
     assert (np.diff(log) <= 1e-9 * log[:-1]).all(), "an exact block minimisation never raises the loss"
-    assert (log[-2] - log[-1]) / log[-2] <= model.ftol < (log[-3] - log[-2]) / log[-3]
-    cut = TwoTowerRecommender(max_iter=2).fit(frame)
+    assert (log[-2] - log[-1]) / log[-2] <= settings.towers.ftol < (log[-3] - log[-2]) / log[-3]
+    cut = hybrid_model(max_iter=2).fit(frame)
     assert not cut.converged and cut.iterations == 2, "a run cut by max_iter says so"
-    lbfgs = TwoTowerRecommender(solver="lbfgs").fit(frame)
+    lbfgs = hybrid_model(solver="lbfgs").fit(frame)
     log = np.array(lbfgs.training_log)
-    assert lbfgs.converged and lbfgs.iterations < lbfgs.max_iter
+    assert lbfgs.converged and lbfgs.iterations < lbfgs.settings.max_iter
     assert (log[-31] - log[-1]) / log[-31] < 1e-3, "the last 30 evaluations lower the loss by under 0.1%"
     # one objective, two solvers: the same minimum, the same ratings
     assert abs(model.training_log[-1] - lbfgs.training_log[-1]) < 0.01 * lbfgs.training_log[-1]
     np.testing.assert_allclose(model.predict(frame.head(200)), lbfgs.predict(frame.head(200)), atol=0.1)
     with pytest.raises(ValueError, match="solver must be one of"):
-        TwoTowerRecommender(solver="sgd")
+        HybridSettings(solver="sgd")
 
 
 def _movies(n_users: int = 300, n_items: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -292,7 +296,7 @@ def _movies(n_users: int = 300, n_items: int = 60, seed: int = 0) -> pd.DataFram
 
 
 def test_binary_and_multi_valued_features_are_declared_as_such(tmp_path):
-    from recsys_platform.ml.model import TowerEncoder
+    from recsys_platform.ml.encoding import TowerEncoder
 
     frame = _movies()
     flags = TowerEncoder([], [], None, binary=["vip"]).fit(frame).transform(frame).toarray()
@@ -307,9 +311,10 @@ def test_binary_and_multi_valued_features_are_declared_as_such(tmp_path):
     with pytest.raises(ValueError, match=r"binary feature\(s\) \['vip'\] hold values other than 0/1"):
         TowerEncoder([], [], None, binary=["vip"]).fit(frame).transform(frame.assign(vip=2))
 
-    spec = TwoTowerSpec(user_id="user", item_id="movie", rating="stars", user_categorical=["country"], user_numeric=[],
-                        user_binary=["vip"], item_categorical=[], item_numeric=[], item_multi=["genres"])
-    run = train_and_evaluate(frame, TwoTowerRecommender(spec, max_iter=300), als=False)
+    spec = RecommenderSpec(user_id="user", item_id="movie", rating="stars", user_categorical=["country"],
+                           user_numeric=[], user_binary=["vip"], item_categorical=[], item_numeric=[],
+                           item_multi=["genres"])
+    run = train_and_evaluate(frame, hybrid_model(spec, max_iter=300), als=False)
     assert run.metrics["rmse"] < run.metrics["rmse_bias"]
     users = frame[spec.user_columns()].drop_duplicates("user")
     items = frame[spec.item_columns()].drop_duplicates("movie")
@@ -329,13 +334,13 @@ def hybrid():
     """The asset's default model (16 of the 32 dimensions collaborative) on collaborative data,
     whose ratings come from latent tastes the features explain only in part."""
     frame = training_table(2, mode="collaborative")
-    return frame, train_and_evaluate(frame, TwoTowerRecommender(als_factors=16))
+    return frame, train_and_evaluate(frame, hybrid_model(als_factors=16))
 
 
 def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     _, run = hybrid
     m, model = run.metrics, run.model
-    assert model.als_weight > 0 and m["als_weight"] == model.als_weight
+    assert model.ranking.collaborative > 0 and m["als_weight"] == model.ranking.collaborative
     tried = run.blend_ndcg_by_weight
     # every collaborative x popularity weight at each norm power, but the norm changes nothing
     # without the collaborative part: 8 x 11 + 2 x 7 x 11
@@ -343,60 +348,50 @@ def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     eligible = {k: v["ndcg"] for k, v in tried.items() if v["coverage"] >= 0.2}
     assert eligible, "on this data some setting covers 20% of the catalog"
     chosen = max(eligible, key=eligible.get)
-    assert chosen.endswith(f"popularity={model.popularity_weight} norm_power={model.als_norm_power}")
+    assert chosen.endswith(f"popularity={model.ranking.popularity} norm_power={model.ranking.norm_power}")
     assert [k for k, v in tried.items() if v.get("chosen")] == [chosen], "the grid marks its choice, once"
-    assert m["als_norm_power"] == model.als_norm_power
+    assert m["als_norm_power"] == model.ranking.norm_power
     without = [v for k, v in eligible.items() if k.startswith("collaborative=0.0 ")]
     # the factors help on validation: the towers alone either miss the coverage floor or rank worse
     assert not without or eligible[chosen] > max(without)
     assert m["coverage"] >= 0.2
     assert m["ndcg@10"] > m["ndcg@10_als"] > m["ndcg@10_popularity"]
     assert m["rmse"] < m["rmse_bias"], "its RMSE gate passes on collaborative data too (l2=80, bias_l2=5)"
-    weight = model.als_weight
-    model.als_weight = 0.0
-    try:
-        towers_alone = evaluate(model, run.train, run.test, run.valid)["ndcg@10"]
-    finally:
-        model.als_weight = weight
+    towers = copy.copy(model)  # the same fit, ranked without the collaborative part
+    towers.ranking = RankingWeights(0.0, model.ranking.popularity, model.ranking.norm_power)
+    towers_alone = evaluate(towers, run.train, run.test, run.valid)["ndcg@10"]
     assert m["ndcg@10"] > towers_alone
 
 
 def test_the_weight_grid_scores_what_the_published_vectors_score(hybrid):
     """The grid embeds once and varies the weights by arithmetic; each setting must score what
     the vectors published with that setting score."""
-    from recsys_platform.ml.evaluation import _model_rows, _ranking_inputs, _WeightedScores
+    from recsys_platform.ml.evaluation import ranking_inputs
+    from recsys_platform.ml.tuning import _WeightedScores
 
     _, run = hybrid
     model = run.model
-    users, items, _, _ = _ranking_inputs(model.spec, run.train, run.valid)
-    saved = model.als_weight, model.popularity_weight, model.als_norm_power
-    try:
-        for power in (0.0, 1.0):
-            model.als_norm_power = power
-            scores = _WeightedScores(model, users, items)
-            for collaborative, popularity in ((0.0, 0.0), (0.7, 0.0), (0.3, 2.0)):
-                model.als_weight, model.popularity_weight = collaborative, popularity
-                expected = _model_rows(model, users, items)(0, 40)
-                np.testing.assert_allclose(scores.rows(collaborative, popularity)(0, 40), expected, rtol=1e-5, atol=1e-5)
-    finally:
-        model.als_weight, model.popularity_weight, model.als_norm_power = saved
-    assert (model.als_weight, model.popularity_weight, model.als_norm_power) == saved
+    users, items, _, _ = ranking_inputs(model.spec, run.train, run.valid)
+    chosen = model.ranking
+    for power in (0.0, 1.0):
+        scores = _WeightedScores(model, users, items, power)
+        for collaborative, popularity in ((0.0, 0.0), (0.7, 0.0), (0.3, 2.0)):
+            weights = RankingWeights(collaborative, popularity, power)
+            expected = (model.user_embeddings(users.iloc[:40], ranking=weights).astype(np.float64)
+                        @ model.item_embeddings(items, ranking=weights).astype(np.float64).T)
+            np.testing.assert_allclose(scores.rows(collaborative, popularity)(0, 40), expected, rtol=1e-5, atol=1e-5)
+    assert model.ranking == chosen, "scoring a grid changes no model"
 
 
 def test_the_factor_norm_power_divides_each_item_factor_row_by_its_norm(hybrid):
-    """`als_norm_power` 1 leaves each item's collaborative factors as a direction (unit norm),
+    """Norm power 1 leaves each item's collaborative factors as a direction (unit norm),
     0 as ALS gives them; the towers, the biases and the user side do not change."""
     _, run = hybrid
     model, rows = run.model, run.test.head(50)
-    saved = model.als_norm_power
-    try:
-        model.als_norm_power = 0.0
-        raw_items, raw_users = model.item_embeddings(rows), model.user_embeddings(rows)
-        model.als_norm_power = 1.0
-        unit_items = model.item_embeddings(rows)
-        np.testing.assert_array_equal(model.user_embeddings(rows), raw_users)
-    finally:
-        model.als_norm_power = saved
+    raw, unit = (RankingWeights(model.ranking.collaborative, model.ranking.popularity, power) for power in (0.0, 1.0))
+    raw_items, raw_users = model.item_embeddings(rows, ranking=raw), model.user_embeddings(rows, ranking=raw)
+    unit_items = model.item_embeddings(rows, ranking=unit)
+    np.testing.assert_array_equal(model.user_embeddings(rows, ranking=unit), raw_users)
     np.testing.assert_array_equal(unit_items[:, :16], raw_items[:, :16])
     np.testing.assert_allclose(np.linalg.norm(unit_items[:, 16:], axis=1), 1.0, rtol=1e-5)
     raw = raw_items[:, 16:]
@@ -408,7 +403,7 @@ def test_the_hybrid_inner_product_is_the_ranking_score_and_cold_rows_use_feature
     _, run = hybrid
     model, rows = run.model, run.test.head(30)
     u, i = model.user_embeddings(rows).astype(float), model.item_embeddings(rows).astype(float)
-    assert u.shape == i.shape == (30, 32) and model.k == 14
+    assert u.shape == i.shape == (30, 32) and model.tower_width == 14
     prior = model.popularity_prior(rows)
     collaborative = (u[:, 16:] * i[:, 16:]).sum(axis=1)
     np.testing.assert_allclose(model.global_mean + (u * i).sum(axis=1), model.predict(rows) + prior + collaborative,
@@ -432,8 +427,7 @@ def test_the_hybrid_round_trips_through_its_artifacts(hybrid, tmp_path):
     items = frame[s.item_columns()].drop_duplicates(s.item_id)
     artifacts.publish(store, model, users, items, run.metrics, "data-v1")
     _, loaded = artifacts.load_model(store)
-    assert (loaded.als_factors, loaded.als_weight, loaded.k) == (16, model.als_weight, 14)
-    assert loaded.als_norm_power == model.als_norm_power
+    assert loaded.config() == model.config() and loaded.ranking == model.ranking and loaded.tower_width == 14
     np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
     np.testing.assert_array_equal(loaded.item_embeddings(items), model.item_embeddings(items))
     _, _, emb = artifacts.load_embeddings(store)
@@ -442,44 +436,48 @@ def test_the_hybrid_round_trips_through_its_artifacts(hybrid, tmp_path):
 
 def test_too_many_collaborative_dimensions_is_a_clear_error():
     with pytest.raises(ValueError, match="dim must leave at least 4 dimensions beside the 30 collaborative"):
-        TwoTowerRecommender(dim=32, als_factors=30)
+        HybridSettings(dim=32, collaborative=CollaborativeSettings(factors=30))
 
 
 def test_the_bias_columns_can_be_regularised_apart_and_round_trip(frame, tmp_path):
     """`bias_l2` regularises only the towers' bias columns (what the user/item-bias baseline
     regularises lightly); it is saved with the model."""
-    loose = TwoTowerRecommender(dim=8, max_iter=200, bias_l2=0.5).fit(frame)
-    tight = TwoTowerRecommender(dim=8, max_iter=200, bias_l2=500.0).fit(frame)
-    k = loose.k
+    loose = hybrid_model(dim=8, max_iter=200, bias_l2=0.5).fit(frame)
+    tight = hybrid_model(dim=8, max_iter=200, bias_l2=500.0).fit(frame)
+    k = loose.tower_width
     assert np.linalg.norm(loose.user_weights[:, k]) > 3 * np.linalg.norm(tight.user_weights[:, k])
     s = loose.spec
     store = ObjectStore.from_url((tmp_path / "ml-artifacts").as_uri())
     artifacts.publish(store, loose, frame[s.user_columns()].drop_duplicates(s.user_id),
                       frame[s.item_columns()].drop_duplicates(s.item_id), {"rmse": 0.8}, "data-v1")
-    assert artifacts.load_model(store)[1].bias_l2 == 0.5
+    assert artifacts.load_model(store)[1].settings.bias_l2 == 0.5
 
 
 def test_the_towers_l2_is_chosen_on_validation_rmse(frame):
-    from recsys_platform.ml.evaluation import _rmse, choose_l2, split
+    from recsys_platform.ml.evaluation import rmse, split
+    from recsys_platform.ml.tuning import choose_l2
 
     rest, _ = split(frame, 0.2, 0)
     train, valid = split(rest, 0.125, 1)
-    template = TwoTowerRecommender(max_iter=30)
-    model, tried = choose_l2(template, train, valid, grid=(1.0, 80.0, 1e6))
-    assert template.user_weights is None, "the template is not fitted, each candidate is a copy"
-    assert set(tried) == {1.0, 80.0, 1e6} and model.l2 == min(tried, key=tried.get)
-    assert tried[model.l2] == pytest.approx(_rmse(valid["productRating"], model.predict(valid)))
+    template = hybrid_model(max_iter=30)
+    choice = choose_l2(template, train, valid, grid=(1.0, 80.0, 1e6))
+    model, tried = choice.model, choice.validation_rmse
+    assert template.user_weights is None, "the template is not fitted, each candidate is a new model"
+    assert set(tried) == {1.0, 80.0, 1e6} and choice.l2 == model.settings.l2 == min(tried, key=tried.get)
+    assert tried[choice.l2] == pytest.approx(rmse(valid["productRating"], model.predict(valid)))
     assert len(set(tried.values())) == 3, "each L2 gives its own fit"
 
 
 def test_the_l2_choice_stops_where_a_smaller_l2_overfits_and_adds_the_factors_once(frame):
-    from recsys_platform.ml.evaluation import choose_l2, split
+    from recsys_platform.ml.evaluation import split
+    from recsys_platform.ml.tuning import choose_l2
 
     rest, _ = split(frame, 0.2, 0)
     train, valid = split(rest, 0.125, 1)
-    model, tried = choose_l2(TwoTowerRecommender(max_iter=30, als_factors=16), train, valid, grid=(1e-3, 1.0, 80.0))
+    choice = choose_l2(hybrid_model(max_iter=30, als_factors=16), train, valid, grid=(1e-3, 1.0, 80.0))
+    model, tried = choice.model, choice.validation_rmse
     assert list(tried) == [80.0, 1.0] and tried[1.0] > tried[80.0], "1.0 overfits, so 1e-3 is never fitted"
-    assert model.l2 == 80.0 and model.user_weights.shape[1] == model.k + 1 + 16, "the ALS factors, on the kept copy"
+    assert choice.l2 == 80.0 and model.user_weights.shape[1] == model.tower_width + 1 + 16, "the factors, on the kept fit"
     with pytest.raises(RuntimeError, match="already fitted"):
         model.fit_collaborative(train)
 
@@ -488,23 +486,24 @@ def test_factors_computed_beside_the_towers_are_those_of_a_plain_fit(frame):
     """`choose_l2` computes the ALS factors in a thread while it fits the towers; the model it
     keeps must equal the one fitted in sequence at the chosen L2, and factors of another table
     are refused with the sizes that differ."""
-    from recsys_platform.ml.evaluation import choose_l2, split
+    from recsys_platform.ml.evaluation import split
+    from recsys_platform.ml.tuning import choose_l2
 
     rest, _ = split(frame, 0.2, 0)
     train, valid = split(rest, 0.125, 1)
-    chosen, _ = choose_l2(TwoTowerRecommender(max_iter=30, als_factors=16), train, valid, grid=(80.0,))
-    plain = TwoTowerRecommender(max_iter=30, als_factors=16).fit(train)
+    chosen = choose_l2(hybrid_model(max_iter=30, als_factors=16), train, valid, grid=(80.0,)).model
+    plain = hybrid_model(max_iter=30, als_factors=16).fit(train)
     np.testing.assert_allclose(chosen.user_weights, plain.user_weights, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(chosen.item_weights, plain.item_weights, rtol=1e-6, atol=1e-9)
-    towers = TwoTowerRecommender(max_iter=30, als_factors=16).fit(train, collaborative=False)
+    towers = hybrid_model(max_iter=30, als_factors=16).fit(train, collaborative=False)
     customers = train["customerNumber"]
     other = towers.collaborative_factors(train[customers < customers.median()])
     with pytest.raises(ValueError, match="factors for .* users and .* items given"):
         towers.fit_collaborative(train, factors=other)
     with pytest.raises(ValueError, match="not the one these towers were fitted on"):
         towers.fit_collaborative(train, encoded=towers.encode_training(train))  # new encoders, not the towers'
-    with pytest.raises(ValueError, match="made for hybrid=True, the model is False"):
-        TwoTowerRecommender(hybrid=False).fit(train, encoded=towers.encode_training(train))
+    with pytest.raises(ValueError, match="made for with_ids=True, the model has with_ids=False"):
+        hybrid_model(with_ids=False).fit(train, encoded=towers.encode_training(train))
 
 
 def test_the_one_hot_lookup_is_what_sklearn_transforms(trained):
@@ -524,26 +523,26 @@ def test_the_one_hot_lookup_is_what_sklearn_transforms(trained):
         assert encoder._one_hot(unknown).sum() == len(encoder.one_hot_columns) - 2, "no column for either unknown"
 
 
-@pytest.mark.parametrize("hybrid", [True, False])
-def test_the_compiled_kernels_solve_what_numpy_solves(frame, monkeypatch, hybrid):
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_the_compiled_kernels_solve_what_numpy_solves(frame, monkeypatch, with_ids):
     """Large tables train with `ml/kernels.py` (numba), small ones with numpy: one solve of each
     side, then a whole fit, must give the same weights, embeddings and error on both paths (here
     forced on the same small table), with or without id columns, and with binary and
     multi-valued features."""
-    from recsys_platform.ml import model as model_module
-    from recsys_platform.ml.model import _TowerSide
+    from recsys_platform.ml import solvers
+    from recsys_platform.ml.solvers import TowerSide
 
-    for data, spec in ((frame, TwoTowerSpec()),
-                       (_movies(), TwoTowerSpec(user_id="user", item_id="movie", rating="stars",
-                                                user_categorical=["country"], user_numeric=[], user_binary=["vip"],
-                                                item_categorical=[], item_numeric=[], item_multi=["genres"]))):
-        model = TwoTowerRecommender(spec, hybrid=hybrid, max_iter=20)
+    for data, spec in ((frame, RecommenderSpec()),
+                       (_movies(), RecommenderSpec(user_id="user", item_id="movie", rating="stars",
+                                                   user_categorical=["country"], user_numeric=[], user_binary=["vip"],
+                                                   item_categorical=[], item_numeric=[], item_multi=["genres"]))):
+        model = hybrid_model(spec, with_ids=with_ids, max_iter=20)
         encoded = model.encode_training(data)
         xu, xi, u_index, i_index = encoded.xu, encoded.xi, encoded.u_index, encoded.i_index
         target = data[spec.rating].astype(float).to_numpy() - 3.0
-        other = np.random.default_rng(0).normal(0, 0.3, (xi.shape[0], model.k + 1))
-        reg = np.r_[np.full(model.k, 80.0), 5.0]
-        sides = [_TowerSide(xu, u_index, encoded.user_encoder, i_index, target, compiled=compiled) for compiled in (False, True)]
+        other = np.random.default_rng(0).normal(0, 0.3, (xi.shape[0], model.tower_width + 1))
+        reg = np.r_[np.full(model.tower_width, 80.0), 5.0]
+        sides = [TowerSide(xu, u_index, encoded.user_encoder, i_index, target, compiled=compiled) for compiled in (False, True)]
         assert [hasattr(side, "indptr") for side in sides] == [False, True], "the kernels' layout only where compiled"
         solved = [side.solve(other, reg) for side in sides]
         np.testing.assert_allclose(solved[1][0], solved[0][0], rtol=1e-9, atol=1e-12)
@@ -553,8 +552,8 @@ def test_the_compiled_kernels_solve_what_numpy_solves(frame, monkeypatch, hybrid
 
         fits = []
         for threshold in (len(data) + 1, 0):  # numpy, then the kernels
-            monkeypatch.setattr(model_module, "COMPILED_MIN_RATINGS", threshold)
-            fits.append(TwoTowerRecommender(spec, hybrid=hybrid, max_iter=20).fit(data))
+            monkeypatch.setattr(solvers, "COMPILED_MIN_RATINGS", threshold)
+            fits.append(hybrid_model(spec, with_ids=with_ids, max_iter=20).fit(data))
         assert fits[0].iterations == fits[1].iterations > 1
         np.testing.assert_allclose(fits[1].user_weights, fits[0].user_weights, rtol=1e-7, atol=1e-10)
         np.testing.assert_allclose(fits[1].item_weights, fits[0].item_weights, rtol=1e-7, atol=1e-10)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_platform.errors import RecsysError
-from recsys_platform.ml.model import TowerEncoder, TwoTowerRecommender, TwoTowerSpec
+from recsys_platform.ml.encoding import TowerEncoder
+from recsys_platform.ml.hybrid import HybridRecommender
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.vectors.literal import parse_vector, vector_literal
 
@@ -88,7 +89,7 @@ class PublishedModel:
     manifest: dict
 
 
-def publish(store: ObjectStore, model: TwoTowerRecommender, users, items, metrics: dict,
+def publish(store: ObjectStore, model: HybridRecommender, users, items, metrics: dict,
             training_data_version: str, version: str | None = None) -> PublishedModel:
     """Write every artifact under `<version>/`, the manifest, then `LATEST` (last).
 
@@ -174,27 +175,14 @@ def read_manifest(store: ObjectStore, version: str | None = None) -> tuple[str, 
         raise ArtifactError(f"{version}: unreadable manifest ({e})") from None
 
 
-OPTIONAL_SETTINGS = ("ftol", "als_factors", "als_regularization", "als_alpha", "als_iterations", "feature_ridge",
-                     "bias_l2", "solver")
-
-
-def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, TwoTowerRecommender]:
+def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, HybridRecommender]:
     """The model of `version` (default: LATEST), every file checked against the manifest."""
     version, manifest = read_manifest(store, version)
     config = json.loads(read_verified(store, version, manifest, CONFIG))
     scalers = {k: json.loads(read_verified(store, version, manifest, path)) for k, path in SCALERS.items()}
     with np.load(io.BytesIO(read_verified(store, version, manifest, WEIGHTS)), allow_pickle=False) as npz:
         user_weights, item_weights = npz["user_weights"], npz["item_weights"]
-    # Settings a model of an older version may lack take the constructor's own defaults.
-    optional = {k: config[k] for k in OPTIONAL_SETTINGS if k in config}
-    optional.setdefault("bias_l2", None)  # models saved before it existed regularised the biases with `l2`
-    optional.setdefault("solver", "lbfgs")  # ... and were trained by L-BFGS
-    model = TwoTowerRecommender(TwoTowerSpec(**config["spec"]), dim=config["dim"], hybrid=config["hybrid"],
-                                l2=config["l2"], max_iter=config["max_iter"], seed=config["seed"], **optional)
-    model.als_weight = config.get("als_weight", 0.0)
-    model.als_norm_power = config.get("als_norm_power", 0.0)  # models saved before it ranked raw factors
-    model.global_mean = config["global_mean"]
-    model.popularity_weight = config.get("popularity_weight", 0.0)
+    model = HybridRecommender.from_config(config)
     model.item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))
     model.user_encoder = TowerEncoder.from_json(scalers["user_ohe"], scalers["user_std_scaler"])
     model.item_encoder = TowerEncoder.from_json(scalers["item_ohe"], scalers["item_std_scaler"])

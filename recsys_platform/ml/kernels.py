@@ -1,4 +1,4 @@
-"""Compiled per-row kernels for `model._TowerSide` on large tables (numba).
+"""Compiled per-row kernels for `solvers.TowerSide` on large tables (numba).
 
 Each solve of the alternating training works on every row's small dense system (15 x 15 with
 the default 32-d vectors): accumulate A_r and b_r from the row's ratings, factor A_r + L, and
@@ -11,7 +11,7 @@ the same numbers to ~1e-12 (tests/test_model.py compares both paths).
 Compiling takes about 25 s; numba caches the machine code next to this file (or in its user
 cache when that is read-only), so a machine pays it once: `scripts/setup.sh` runs
 `python -m recsys_platform.ml.kernels` to do it at install time. Loading the cache still costs
-about 1 s a process, so small tables keep the numpy path (`model.COMPILED_MIN_RATINGS`).
+about 1 s a process, so small tables keep the numpy path (`solvers.COMPILED_MIN_RATINGS`).
 Only training imports this module: the Lambdas never do.
 """
 

@@ -24,7 +24,7 @@ import pandas as pd
 from recsys_platform.errors import RecsysError
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.artifacts import ArtifactError
-from recsys_platform.ml.model import TwoTowerRecommender
+from recsys_platform.ml.hybrid import HybridRecommender
 from recsys_platform.serving.messages import (
     CustomerFeatures,
     Recommendation,
@@ -62,13 +62,13 @@ class ModelCache:
     check_seconds: float = 5.0
     max_backoff_seconds: float = 60.0
     version: str | None = None
-    model: TwoTowerRecommender | None = None
+    model: HybridRecommender | None = None
     last_error: str | None = None
     failures: int = 0
     _next_check: float = field(default=0.0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def get(self) -> tuple[str, TwoTowerRecommender]:
+    def get(self) -> tuple[str, HybridRecommender]:
         if self.model is not None and time.monotonic() < self._next_check:
             return self.version, self.model
         with self._lock:

@@ -9,9 +9,11 @@ from recsys_platform.assets.batch.assets import TRAINING_KEY
 from recsys_platform.assets.shared import OWNERS
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.ml import artifacts
-from recsys_platform.ml.evaluation import L2_GRID, train_and_evaluate
-from recsys_platform.ml.model import TwoTowerRecommender
+from recsys_platform.ml.collaborative import CollaborativeSettings
+from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
 from recsys_platform.ml.plots import model_report, ranking_comparison
+from recsys_platform.ml.training import train_and_evaluate
+from recsys_platform.ml.tuning import L2_GRID
 from recsys_platform.resources import ObjectStoreResource
 from recsys_platform.storage import lake
 
@@ -21,9 +23,11 @@ BEATS_POPULARITY = "beats_popularity_ndcg"
 
 
 class ModelConfig(dg.Config):
+    """The run's settings of `recommender_model` (the launchpad's config), as `HybridSettings` takes them."""
+
     dim: int = 32
-    hybrid: bool = True
-    als_factors: int = 16  # of the `dim`: implicit ALS factors (0: the two-tower alone)
+    hybrid: bool = True  # the towers read each side's one-hot id too (HybridSettings.with_ids)
+    als_factors: int = 16  # of the `dim`: implicit ALS factors (0: the two towers alone)
     als_regularization: float = 0.1
     als_alpha: float = 10.0  # confidence 1 + alpha * rating: 10 ranked better than 1 and 40 in both seed modes
     min_coverage: float = 0.2  # the weights are chosen for NDCG among those whose top-10 lists cover this share
@@ -35,6 +39,14 @@ class ModelConfig(dg.Config):
     test_share: float = 0.2
     valid_share: float = 0.1
     seed: int = 0
+
+    def model(self) -> HybridRecommender:
+        """The unfitted model these settings describe (L2: the grid's first when it is chosen)."""
+        collaborative = CollaborativeSettings(factors=self.als_factors, regularization=self.als_regularization,
+                                              alpha=self.als_alpha)
+        return HybridRecommender(settings=HybridSettings(
+            dim=self.dim, with_ids=self.hybrid, l2=L2_GRID[0] if self.l2 is None else self.l2, bias_l2=self.bias_l2,
+            solver=self.solver, max_iter=self.max_iter, seed=self.seed, collaborative=collaborative))
 
 
 def training_frame(store, layout: Layout) -> tuple[pd.DataFrame, str]:
@@ -79,17 +91,13 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
         if frame.empty:
             raise dg.Failure(description=f"{DATASET} is empty in {lake_store.store.uri(DATASET)}: nothing to train on")
         run = train_and_evaluate(
-            frame, TwoTowerRecommender(dim=config.dim, hybrid=config.hybrid, l2=L2_GRID[0] if config.l2 is None else config.l2,
-                                       max_iter=config.max_iter, seed=config.seed, als_factors=config.als_factors,
-                                       als_regularization=config.als_regularization, als_alpha=config.als_alpha,
-                                       bias_l2=config.bias_l2, solver=config.solver),
-            test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
+            frame, config.model(), test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
             min_coverage=config.min_coverage, l2_grid=L2_GRID if config.l2 is None else None)
         model, test, metrics = run.model, run.test, run.metrics
         context.log.info(f"validation NDCG@10 and coverage by setting: "
                          f"{run.blend_ndcg_by_weight or run.popularity_ndcg_by_weight}; chose popularity "
-                         f"{model.popularity_weight}, collaborative {model.als_weight:.4g}, factor norm power "
-                         f"{model.als_norm_power}")
+                         f"{model.ranking.popularity}, collaborative {model.ranking.collaborative:.4g}, factor norm "
+                         f"power {model.ranking.norm_power}")
         context.log.info(f"held-out metrics: {metrics}")
         rmse_wins = metrics["rmse"] < metrics["rmse_bias"]
         ndcg_wins = metrics["ndcg@10"] > metrics["ndcg@10_popularity"]
@@ -102,7 +110,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             published = artifacts.publish(artifacts_store.store, model, users, items, metrics, data_version)
             context.log.info(f"published model version {published.version}")
         report = model_report(test[spec.rating].to_numpy(), model.predict(test), model.training_log,
-                              "sweep" if model.solver == "alternating" else "L-BFGS evaluation")
+                              "sweep" if model.settings.solver == "alternating" else "L-BFGS evaluation")
         rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
         evaluation = [
             ("RMSE (lower is better)", rounded["rmse"], f"bias {rounded['rmse_bias']}, global mean {rounded['rmse_global_mean']}"),
