@@ -304,11 +304,6 @@ class Settings:
         """The Dagster instance of the embedded profile (the demo's runs, `make ui`)."""
         return f"{self.home}/dagster_home"
 
-    @property
-    def stream_name(self) -> str:
-        """The activity stream's name: the Kinesis stream, or `activity` for the local log."""
-        return self.stream[len("kinesis://"):] if self.stream.startswith("kinesis://") else "activity"
-
     def environment(self) -> dict[str, str]:
         """The variables that give a child process (the Dagster webserver, daemon, code server)
         these same settings: the set ones, as texts the parsers read back."""

@@ -25,7 +25,7 @@ def test_aws_profile_is_configuration_only(tmp_path):
         "RECSYS_VECTOR_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:x", "RECSYS_VECTOR_HOST": "db:5432",
         "RECSYS_INFERENCE_FUNCTION": "recsys-inference", "RECSYS_TOP_K": "7", "AWS_REGION": "eu-west-1"})
     assert s.lake_url == "s3://lake/prefix"
-    assert (s.stream, s.stream_name, s.hash_buckets, s.top_k) == ("kinesis://events", "events", 64, 7)
+    assert (s.stream, s.hash_buckets, s.top_k) == ("kinesis://events", 64, 7)
     assert (s.vector_host, s.vector_db, s.inference_function, s.aws_region) == (
         "db:5432", "recsys", "recsys-inference", "eu-west-1")
 

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from recsys_platform.errors import RecsysError
+from recsys_platform.serving.messages import CustomerFeatures
 from recsys_platform.serving.service import InferenceService
 
 MAX_LIMIT = 100
@@ -59,7 +60,7 @@ def _body(event: dict):
 
 
 def _neighbours(found) -> list[dict]:
-    return [{"id": n.id, "score": round(n.score, 6)} for n in found]
+    return [n.to_json() for n in found]
 
 
 def _route(service: InferenceService, method: str, path: str, params: dict, event: dict) -> dict:
@@ -70,8 +71,8 @@ def _route(service: InferenceService, method: str, path: str, params: dict, even
         missing = [n for n, u in enumerate(users) for f in ("city", "country", "creditlimit") if f not in u]
         if missing:
             raise BadRequest(f"user {missing[0]} lacks city, country or creditlimit")
-        _, vectors = service.user_vectors([{"customerNumber": None, "city": u["city"], "country": u["country"],
-                                            "creditLimit": float(u["creditlimit"])} for u in users])
+        _, vectors = service.embed_customers(
+            [(None, CustomerFeatures(u["city"], u["country"], float(u["creditlimit"]))) for u in users])
         return _response(200, [[round(float(x), 6) for x in v] for v in vectors])
     if (method, path) == ("POST", "/items_from_user"):
         vector = _body(event)

@@ -172,10 +172,6 @@ class Layout:
             return [str(k) for k in range(self.buckets)]
         return [str(c) for c in customer_numbers]
 
-    def file_schema(self) -> pa.Schema:
-        """The schema of a partition's file: the contract's columns less the partition column."""
-        return pa.schema([f for f in ARROW_SCHEMA if f.name != self.column])
-
     def prepare(self, table: pa.Table) -> pa.Table:
         """Rows of whole partitions exactly as their files hold them, whatever engine produced
         them, plus the partition column: sorted by partition, customer, then product (binary

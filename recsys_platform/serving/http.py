@@ -26,9 +26,9 @@ from typing import Annotated
 import anyio
 from fastapi import Body, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import StarletteHTTPException as HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from starlette.exceptions import HTTPException
 
 from recsys_platform.errors import RecsysError
 from recsys_platform.serving.messages import CustomerFeatures

@@ -43,9 +43,8 @@ class RecommendationRequest:
 
     @classmethod
     def from_event(cls, key: str, event: Event) -> RecommendationRequest:
-        has_features = event.city is not None and event.country is not None and event.credit_limit is not None
         return cls(key, event.customer_number,
-                   CustomerFeatures(event.city, event.country, event.credit_limit) if has_features else None,
+                   CustomerFeatures(event.city, event.country, event.credit_limit) if event.has_features else None,
                    frozenset(b.product_code for b in event.browse_history), event.anchor_product)
 
     def to_json(self) -> dict:

@@ -18,7 +18,7 @@ import binascii
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 MAX_RECORD_BYTES = 64 * 1024  # larger records are refused (a session log, not a file upload)
 MAX_BROWSE_ITEMS = 200
@@ -64,9 +64,6 @@ class Event:
     def anchor_product(self) -> str:
         """The product similar items are found for: the first in the cart, else the first browsed."""
         return (self.cart or [self.browse_history[0].product_code])[0]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 _UNSAFE = re.compile("[\x00-\x1f\ud800-\udfff]")  # control characters (NUL included), lone surrogates
