@@ -37,6 +37,33 @@ def pytest_configure(config):
 JDBC_JAR = os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar")
 
 
+def _postgres_data_dirs() -> set[str]:
+    """The data folders of the PostgreSQL servers running on this machine (`postgres -D <dir>`)."""
+    out = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"/postgres") and b"-D" in args:
+            out.add(args[args.index(b"-D") + 1].decode())
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_test_stops_what_it_starts():
+    """No embedded PostgreSQL started by this test run outlives it (set up first, checked last)."""
+    before = _postgres_data_dirs()
+    yield
+    left = sorted(_postgres_data_dirs() - before)
+    if left:
+        from recsys_platform.vectors.embedded import stop_embedded
+
+        for data_dir in left:
+            stop_embedded(data_dir)
+        pytest.fail(f"the tests left PostgreSQL running on {left} (now stopped): stop it where it is started")
+
+
 def _missing(message: str) -> None:
     """Skip with the reason; in CI (RECSYS_REQUIRE_SERVICES=1) a missing engine is a failure."""
     if os.environ.get("RECSYS_REQUIRE_SERVICES") == "1":

@@ -25,6 +25,7 @@ from recsys_platform.deploy.dagster_instance import (
     prepare,
     serving,
 )
+from recsys_platform.vectors.embedded import stop_embedded
 from tests.browser import free_port, graphql
 from tests.test_dagster_streaming import _deliver, _hours
 
@@ -44,8 +45,9 @@ def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str], timeout: f
                          + (logs / "daemon.log").read_text(errors="replace")[-4000:])
 
 
-def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(catalog, settings, monkeypatch):
+def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(catalog, settings, monkeypatch, request):
     settings = settings.with_(artifacts_url=catalog["store"].url, stale_cron="* * * * *", engine="arrow")
+    request.addfinalizer(lambda: stop_embedded(settings.pgdata))  # prepare() starts the instance's PostgreSQL
     env = prepare(settings)
     assert env[PG_URL_VAR].startswith("postgresql+psycopg2://") and "/dagster?" in env[PG_URL_VAR]
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
