@@ -125,3 +125,39 @@ def test_the_spark_engine_on_a_standalone_cluster_equals_the_local_build(spark, 
     mine = {o.key: cluster.read_bytes(o.key) for o in cluster.list()}
     theirs = {o.key: local.read_bytes(o.key) for o in local.list()}
     assert len(mine) == len(keys) and mine == theirs, "byte for byte"
+
+
+@pytest.mark.production
+@pytest.mark.s3
+def test_the_asset_on_a_cluster_master_packages_its_code_when_the_run_needs_it(
+        spark, spark_cluster, settings, s3_bucket, s3_endpoint, tmp_path):
+    """RECSYS_SPARK_MASTER on a cluster: the definitions load without building anything, and the
+    run's first use of Spark packages the platform's code and ships it, with the storage settings,
+    to the executors; the partition written there equals the local build's."""
+    import dagster as dg
+
+    from recsys_platform.assets.batch.partitions import CUSTOMERS
+
+    master_url, python, _ = spark_cluster
+    db = SourceDatabase(settings.source_url)
+    key = str(db.customer_numbers()[3])
+    local = ObjectStore.from_url(f"s3://{s3_bucket}/local", endpoint_url=s3_endpoint)
+    build(spark, db, local, [key])
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.add_dynamic_partitions(CUSTOMERS.name, [key])
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "RECSYS_HOME": settings.home,
+           "RECSYS_SPARK_MASTER": master_url, "RECSYS_LAKE_URL": f"s3://{s3_bucket}/dagster",
+           "AWS_ENDPOINT_URL": s3_endpoint, "PYSPARK_PYTHON": python}  # the executors' Python: the node's
+    code = Path(settings.home) / "spark-code"
+    run = subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
+                          "recsys_platform.definitions", "--select", "ratings_ml_training", "--partition", key],
+                         env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert (code / "glue" / "recsys_platform.zip").exists(), "packaged by the run, for the executors"
+    cluster = ObjectStore.from_url(f"s3://{s3_bucket}/dagster", endpoint_url=s3_endpoint)
+    mine = {o.key: cluster.read_bytes(o.key) for o in cluster.list()}
+    theirs = {o.key: local.read_bytes(o.key) for o in local.list()}
+    assert len(mine) == 1 and mine == theirs, "byte for byte"
