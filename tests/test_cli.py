@@ -112,3 +112,25 @@ def test_the_demos_runs_name_the_code_location_of_workspace_yaml():
 
     (location,) = yaml.safe_load((Path(__file__).parents[1] / "workspace.yaml").read_text())["load_from"]
     assert location["python_module"] == {"module_name": DEFINITIONS_MODULE, "location_name": CODE_LOCATION}
+
+
+def test_serve_on_a_fresh_home_names_the_fix_and_starts_nothing(tmp_path, capsys):
+    home = tmp_path / "fresh"
+    assert main(["--home", str(home), "serve"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "no model serves yet" in line and "run `recsys-platform demo`" in line
+    assert not home.exists(), "no embedded PostgreSQL (nor anything else) was started"
+
+
+def test_a_source_url_without_its_driver_names_the_one_to_write(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RECSYS_SOURCE_URL", "mysql://app:hunter2@db.example:3306/classicmodels")
+    assert main(["--home", str(tmp_path), "demo"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "write mysql+pymysql://db.example:3306/classicmodels" in line and "hunter2" not in line
+
+
+def test_a_typo_in_a_setting_a_command_does_not_use_does_not_stop_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RECSYS_ENGINE", "sprak")
+    assert main(["seed", "--source-url", f"sqlite:///{tmp_path / 'cm.db'}"]) == 0
+    assert main(["--home", str(tmp_path), "demo"]) == 2, "the demo builds, so it reads the engine"
+    assert "RECSYS_ENGINE must be one of auto, arrow, spark" in capsys.readouterr().err
