@@ -2,7 +2,7 @@
 
 Everything else derives from this module: the Arrow schema (checks, lake reads), the Spark
 schema (`engines/spark.py`), the source tables' columns and the extraction query
-(`source.py`), the checks (`checks.py`), the Dagster column schema (`defs/batch`) and the seed's
+(`source.py`), the checks (`checks.py`), the Dagster column schema (`assets/batch`) and the seed's
 pandas helper. The partition rule (one folder per customer, or `customer_bucket=<k>` with
 `k = customerNumber mod N`) lives here too, as data (`Layout`) and as each engine's expression.
 """

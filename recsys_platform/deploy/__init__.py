@@ -1,1 +1,1 @@
-"""Deployable artifacts: the Glue job entry point and reproducible packaging for infra/."""
+"""Deployment: the Glue job entry point and its local launcher, reproducible packaging for infra/, the production Dagster instance (serve-dagster)."""

@@ -1,1 +1,1 @@
-"""ML domain, pure code: the two-tower model and its spec, evaluation against baselines, artifacts, plots."""
+"""ML domain, pure code: the hybrid recommender by its parts (spec, encoding, solvers, collaborative part), its tuning, training and evaluation against baselines, artifacts, plots."""

@@ -38,7 +38,7 @@ def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[
 
 def ranking_comparison(metrics: dict, tried: dict[str, dict] | None = None, min_coverage: float = 0.2) -> str:
     """NDCG@10 and top-10 catalog coverage of the model beside popularity and implicit ALS, and
-    with `tried` (`evaluation.choose_blend`'s grid) a third panel: validation NDCG@10 against
+    with `tried` (`tuning.choose_blend`'s grid) a third panel: validation NDCG@10 against
     coverage for every ranking setting tried (a colour per `"norm_power"`), the coverage floor
     and the setting chosen (marked `"chosen"`). One figure: each one costs a draw."""
     import matplotlib

@@ -1,1 +1,1 @@
-"""Streaming domain, pure code: events, the Firehose contract, the inference service and its HTTP routes, the stream transformation, delivery, streams, the producer, hourly compaction."""
+"""Streaming domain, pure code: the transport of activity events (events, the Firehose contract, streams, delivery, the producer) and the hourly compaction of the answers."""
