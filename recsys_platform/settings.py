@@ -31,12 +31,19 @@ SOURCE_SCHEMES = ("sqlite", "mysql+pymysql", "mariadb+pymysql")
 
 @dataclass(frozen=True)
 class Variable:
-    """One environment variable: its name, its default as a person reads it, what it means."""
+    """One environment variable: its name, its default as the README shows it, what it means, and
+    its parser. A default in backticks (`` `local` ``) is the value an unset variable takes; any
+    other text says what an empty value means (the parser, or `Settings.build`, gives it)."""
 
     name: str
     default: str
     meaning: str
     parse: Callable[[str, str], object] = lambda name, text: text  # noqa: E731 - (variable, text) -> value
+
+    @property
+    def value_when_unset(self) -> str:
+        literal = re.fullmatch(r"`([^`$]*)`", self.default)
+        return literal.group(1) if literal else ""
 
 
 # -- parsers: each names its variable in the error, and says what would be right -------------------
@@ -203,14 +210,6 @@ VARIABLES: dict[str, Variable] = {
                                    "the stream transformation Lambda calls this model inference Lambda "
                                    "(`lambda:Invoke`); empty: inference runs in the same process"),
 }
-# What an empty value means, per field (where it is not a plain empty string).
-DEFAULTS: dict[str, str] = {
-    "home": "./.recsys", "vector_db": "recsys", "stream": "local", "engine": "auto",
-    "hash_buckets": "0", "spark_master": "local[2]", "glue_launcher": "aws", "stream_start": "2026-01-01",
-    "stale_cron": "0 3 * * *", "top_k": "5",
-}
-
-
 @dataclass(frozen=True)
 class Settings:
     """Where every part of the platform lives; built by `from_env` or `build`, never by hand."""
@@ -262,15 +261,15 @@ class Settings:
         unknown = set(values) - set(VARIABLES)
         if unknown:
             raise TypeError(f"unknown settings {sorted(unknown)}")
-        text = {field: str(values.get(field) or DEFAULTS.get(field, "")) for field in VARIABLES}
+        given = {field: "" if values.get(field) is None else str(values[field]) for field in VARIABLES}
+        text = {field: given[field] or var.value_when_unset for field, var in VARIABLES.items()}
         home = Path(text["home"]).expanduser().resolve()
         home_uri = home.as_uri()
         text["source_url"] = text["source_url"] or f"sqlite:///{home / 'classicmodels.db'}"
         for field, folder in (("lake_url", "lake"), ("artifacts_url", "ml-artifacts"),
                               ("recommendations_url", "recommendations")):
             text[field] = text[field] or f"{home_uri}/{folder}"
-        parsed = {field: var.parse(var.name, text[field]) if text[field] or field == "glue_arguments" else text[field]
-                  for field, var in VARIABLES.items()}
+        parsed = {field: var.parse(var.name, text[field]) for field, var in VARIABLES.items()}
         parsed["home"] = str(home)
         return cls(**parsed)
 

@@ -30,26 +30,38 @@ def aws_client(settings: Settings, service: str):
                         region_name=settings.aws_region or None)
 
 
-def read_secret(settings: Settings, arn: str) -> dict:
+def read_secret(arn: str, endpoint_url: str = "", region: str = "") -> dict:
     """A Secrets Manager secret holding JSON (`{"username", "password", ...}`)."""
-    return json.loads(aws_client(settings, "secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
+    import boto3
+
+    client = boto3.client("secretsmanager", endpoint_url=endpoint_url or None, region_name=region or None)
+    return json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+
+
+def vector_database(dsn: str, secret_arn: str, host: str, database: str, pgdata: str, endpoint_url: str = "",
+                    region: str = "") -> str:
+    """The vector database's DSN: `dsn`; else the credentials of `secret_arn` at `host[:port]`
+    (TLS required: RDS's managed secret, the deployed form); else the embedded server of `pgdata`
+    (started, or reused). What `vector_dsn` and the Dagster resource both resolve."""
+    if dsn:
+        return dsn
+    if secret_arn:
+        from psycopg.conninfo import make_conninfo
+
+        secret = read_secret(secret_arn, endpoint_url, region)
+        name, _, port = host.partition(":")
+        return make_conninfo(host=name, port=port or "5432", dbname=database, user=secret["username"],
+                             password=secret["password"], sslmode="require")
+    from recsys_platform.vectors.embedded import embedded_dsn
+
+    return embedded_dsn(pgdata)
 
 
 def vector_dsn(settings: Settings) -> str:
-    """RECSYS_VECTOR_DSN; else RECSYS_VECTOR_SECRET_ARN at RECSYS_VECTOR_HOST (TLS required);
-    else the embedded server under RECSYS_HOME (started, or reused)."""
-    if settings.vector_dsn:
-        return settings.vector_dsn
-    if settings.vector_secret_arn:
-        from psycopg.conninfo import make_conninfo
-
-        secret = read_secret(settings, settings.vector_secret_arn)
-        host, _, port = settings.vector_host.partition(":")
-        return make_conninfo(host=host, port=port or "5432", dbname=settings.vector_db,
-                             user=secret["username"], password=secret["password"], sslmode="require")
-    from recsys_platform.vectors.embedded import embedded_dsn
-
-    return embedded_dsn(settings.pgdata)
+    """RECSYS_VECTOR_DSN; else RECSYS_VECTOR_SECRET_ARN at RECSYS_VECTOR_HOST; else the embedded
+    server under RECSYS_HOME."""
+    return vector_database(settings.vector_dsn, settings.vector_secret_arn, settings.vector_host, settings.vector_db,
+                           settings.pgdata, settings.aws_endpoint_url, settings.aws_region)
 
 
 def source_url(settings: Settings) -> str:
@@ -59,7 +71,7 @@ def source_url(settings: Settings) -> str:
         return settings.source_url
     from sqlalchemy.engine import URL
 
-    secret = read_secret(settings, settings.source_secret_arn)
+    secret = read_secret(settings.source_secret_arn, settings.aws_endpoint_url, settings.aws_region)
     hostport, _, database = settings.source_jdbc_url.split("://", 1)[1].partition("/")
     host, _, port = hostport.partition(":")
     return URL.create("mysql+pymysql", username=secret["username"], password=secret["password"], host=host,

@@ -211,3 +211,23 @@ print(json.dumps([r["result"] for r in out["records"]]))
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == ["Ok", "ProcessingFailed"]
+
+
+def test_the_vector_database_from_a_secret_is_resolved_where_used(s3_endpoint, tmp_path):
+    """RECSYS_VECTOR_SECRET_ARN (the Lambdas' and the deployed Dagster's form): the credentials
+    are read from Secrets Manager when the store is first used, and TLS is required."""
+    import boto3
+    from psycopg.conninfo import conninfo_to_dict
+
+    from recsys_platform.definitions import build_resources
+    from recsys_platform.settings import Settings
+
+    secret = boto3.client("secretsmanager", endpoint_url=s3_endpoint).create_secret(
+        Name=f"vectors-{time.time_ns()}", SecretString=json.dumps({"username": "recsys", "password": "p@ss"}))
+    settings = Settings.from_env({"RECSYS_HOME": str(tmp_path), "RECSYS_VECTOR_SECRET_ARN": secret["ARN"],
+                                  "RECSYS_VECTOR_HOST": "vectors.example:6543", "AWS_ENDPOINT_URL": s3_endpoint})
+    resource = build_resources(settings)["vector_store"]
+    dsn = conninfo_to_dict(resource.store.dsn)
+    assert dsn == {"host": "vectors.example", "port": "6543", "dbname": "recsys", "user": "recsys",
+                   "password": "p@ss", "sslmode": "require"}
+    assert not (tmp_path / "pgdata").exists(), "no embedded server when a secret names the database"
