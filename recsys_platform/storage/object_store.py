@@ -1,20 +1,23 @@
-"""Buckets as one interface over pyarrow's filesystem layer: a local folder or S3.
+"""Buckets as one interface: a local folder, or an S3 bucket and prefix.
 
-pyarrow.fs is already a dependency (Parquet), reads and lists S3 with a custom endpoint, and
-avoids s3fs/aiobotocore, whose botocore pins fight boto3's. The two backends differ only in how a
-write is made atomic: a local write goes to a temporary name and is renamed into place; an S3
-upload (through boto3) is atomic per object by itself.
+The two backends differ in how a write is made atomic: a local write goes to a temporary name and
+is renamed into place; an S3 upload is atomic per object by itself. Objects are read, listed and
+written with the standard library (local) and boto3 (S3), so the Lambdas and the delivery runtime
+need no pyarrow; `fs` gives the pyarrow filesystem of the same place, built on first use, for
+the lake's Parquet datasets (`storage.lake`). pyarrow's S3 layer is used for reading datasets only:
+it avoids s3fs/aiobotocore, whose botocore pins fight boto3's.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import pyarrow.fs as pafs
+TEMPORARY_PREFIX = ".tmp-"  # a writer's temporary: dot-prefixed, so Spark and pyarrow readers ignore it
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,8 @@ class ObjectInfo:
 class ObjectStore(ABC):
     """A bucket (or folder) rooted at `url`; keys are relative, '/'-separated paths."""
 
-    def __init__(self, url: str, fs: pafs.FileSystem, root: str):
+    def __init__(self, url: str, root: str):
         self.url = url.rstrip("/")
-        self.fs = fs
         self.root = root.rstrip("/")
 
     @staticmethod
@@ -44,57 +46,43 @@ class ObjectStore(ABC):
     endpoint_url = ""  # an S3-compatible endpoint, for the S3 backend
 
     def path(self, key: str = "") -> str:
-        """The filesystem path of `key` for pyarrow (no scheme)."""
+        """The filesystem path of `key` for pyarrow (`fs`): no scheme."""
         return f"{self.root}/{key.strip('/')}" if key.strip("/") else self.root
 
     def uri(self, key: str = "") -> str:
         return f"{self.url}/{key.strip('/')}" if key.strip("/") else self.url
 
-    def exists(self, key: str) -> bool:
-        return self.fs.get_file_info(self.path(key)).type != pafs.FileType.NotFound
-
-    def read_bytes(self, key: str) -> bytes:
-        with self.fs.open_input_stream(self.path(key)) as f:
-            return f.read()
-
-    def list(self, prefix: str = "", recursive: bool = True) -> list[ObjectInfo]:
-        """Files under `prefix` (a folder key), sorted by key; empty when it does not exist."""
-        base = self.path(prefix)
-        info = self.fs.get_file_info(base)
-        if info.type == pafs.FileType.NotFound:
-            return []
-        if info.type == pafs.FileType.File:
-            infos = [info]
-        else:
-            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive))
-        out = [
-            ObjectInfo(i.path[len(self.root) + 1 :], i.size or 0, i.mtime_ns)
-            for i in infos
-            if i.type == pafs.FileType.File
-        ]
-        return sorted(out, key=lambda o: o.key)
-
-    def list_dirs(self, prefix: str = "") -> list[str]:
-        """Immediate sub-folder names under `prefix`."""
-        base = self.path(prefix)
-        if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
-            return []
-        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=False))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-
-    def delete(self, key: str) -> None:
-        if self.exists(key):
-            self.fs.delete_file(self.path(key))
-
-    def delete_dir(self, prefix: str) -> None:
-        if self.fs.get_file_info(self.path(prefix)).type == pafs.FileType.Directory:
-            self.fs.delete_dir(self.path(prefix))
-
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write `data` to `key` atomically."""
-        import io
-
         self.put_stream(key, io.BytesIO(data))
+
+    @property
+    @abstractmethod
+    def fs(self):
+        """The same place as a pyarrow filesystem (for Parquet datasets), built on first use."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether `key` is an object, or a folder holding objects."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "", recursive: bool = True) -> list[ObjectInfo]:
+        """Objects under `prefix` (a folder key), sorted by key; empty when it does not exist."""
+
+    @abstractmethod
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        """Immediate sub-folder names under `prefix`, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object `key` if it exists."""
+
+    @abstractmethod
+    def delete_dir(self, prefix: str) -> None:
+        """Remove the folder `prefix` and what it holds."""
 
     @abstractmethod
     def put_stream(self, key: str, src) -> None:
@@ -105,15 +93,59 @@ class LocalObjectStore(ObjectStore):
     """A folder on this machine, addressed as file:///abs/path."""
 
     def __init__(self, url: str):
-        parts = urlsplit(url)
-        root = os.path.abspath(parts.path)
-        super().__init__(url, pafs.LocalFileSystem(), root)
+        super().__init__(url, os.path.abspath(urlsplit(url).path))
+        self._fs = None
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            import pyarrow.fs as pafs
+
+            self._fs = pafs.LocalFileSystem()
+        return self._fs
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self.path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        with open(self.path(key), "rb") as f:
+            return f.read()
+
+    def list(self, prefix: str = "", recursive: bool = True) -> list[ObjectInfo]:
+        base = self.path(prefix)
+        if os.path.isfile(base):
+            found = [base]
+        elif recursive:
+            found = [os.path.join(d, name) for d, _, names in os.walk(base) for name in names]
+        else:
+            found = [e.path for e in os.scandir(base) if e.is_file()] if os.path.isdir(base) else []
+        out = []
+        for path in found:
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # removed while listing (a writer's temporary renamed)
+                continue
+            out.append(ObjectInfo(os.path.relpath(path, self.root).replace(os.sep, "/"), stat.st_size, stat.st_mtime_ns))
+        return sorted(out, key=lambda o: o.key)
+
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        base = self.path(prefix)
+        return sorted(e.name for e in os.scandir(base) if e.is_dir()) if os.path.isdir(base) else []
+
+    def delete(self, key: str) -> None:
+        if os.path.isfile(self.path(key)):
+            os.remove(self.path(key))
+
+    def delete_dir(self, prefix: str) -> None:
+        import shutil
+
+        if os.path.isdir(self.path(prefix)):
+            shutil.rmtree(self.path(prefix))
 
     def put_stream(self, key: str, src) -> None:
         target = self.path(key)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        # A dot-prefixed temporary is ignored by Spark and pyarrow dataset readers.
-        tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}")
+        tmp = os.path.join(os.path.dirname(target), f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as dst:
                 while chunk := src.read(1 << 20):
@@ -134,35 +166,107 @@ class S3ObjectStore(ObjectStore):
 
     def __init__(self, url: str, endpoint_url: str = "", region: str = ""):
         parts = urlsplit(url)
-        kwargs: dict = {}
-        endpoint = endpoint_url
-        if endpoint:
-            ep = urlsplit(endpoint)
-            kwargs["endpoint_override"] = ep.netloc or endpoint
-            kwargs["scheme"] = ep.scheme or "https"
-        if not region:
+        super().__init__(url, f"{parts.netloc}{parts.path}".rstrip("/"))
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self.endpoint_url = endpoint_url
+        self._region = region
+        self._client = None
+        self._fs = None
+
+    @property
+    def region(self) -> str:
+        if not self._region:
             import boto3
 
-            region = boto3.session.Session().region_name or "us-east-1"
-        kwargs["region"] = region
-        fs = pafs.S3FileSystem(**kwargs)
-        root = f"{parts.netloc}{parts.path}".rstrip("/")
-        super().__init__(url, fs, root)
-        self.bucket = parts.netloc
-        self.endpoint_url = endpoint
-        self._region = kwargs["region"]
-        self._client = None
+            self._region = boto3.session.Session().region_name or "us-east-1"
+        return self._region
 
     @property
     def client(self):
         if self._client is None:
             import boto3
 
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url or None, region_name=self._region)
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url or None, region_name=self.region)
         return self._client
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            import pyarrow.fs as pafs
+
+            kwargs: dict = {"region": self.region}
+            if self.endpoint_url:
+                ep = urlsplit(self.endpoint_url)
+                kwargs["endpoint_override"] = ep.netloc or self.endpoint_url
+                kwargs["scheme"] = ep.scheme or "https"
+            self._fs = pafs.S3FileSystem(**kwargs)
+        return self._fs
+
+    def _key(self, key: str) -> str:
+        """The object's S3 key (the store's prefix, then `key`)."""
+        return "/".join(p for p in (self.prefix, key.strip("/")) if p)
+
+    def _pages(self, prefix: str, **kwargs):
+        yield from self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, **kwargs)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        folder = self._key(key) + "/"
+        return any(page.get("KeyCount", 0) for page in self._pages(folder, MaxKeys=1))
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+            raise
+
+    def list(self, prefix: str = "", recursive: bool = True) -> list[ObjectInfo]:
+        folder = self._key(prefix)
+        start = len(self.prefix) + 1 if self.prefix else 0
+        out = []
+        for page in self._pages(folder + "/" if folder else "", **({} if recursive else {"Delimiter": "/"})):
+            for obj in page.get("Contents", []):
+                out.append(ObjectInfo(obj["Key"][start:], obj["Size"], int(obj["LastModified"].timestamp() * 1e9)))
+        if not out and folder:  # `prefix` may name one object
+            from botocore.exceptions import ClientError
+
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=folder)
+                out.append(ObjectInfo(folder[start:], head["ContentLength"],
+                                      int(head["LastModified"].timestamp() * 1e9)))
+            except ClientError:  # no such object: nothing to list
+                pass
+        return sorted(out, key=lambda o: o.key)
+
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        folder = self._key(prefix)
+        folder = folder + "/" if folder else ""
+        names = {p["Prefix"][len(folder):].rstrip("/") for page in self._pages(folder, Delimiter="/")
+                 for p in page.get("CommonPrefixes", [])}
+        return sorted(names)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))  # S3: deleting nothing succeeds
+
+    def delete_dir(self, prefix: str) -> None:
+        keys = [{"Key": self._key(o.key)} for o in self.list(prefix)]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start:start + 1000], "Quiet": True})
 
     def put_stream(self, key: str, src) -> None:
         # Writes go through boto3: its transfer manager does single PUTs for small objects and
         # multipart for large ones, and works with S3-compatible servers on which Arrow's
         # CompleteMultipartUpload fails. An S3 object is visible only once its upload completes.
-        self.client.upload_fileobj(src, self.bucket, self.path(key)[len(self.bucket) + 1 :])
+        self.client.upload_fileobj(src, self.bucket, self._key(key))
