@@ -156,3 +156,40 @@ def test_the_lambda_modules_build_their_handlers_from_the_environment(catalog, m
                                                    "in_shopping_cart": True}]))]))
     assert [r["result"] for r in response["records"]] == ["Ok"]
     assert decode_output(response["records"][0])["model_version"] == catalog["version"]
+
+
+# What serving must never load: the training and batch libraries (their import dominated a cold start).
+TRAINING_LIBRARIES = {"pandas", "pyarrow", "scipy", "sklearn", "numba", "matplotlib", "implicit", "connectorx",
+                      "sqlalchemy", "dagster", "dagster_aws", "dagster_pyspark", "pyspark"}
+
+
+def test_the_lambdas_import_closure_holds_no_training_library(catalog):
+    """Both handlers imported and used as a container uses them (a stream batch, a Function URL
+    request, a batch action): what they loaded, walked in `sys.modules`, has none of the
+    training libraries."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = f"""
+import base64, json, sys
+from lambdas.model_inference.handler import lambda_handler as inference
+from lambdas.stream_transformation.handler import lambda_handler as transformation
+from tests.lambda_events import function_url_event
+event = {{"session_id": "s", "customer_number": {int(catalog["customers"][0])}, "city": "Nantes", "country": "France",
+         "credit_limit": 1000, "browse_history": [{{"product_code": "{catalog["products"][0]}", "quantity": 1,
+                                                   "in_shopping_cart": True}}]}}
+records = [{{"recordId": "1", "approximateArrivalTimestamp": 0, "data": base64.b64encode(json.dumps(event).encode()).decode()}}]
+assert transformation({{"records": records}})["records"][0]["result"] == "Ok"
+assert inference(function_url_event("GET", "/items_from_item", item_id="{catalog["products"][0]}", limit="2"))["statusCode"] == 200
+print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
+"""
+    env = {**os.environ, "RECSYS_ARTIFACTS_URL": catalog["store"].url, "RECSYS_VECTOR_DSN": catalog["vectors"].dsn}
+    env.pop("RECSYS_INFERENCE_FUNCTION", None)
+    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded = set(json.loads(run.stdout.strip().splitlines()[-1]))
+    assert {"numpy", "psycopg", "fastapi"} <= loaded, "the serving path ran"
+    assert not loaded & TRAINING_LIBRARIES, loaded & TRAINING_LIBRARIES

@@ -11,7 +11,8 @@ from recsys_platform.batch.seed import training_table
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.collaborative import CollaborativeSettings
 from recsys_platform.ml.evaluation import evaluate
-from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings, RankingWeights
+from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
+from recsys_platform.ml.published import RankingWeights
 from recsys_platform.ml.spec import RecommenderSpec
 from recsys_platform.ml.training import train_and_evaluate
 from recsys_platform.ml.tuning import BLEND_POPULARITY, BLEND_WEIGHTS, NORM_POWERS
@@ -129,7 +130,7 @@ def test_publish_lays_out_the_contract_and_load_round_trips(published):
     assert text[0] == "id,embedding"
     first_id, literal = text[1].split(",", 1)
     assert literal.startswith('"[') and literal.endswith(']"') and first_id in set(items["productCode"])
-    version, loaded = artifacts.load_model(store)
+    version, loaded = HybridRecommender.load(store)
     assert version == v
     np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
     np.testing.assert_array_equal(loaded.item_embeddings(items), model.item_embeddings(items))
@@ -145,14 +146,14 @@ def test_a_changed_file_fails_its_checksum(published):
     data = store.read_bytes(path)
     store.write_bytes(path, data[:-1] + bytes([data[-1] ^ 0xFF]))
     with pytest.raises(artifacts.ArtifactError, match="checksum mismatch for model/weights.npz"):
-        artifacts.load_model(store)
+        HybridRecommender.load(store)
 
 
 @pytest.mark.parametrize("pointer", ["LATEST", "CURRENT"])
 def test_a_pointer_naming_a_missing_version_is_a_clear_error(published, pointer):
     store, *_ = published
     store.write_bytes(pointer, b"20990101T000000000000Z")
-    read = artifacts.load_model if pointer == "LATEST" else artifacts.current_version
+    read = HybridRecommender.load if pointer == "LATEST" else artifacts.current_version
     with pytest.raises(artifacts.ArtifactError, match=f"{pointer} names version '20990101T000000000000Z', which has no manifest"):
         read(store)
     with pytest.raises(artifacts.ArtifactError, match="cannot make '20990101T000000000000Z' current"):
@@ -174,7 +175,7 @@ def test_pickles_are_refused(published):
     manifest["files"]["model/weights.npz"]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     store.write_bytes(manifest_key, json.dumps(manifest).encode())
     with pytest.raises(ValueError, match="allow_pickle"):
-        artifacts.load_model(store)
+        HybridRecommender.load(store)
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -256,7 +257,7 @@ def test_a_tower_without_numeric_features_trains_and_round_trips(frame, tmp_path
     items = frame[spec.item_columns()].drop_duplicates(spec.item_id)
     store = ObjectStore.from_url((tmp_path / "art").as_uri())
     artifacts.publish(store, model, users, items, {}, "t")
-    _, loaded = artifacts.load_model(store)
+    _, loaded = HybridRecommender.load(store)
     np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
 
 
@@ -320,7 +321,7 @@ def test_binary_and_multi_valued_features_are_declared_as_such(tmp_path):
     items = frame[spec.item_columns()].drop_duplicates("movie")
     store = ObjectStore.from_url((tmp_path / "art").as_uri())
     artifacts.publish(store, run.model, users, items, {}, "t")
-    _, loaded = artifacts.load_model(store)
+    _, loaded = HybridRecommender.load(store)
     np.testing.assert_array_equal(loaded.item_embeddings(items), run.model.item_embeddings(items))
     new = pd.DataFrame({"genres": ["comedy", "horror"]})
     comedy, horror = run.model.item_embeddings(new, features_only=True)
@@ -426,7 +427,7 @@ def test_the_hybrid_round_trips_through_its_artifacts(hybrid, tmp_path):
     users = frame[s.user_columns()].drop_duplicates(s.user_id)
     items = frame[s.item_columns()].drop_duplicates(s.item_id)
     artifacts.publish(store, model, users, items, run.metrics, "data-v1")
-    _, loaded = artifacts.load_model(store)
+    _, loaded = HybridRecommender.load(store)
     assert loaded.config() == model.config() and loaded.ranking == model.ranking and loaded.tower_width == 14
     np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
     np.testing.assert_array_equal(loaded.item_embeddings(items), model.item_embeddings(items))
@@ -450,7 +451,7 @@ def test_the_bias_columns_can_be_regularised_apart_and_round_trip(frame, tmp_pat
     store = ObjectStore.from_url((tmp_path / "ml-artifacts").as_uri())
     artifacts.publish(store, loose, frame[s.user_columns()].drop_duplicates(s.user_id),
                       frame[s.item_columns()].drop_duplicates(s.item_id), {"rmse": 0.8}, "data-v1")
-    assert artifacts.load_model(store)[1].settings.bias_l2 == 0.5
+    assert HybridRecommender.load(store)[1].settings.bias_l2 == 0.5
 
 
 def test_the_towers_l2_is_chosen_on_validation_rmse(frame):

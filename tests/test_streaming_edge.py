@@ -232,7 +232,9 @@ def _expected_score(store, version: str, item: str) -> float:
     """The score `version`'s model gives `item` from `version`'s published vectors."""
     import pandas as pd
 
-    _, model = artifacts.load_model(store, version)
+    from recsys_platform.ml.hybrid import HybridRecommender
+
+    _, model = HybridRecommender.load(store, version)
     user = model.user_embeddings(pd.DataFrame([ASKED]))[0]
     _, _, emb = artifacts.load_embeddings(store, version)
     ids, vectors = emb["item"]

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_platform.errors import RecsysError
-from recsys_platform.ml.encoding import TowerEncoder
-from recsys_platform.ml.hybrid import HybridRecommender
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.vectors.literal import parse_vector, vector_literal
 
@@ -84,14 +82,17 @@ def new_version(now: dt.datetime | None = None) -> str:
 
 
 @dataclass
-class PublishedModel:
+class Publication:
+    """What `publish` wrote: the version and its manifest."""
+
     version: str
     manifest: dict
 
 
-def publish(store: ObjectStore, model: HybridRecommender, users, items, metrics: dict,
-            training_data_version: str, version: str | None = None) -> PublishedModel:
-    """Write every artifact under `<version>/`, the manifest, then `LATEST` (last).
+def publish(store: ObjectStore, model, users, items, metrics: dict,
+            training_data_version: str, version: str | None = None) -> Publication:
+    """Write every artifact of a fitted `model` (an `ml.hybrid.HybridRecommender`) under
+    `<version>/`, the manifest, then `LATEST` (last).
 
     Nothing serves the new version yet: it serves once its vectors are loaded and activated
     (then `set_current` moves `CURRENT`)."""
@@ -126,7 +127,7 @@ def publish(store: ObjectStore, model: HybridRecommender, users, items, metrics:
     }
     store.write_bytes(f"{version}/{MANIFEST}", json.dumps(manifest, indent=2, default=float).encode())
     store.write_bytes(LATEST, version.encode())
-    return PublishedModel(version, manifest)
+    return Publication(version, manifest)
 
 
 def _pointer(store: ObjectStore, name: str, missing: str) -> str:
@@ -175,19 +176,29 @@ def read_manifest(store: ObjectStore, version: str | None = None) -> tuple[str, 
         raise ArtifactError(f"{version}: unreadable manifest ({e})") from None
 
 
-def load_model(store: ObjectStore, version: str | None = None) -> tuple[str, HybridRecommender]:
+@dataclass(frozen=True)
+class ModelParts:
+    """A published model as plain data: its settings, encoders' parameters and weights, read
+    without any training library, each file checked against the manifest. Training rebuilds a
+    `HybridRecommender` from it (`HybridRecommender.load`), serving an `InferenceModel`."""
+
+    version: str
+    config: dict                   # model/config.json
+    scalers: dict[str, dict]       # user_ohe, user_std_scaler, item_ohe, item_std_scaler
+    user_weights: np.ndarray
+    item_weights: np.ndarray
+    item_counts: dict[str, int]    # training ratings per item id (the popularity prior's counts)
+
+
+def read_model(store: ObjectStore, version: str | None = None) -> ModelParts:
     """The model of `version` (default: LATEST), every file checked against the manifest."""
     version, manifest = read_manifest(store, version)
     config = json.loads(read_verified(store, version, manifest, CONFIG))
     scalers = {k: json.loads(read_verified(store, version, manifest, path)) for k, path in SCALERS.items()}
     with np.load(io.BytesIO(read_verified(store, version, manifest, WEIGHTS)), allow_pickle=False) as npz:
         user_weights, item_weights = npz["user_weights"], npz["item_weights"]
-    model = HybridRecommender.from_config(config)
-    model.item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))
-    model.user_encoder = TowerEncoder.from_json(scalers["user_ohe"], scalers["user_std_scaler"])
-    model.item_encoder = TowerEncoder.from_json(scalers["item_ohe"], scalers["item_std_scaler"])
-    model.user_weights, model.item_weights = user_weights, item_weights
-    return version, model
+    item_counts = json.loads(read_verified(store, version, manifest, POPULARITY))
+    return ModelParts(version, config, scalers, user_weights, item_weights, item_counts)
 
 
 def load_embeddings(store: ObjectStore, version: str | None = None) -> tuple[str, dict, dict[str, tuple[list[str], np.ndarray]]]:

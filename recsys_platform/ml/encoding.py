@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from recsys_platform.ml.published import NULL, canonical_id, tokens
 from recsys_platform.ml.spec import RecommenderSpec
 
 
@@ -30,16 +31,7 @@ def canonical_ids(values: pd.Series) -> pd.Series:
     if pd.api.types.infer_dtype(values, skipna=True) == "string":  # already strings (e.g. product codes)
         return values.astype(object).where(values.notna(), None)
 
-    def one(v):
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            return None
-        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-            return str(int(v))
-        if isinstance(v, (float, np.floating)) and float(v).is_integer():
-            return str(int(v))
-        return str(v)
-
-    return values.map(one).astype(object)
+    return values.where(values.notna(), None).map(canonical_id).astype(object)
 
 
 class TowerEncoder:
@@ -59,24 +51,14 @@ class TowerEncoder:
         self.std_scaler = StandardScaler()
 
     def _strings(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-        out = frame[columns].astype("string").fillna("<null>").astype(object)
+        out = frame[columns].astype("string").fillna(NULL).astype(object)
         if self.id_column in columns:
-            out[self.id_column] = canonical_ids(frame[self.id_column]).fillna("<null>")
+            out[self.id_column] = canonical_ids(frame[self.id_column]).fillna(NULL)
         return out
 
     def _numbers(self, frame: pd.DataFrame) -> np.ndarray:
         values = frame[self.numeric].astype(float).to_numpy()
         return np.where(np.isnan(values), self.std_scaler.mean_, values) if hasattr(self.std_scaler, "mean_") else values
-
-    @staticmethod
-    def _tokens(value) -> list[str]:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return []
-        if isinstance(value, str):
-            return [t.strip() for t in value.split("|") if t.strip()]
-        if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
-            return [str(t) for t in value]
-        return [str(value)]
 
     def _flags(self, frame: pd.DataFrame) -> sp.csr_matrix:
         values = frame[self.binary].apply(pd.to_numeric, errors="coerce").astype(float).fillna(0.0)
@@ -91,7 +73,7 @@ class TowerEncoder:
             index = {v: n for n, v in enumerate(self.vocabulary[column])}
             rows, cols = [], []
             for r, value in enumerate(frame[column].tolist()):
-                for token in set(self._tokens(value)):
+                for token in set(tokens(value)):
                     if token in index:  # a value unseen in training is ignored, like an unknown category
                         rows.append(r)
                         cols.append(index[token])
@@ -99,7 +81,7 @@ class TowerEncoder:
         return sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((len(frame), 0))
 
     def fit(self, frame: pd.DataFrame) -> TowerEncoder:
-        self.vocabulary = {c: sorted({t for v in frame[c].tolist() for t in self._tokens(v)}) for c in self.multi}
+        self.vocabulary = {c: sorted({t for v in frame[c].tolist() for t in tokens(v)}) for c in self.multi}
         self.ohe.fit(self._strings(frame, self.one_hot_columns))
         if self.numeric:  # a tower may have no numeric feature at all
             numbers = frame[self.numeric].astype(float).to_numpy()
@@ -169,7 +151,7 @@ class TowerEncoder:
         enc = cls(categorical, std["columns"], id_column, ohe.get("binary", []), list(multi))
         enc.vocabulary = {c: list(v) for c, v in multi.items()}
         enc.ohe.categories = [np.array(c, dtype=object) for c in ohe["categories"]]
-        enc.ohe.fit(pd.DataFrame({c: pd.Series(v[:1] or ["<null>"], dtype=object)
+        enc.ohe.fit(pd.DataFrame({c: pd.Series(v[:1] or [NULL], dtype=object)
                                   for c, v in zip(ohe["columns"], ohe["categories"])}))
         if std["columns"]:
             enc.std_scaler.mean_ = np.array(std["mean"], dtype=float)

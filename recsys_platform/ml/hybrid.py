@@ -13,7 +13,8 @@ in training is embedded from its features (its id column is unknown to the encod
 come from the features by ridge, `collaborative`). The parts have their own modules:
 `encoding` (features), `solvers` (the towers' fit), `collaborative` (the ALS factors); the three
 ranking weights are chosen on validation data by `tuning` and given as one `RankingWeights`.
-No Dagster or AWS import: the Lambdas, the assets and the benchmarks share this module.
+The rules of the published vectors live in `published`, which serving reads without the training
+libraries. No Dagster or AWS import.
 
 Example, on any dataset:
 
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys_platform.ml import solvers
+from recsys_platform.ml import artifacts, solvers
 from recsys_platform.ml.collaborative import CollaborativeSettings, als_factors, factor_weights
 from recsys_platform.ml.encoding import (
     TowerEncoder,
@@ -42,6 +43,12 @@ from recsys_platform.ml.encoding import (
     encode_training,
     encode_with,
     training_rows,
+)
+from recsys_platform.ml.published import (
+    RankingWeights,
+    item_vectors,
+    popularity_prior,
+    user_vectors,
 )
 from recsys_platform.ml.spec import RecommenderSpec
 
@@ -87,22 +94,6 @@ class HybridSettings:
             max_iter=self.max_iter, ftol=SOLVERS[self.solver] if self.ftol is None else self.ftol, seed=self.seed)
 
 
-@dataclass(frozen=True)
-class RankingWeights:
-    """How the ranking score weighs its parts beside the predicted rating (chosen on validation).
-
-    Ratings exist only for purchases, so what users buy next follows item popularity, which a
-    rating regression cannot see: `popularity` folds log(1 + training ratings) into the item bias.
-    `collaborative` weighs the ALS part. An item's factor norm grows with its ratings, a second
-    popularity term that puts the same items on every list: the factors are divided by their
-    norm to `norm_power` (0: as ALS gives them; 1: their direction alone).
-    """
-
-    collaborative: float = 0.0
-    popularity: float = 0.0
-    norm_power: float = 0.0
-
-
 class HybridRecommender:
     """Fit on a ratings table; embed users and items; predict ratings; rank by inner product."""
 
@@ -110,7 +101,7 @@ class HybridRecommender:
         self.spec = spec or RecommenderSpec()
         self.settings = settings or HybridSettings()
         self.ranking = RankingWeights()
-        # Fitted state (`fit`, or `artifacts.load_model`)
+        # Fitted state (`fit`, or `load`)
         self.global_mean = 0.0
         self.user_encoder: TowerEncoder | None = None
         self.item_encoder: TowerEncoder | None = None
@@ -220,48 +211,33 @@ class HybridRecommender:
 
     def user_embeddings(self, users: pd.DataFrame, features_only: bool = False,
                         ranking: RankingWeights | None = None) -> np.ndarray:
-        """(n, dim) float32: [tower, bias, 1, collaborative weight * factors] per user row. A row
-        whose id is None or unseen is embedded from its features (a new customer). `ranking`: other
-        weights than the model's (the tuning's grid)."""
+        """(n, dim) float32: [tower, bias, 1, collaborative weight * factors] per user row
+        (`published.user_vectors`). A row whose id is None or unseen is embedded from its features
+        (a new customer). `ranking`: other weights than the model's (the tuning's grid)."""
         self._check_fitted()
-        ranking = ranking or self.ranking
         users = self._with_id(users, self.spec.user_id, features_only)
-        e = self.user_encoder.transform(users) @ self.user_weights
-        w = self.tower_width
-        return np.hstack([e[:, :w], e[:, w:w + 1], np.ones((len(users), 1)),
-                          ranking.collaborative * e[:, w + 1:]]).astype(np.float32)
-
-    def _item_parts(self, items: pd.DataFrame, features_only: bool,
-                    ranking: RankingWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._check_fitted()
-        items = self._with_id(items, self.spec.item_id, features_only)
-        e = self.item_encoder.transform(items) @ self.item_weights
-        w = self.tower_width
-        factors = e[:, w + 1:]
-        if ranking.norm_power and factors.shape[1]:
-            norms = np.linalg.norm(factors, axis=1, keepdims=True)
-            factors = factors / np.maximum(norms, 1e-9) ** ranking.norm_power
-        return e[:, :w], e[:, w], factors
+        return user_vectors(self.user_encoder.transform(users) @ self.user_weights, self.tower_width,
+                            ranking or self.ranking)
 
     def popularity_prior(self, items: pd.DataFrame, ranking: RankingWeights | None = None) -> np.ndarray:
         """popularity weight * log(1 + ratings of the item in training); 0 for a new item."""
-        weight = (ranking or self.ranking).popularity
-        if not weight or self.spec.item_id not in items:  # no id: only features_only callers
+        ranking = ranking or self.ranking
+        if not ranking.popularity or self.spec.item_id not in items:  # no id: only features_only callers
             return np.zeros(len(items))
         counts = canonical_ids(items[self.spec.item_id]).map(self.item_counts).fillna(0).to_numpy(dtype=float)
-        return weight * np.log1p(counts)
+        return popularity_prior(counts, ranking)
 
     def item_embeddings(self, items: pd.DataFrame, features_only: bool = False,
                         ranking: RankingWeights | None = None) -> np.ndarray:
-        """(n, dim) float32: [tower, 1, bias + popularity prior, factors] per item row.
-
-        The inner product with a user vector is the ranking score: the predicted rating minus
-        the global mean, plus the item's popularity prior and the weighted collaborative score.
-        """
+        """(n, dim) float32: [tower, 1, bias + popularity prior, factors] per item row
+        (`published.item_vectors`). The inner product with a user vector is the ranking score: the
+        predicted rating minus the global mean, plus the item's popularity prior and the weighted
+        collaborative score."""
+        self._check_fitted()
         ranking = ranking or self.ranking
-        tower, bias, factors = self._item_parts(items, features_only, ranking)
-        bias = bias + self.popularity_prior(items, ranking)
-        return np.hstack([tower, np.ones((len(items), 1)), bias[:, None], factors]).astype(np.float32)
+        frame = self._with_id(items, self.spec.item_id, features_only)
+        return item_vectors(self.item_encoder.transform(frame) @ self.item_weights, self.tower_width, ranking,
+                            self.popularity_prior(items, ranking))
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted ratings (without the popularity prior and the collaborative part, which
@@ -317,6 +293,18 @@ class HybridRecommender:
         model.global_mean = config["global_mean"]
         model.converged, model.iterations = config.get("converged", False), config.get("iterations", 0)
         return model
+
+    @classmethod
+    def load(cls, store, version: str | None = None) -> tuple[str, HybridRecommender]:
+        """The published model of `version` (default: LATEST) in a bucket (`ml.artifacts`), every
+        file checked against its manifest; nothing is unpickled."""
+        parts = artifacts.read_model(store, version)
+        model = cls.from_config(parts.config)
+        model.item_counts = parts.item_counts
+        model.user_encoder = TowerEncoder.from_json(parts.scalers["user_ohe"], parts.scalers["user_std_scaler"])
+        model.item_encoder = TowerEncoder.from_json(parts.scalers["item_ohe"], parts.scalers["item_std_scaler"])
+        model.user_weights, model.item_weights = parts.user_weights, parts.item_weights
+        return parts.version, model
 
     def with_settings(self, **changes) -> HybridRecommender:
         """An unfitted model of the same spec with some settings changed (e.g. `l2`)."""

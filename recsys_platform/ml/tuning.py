@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from recsys_platform.ml.evaluation import CHUNK, rank_users, ranking_inputs, rmse
-from recsys_platform.ml.hybrid import HybridRecommender, RankingWeights
+from recsys_platform.ml.hybrid import HybridRecommender
+from recsys_platform.ml.published import RankingWeights
 
 L2_GRID = (80.0, 200.0, 500.0)  # the towers' L2 tried on validation (scale 10 prefers 80, scale 100 500)
 POPULARITY_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)

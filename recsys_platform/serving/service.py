@@ -19,12 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from recsys_platform.errors import RecsysError
-from recsys_platform.ml import artifacts
 from recsys_platform.ml.artifacts import ArtifactError
-from recsys_platform.ml.hybrid import HybridRecommender
+from recsys_platform.ml.published import PublishedModel
 from recsys_platform.serving.messages import (
     CustomerFeatures,
     Recommendation,
@@ -59,16 +57,17 @@ class ModelCache:
 
     store: ObjectStore
     vectors: VectorStore
+    load: Callable[[ObjectStore, str], PublishedModel] = PublishedModel.load  # a version's model from the bucket
     check_seconds: float = 5.0
     max_backoff_seconds: float = 60.0
     version: str | None = None
-    model: HybridRecommender | None = None
+    model: PublishedModel | None = None
     last_error: str | None = None
     failures: int = 0
     _next_check: float = field(default=0.0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def get(self) -> tuple[str, HybridRecommender]:
+    def get(self) -> tuple[str, PublishedModel]:
         if self.model is not None and time.monotonic() < self._next_check:
             return self.version, self.model
         with self._lock:
@@ -80,7 +79,8 @@ class ModelCache:
                 if active is None:
                     raise ArtifactError("no model version serves yet: the vector database has no active version")
                 if active != self.version:
-                    version, model = artifacts.load_model(self.store, active)
+                    model = self.load(self.store, active)
+                    version = model.version
                     if self.version is not None:
                         log.info("serving model %s (was %s)", version, self.version)
                     self.version, self.model = version, model
@@ -131,9 +131,9 @@ class InferenceService:
         """One embedding per (customer number or None, features), from the features (and the
         number, which the hybrid's collaborative part uses for a known customer)."""
         version, model = self.models.get()
-        frame = pd.DataFrame([(number, f.city, f.country, float(f.credit_limit)) for number, f in customers],
-                             columns=[model.spec.user_id, *USER_FEATURE_COLUMNS])
-        vectors = model.user_embeddings(frame)
+        city, country, credit_limit = USER_FEATURE_COLUMNS
+        vectors = model.user_embeddings([{model.spec.user_id: number, city: f.city, country: f.country,
+                                          credit_limit: float(f.credit_limit)} for number, f in customers])
         if not np.all(np.isfinite(vectors)):
             raise ValueError("the model cannot embed these features (the embedding is not finite)")
         return version, vectors
