@@ -181,6 +181,20 @@ def test_glue_entry_builds_the_source_url_from_the_connection_and_secret(s3_endp
     assert wiring.source_url(settings) == "mysql+pymysql://etl:p%40ss%3Aw@db.example:3306/classicmodels"
 
 
+IMAGE_PACKAGES_LIMIT = 150e6  # the Lambda image's Python packages, unpacked (were about 500 MB with the training libraries)
+
+
+def test_the_image_requirements_are_what_serving_imports_and_weigh_under_the_limit():
+    """`recsys-platform package` reports the image's packages as installed here; none of the
+    training libraries is among them."""
+    from recsys_platform.deploy.packaging import image_packages
+
+    sizes = image_packages()
+    assert {"numpy", "psycopg", "psycopg-binary", "fastapi", "mangum", "boto3"} <= set(sizes)
+    assert not {"pandas", "pyarrow", "scipy", "scikit-learn", "numba", "matplotlib"} & set(sizes)
+    assert sum(sizes.values()) < IMAGE_PACKAGES_LIMIT, f"{sum(sizes.values()) / 1e6:.0f} MB"
+
+
 def test_the_lambda_image_contents_run_both_handlers(package_dir, catalog, tmp_path):
     """What infra/lambda.Dockerfile puts in the image (infra/lambda-requirements.txt in a clean
     venv, plus dist/lambda-src/), run without Docker: both handlers work, and neither Dagster
@@ -193,9 +207,14 @@ def test_the_lambda_image_contents_run_both_handlers(package_dir, catalog, tmp_p
     pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
                           str(INFRA / "lambda-requirements.txt")], capture_output=True, text=True, timeout=900)
     assert pip.returncode == 0, pip.stderr[-3000:]
+    (site,) = env_dir.glob("lib/python*/site-packages")
+    installed = sum(f.stat().st_size for top in site.iterdir() if not top.name.startswith(("pip", "_distutils"))
+                    for f in ([top] if top.is_file() else top.rglob("*")) if f.is_file())
+    assert installed < IMAGE_PACKAGES_LIMIT, f"the image's Python packages take {installed / 1e6:.0f} MB"
     probe = """
 import base64, importlib.util, json, sys
-assert importlib.util.find_spec("dagster") is None and importlib.util.find_spec("pyspark") is None
+for name in ("dagster", "pyspark", "pandas", "pyarrow", "scipy", "sklearn", "numba", "matplotlib"):
+    assert importlib.util.find_spec(name) is None, name
 from lambdas.stream_transformation.handler import lambda_handler
 good = {"session_id": "s1", "customer_number": 103, "city": "Nantes", "country": "France", "credit_limit": 21000,
         "browse_history": [{"product_code": sys.argv[1], "quantity": 1, "in_shopping_cart": True}]}

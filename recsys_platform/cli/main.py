@@ -124,10 +124,16 @@ def cmd_serve_dagster(args: argparse.Namespace) -> int:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from recsys_platform.deploy.packaging import build
+    from pathlib import Path
+
+    from recsys_platform.deploy.packaging import LAMBDA_REQUIREMENTS, build, image_packages
 
     for name, digest in build(args.out).items():
-        print(f"{args.out}/{name}  sha256={digest[:16]}")
+        print(f"{args.out}/{name}  {Path(args.out, name).stat().st_size / 1e3:,.0f} kB  sha256={digest[:16]}")
+    sizes = image_packages()
+    largest = ", ".join(f"{name} {size / 1e6:.1f}" for name, size in list(sizes.items())[:5])
+    print(f"the Lambda image's Python packages ({LAMBDA_REQUIREMENTS.name}, as installed here): "
+          f"{sum(sizes.values()) / 1e6:.0f} MB in {len(sizes)} distributions (largest, MB: {largest})")
     return 0
 
 

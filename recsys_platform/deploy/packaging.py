@@ -2,15 +2,17 @@
 
 Zips hold the code only (no Dagster): the handlers and exactly the `recsys_platform` modules they
 import, found by walking the entry points' imports (so the list cannot drift from the code);
-entries sorted, timestamps fixed, permissions normalised, so the same source gives the same bytes. `dist/lambda-src/` is the same tree for the Lambda container image
-(infra/lambda.Dockerfile), which adds the third-party libraries (numpy, scikit-learn, pandas,
-pyarrow, psycopg, pgvector): together they exceed the 250 MB limit of a zip.
+entries sorted, timestamps fixed, permissions normalised, so the same source gives the same bytes.
+`dist/lambda-src/` is the same tree for the Lambda container image (infra/lambda.Dockerfile), which
+adds the third-party libraries of infra/lambda-requirements.txt (numpy, psycopg, boto3, FastAPI,
+Mangum: what serving imports); `image_packages` reports their installed size.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -22,6 +24,7 @@ LAMBDAS = {
     "stream_transformation": "lambdas/stream_transformation/handler.py",
 }
 GLUE_ENTRY = "recsys_platform/deploy/glue_job.py"
+LAMBDA_REQUIREMENTS = ROOT / "infra" / "lambda-requirements.txt"
 
 
 def _module_file(module: str) -> str | None:
@@ -100,3 +103,31 @@ def code_zip(out: str | Path) -> Path:
     and what a Spark cluster's executors import: `spark.submit.pyFiles`)."""
     build(out)
     return Path(out) / "glue" / "recsys_platform.zip"
+
+
+def image_packages(requirements: Path = LAMBDA_REQUIREMENTS) -> dict[str, int]:
+    """Bytes installed per distribution the Lambda image's requirements pull in (with their
+    dependencies and extras), as installed in this environment: what the image's Python packages
+    weigh, without building it."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
+    todo = [Requirement(line) for line in lines if line]
+    sizes: dict[str, int] = {}
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        dist = metadata.distribution(requirement.name)
+        if name not in sizes:  # the files on disk, compiled bytecode included (RECORD gives no size for it)
+            sizes[name] = sum(os.path.getsize(p) for p in (dist.locate_file(f) for f in dist.files or [])
+                              if os.path.isfile(p))
+        for text in dist.requires or []:
+            needed = Requirement(text)
+            wanted = needed.marker is None or any(needed.marker.evaluate({"extra": e})
+                                                  for e in [*requirement.extras, ""])
+            if wanted and canonicalize_name(needed.name) not in sizes:
+                todo.append(needed)
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
