@@ -206,9 +206,11 @@ def dagster_one_partition(home: Path) -> dict:
     return {"partition": customer, "runs": runs}
 
 
-def demo(home: Path, runs: int = 3) -> dict:
-    """`recsys-platform demo` from a fresh home, `runs` times (its wall time varies by a few seconds
-    between runs on this machine): each run's wall time and step times, and the median."""
+def demo(home: Path, runs: int = 5) -> dict:
+    """`recsys-platform demo` from a fresh home, `runs` times, as a whole process (what a person
+    waits for): each run's wall time, its own timer's total and step times, and the medians; what
+    lies outside the demo's timer (the interpreter, imports, the Dagster instance and the
+    definitions, the exit) is their difference."""
     env = {**os.environ}
     for var in ("RECSYS_SOURCE_URL", "RECSYS_ENGINE", "RECSYS_HASH_BUCKETS", "RECSYS_VECTOR_DSN"):
         env.pop(var, None)
@@ -222,7 +224,10 @@ def demo(home: Path, runs: int = 3) -> dict:
         if out.returncode:
             raise RuntimeError(f"demo failed: {out.stderr[-2000:]}")
         summaries.append([line for line in out.stdout.splitlines() if line.startswith(("done in", "✓"))])
-    return {"wall_s": sorted(walls)[len(walls) // 2], "walls_s": walls, "steps": summaries}
+    timed = [float(line.split()[2]) for summary in summaries for line in summary if line.startswith("done in")]
+    median = sorted(walls)[len(walls) // 2]
+    return {"wall_s": median, "walls_s": walls, "steps": summaries, "timer_s": sorted(timed)[len(timed) // 2],
+            "outside_timer_s": median - sorted(timed)[len(timed) // 2]}
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -303,8 +308,9 @@ def print_table(results: dict) -> None:
               f"process {one['runs'][-1]['process_s']:.2f} s (goal: under 3 s)")
     if results.get("demo"):
         d = results["demo"]
-        print(f"recsys-platform demo at scale 1 from a fresh home: median {d['wall_s']:.1f} s wall of "
-              f"{', '.join(f'{w:.1f}' for w in d.get('walls_s', [d['wall_s']]))} (goal: under 20 s)")
+        print(f"recsys-platform demo at scale 1 from a fresh home, whole process: median {d['wall_s']:.1f} s of "
+              f"{', '.join(f'{w:.1f}' for w in d['walls_s'])} (goal: under 15 s); its own timer "
+              f"{d['timer_s']:.1f} s, outside it {d['outside_timer_s']:.1f} s (interpreter, imports, instance, exit)")
 
 
 def main() -> int:

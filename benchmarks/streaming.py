@@ -1,10 +1,14 @@
 """Streaming benchmark on the embedded default: events/s through delivery, against the lab's
-one-HTTP-round-trip-per-record path, produced-to-written latency at 1-second buffering, and the
+one-HTTP-round-trip-per-record path, produced-to-written latency at 1-second buffering, the
 inference HTTP app (FastAPI on uvicorn) against the stdlib server it replaced
 (benchmarks/baselines/stdlib_http.py): requests/s and p99 with 50 concurrent clients, and how many
-of 200 simultaneous clients get an answer.
+of 200 simultaneous clients get an answer; and cold starts: a new Lambda container's import, first
+batch and warm batch, for the platform's transformation handler, the handler as it was before
+the lean serving path (benchmarks/baselines/training_library_serving.py) and the floor (numpy and
+psycopg alone: load the weights, embed, one query), each in fresh processes.
 
     python benchmarks/streaming.py --events 20000 --baseline-events 500 --rate 1000 --seconds 10
+    python benchmarks/streaming.py --cold-starts 7 --only-cold-starts      # the cold-start table alone
 """
 
 from __future__ import annotations
@@ -159,6 +163,92 @@ def latency(home: Path, service: InferenceService, people, rate: float, seconds:
             "p99_s": float(np.percentile(lat, 99)), "max_s": float(lat.max())}
 
 
+# -- cold starts: what a new Lambda container pays ----------------------------------------------
+COLD_PROBE = """
+import base64, json, sys, time
+start = time.perf_counter()
+{imports}
+imported = time.perf_counter()
+event = json.load(open(sys.argv[1]))
+first_start = time.perf_counter()
+out = handle(event)
+first = time.perf_counter() - first_start
+warm = []
+for _ in range(20):
+    t = time.perf_counter()
+    handle(event)
+    warm.append(time.perf_counter() - t)
+warm.sort()
+print(json.dumps({{"import_s": imported - start, "first_batch_s": first, "warm_batch_s": warm[len(warm) // 2],
+                  "answered": {answered}}}))
+"""
+COLD_HANDLERS = {
+    "platform": ("from lambdas.stream_transformation.handler import lambda_handler as handle",
+                 'sum(r["result"] == "Ok" for r in out["records"])'),
+    "before (training library)": ("from benchmarks.baselines.training_library_serving import lambda_handler as handle",
+                                  'sum(r["result"] == "Ok" for r in out["records"])'),
+    # The floor: numpy and psycopg alone doing serving's work: the weights read, each event's user
+    # embedded by one product, one round trip for everyone's top 5 (the platform does more: features,
+    # checks, similar items, the response).
+    "floor (numpy + psycopg)": ("""import numpy as np, psycopg, os
+def handle(event, state={}):
+    if not state:
+        state["w"] = np.load(os.environ["FLOOR_WEIGHTS"])["user_weights"]
+        state["conn"] = psycopg.connect(os.environ["RECSYS_VECTOR_DSN"], autocommit=True)
+    w = state["w"]
+    users = np.ones((len(event["records"]), w.shape[0])) @ w
+    vectors = ["[" + ",".join(f"{x:.6f}" for x in np.resize(u, 32)) + "]" for u in users]
+    return state["conn"].execute(
+        "SELECT q.o, r.id FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, o) CROSS JOIN LATERAL ("
+        "SELECT i.id FROM item_emb i ORDER BY i.embedding <#> q.v::vector LIMIT 5) r", (vectors,)).fetchall()""",
+                                "len(out) // 5"),
+}
+
+
+def cold_starts(home: Path, service: InferenceService, people, runs: int, batch: int = 100) -> dict:
+    """Each handler in `runs` fresh processes on one batch of `batch` events: medians of its
+    import, its first batch (model load, database connection, answer) and a warm batch."""
+    import base64
+    import os
+    import subprocess
+
+    from recsys_platform.ml.artifacts import WEIGHTS, current_version
+
+    event_path = home / "cold-start-event.json"
+    events = [d for _, d, _ in sessions(*people, batch, 0.0, seed=14)]
+    event_path.write_text(json.dumps({"records": [
+        {"recordId": str(n), "approximateArrivalTimestamp": 0, "data": base64.b64encode(d).decode()}
+        for n, d in enumerate(events)]}))
+    store = service.models.store
+    env = {**os.environ, "RECSYS_ARTIFACTS_URL": store.url, "RECSYS_VECTOR_DSN": service.vectors.dsn,
+           "FLOOR_WEIGHTS": store.path(f"{current_version(store)}/{WEIGHTS}"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = {}
+    for name, (imports, answered) in COLD_HANDLERS.items():
+        probes = []
+        for _ in range(runs):
+            run = subprocess.run([sys.executable, "-c", COLD_PROBE.format(imports=imports, answered=answered),
+                                  str(event_path)], env=env, capture_output=True, text=True, timeout=300, cwd="/")
+            if run.returncode:
+                raise RuntimeError(f"{name}: {run.stderr[-2000:]}")
+            probes.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        median = {k: float(np.median([p[k] for p in probes])) for k in ("import_s", "first_batch_s", "warm_batch_s")}
+        out[name] = {**median, "cold_start_s": median["import_s"] + median["first_batch_s"], "runs": runs,
+                     "events": batch, "answered": probes[0]["answered"]}
+    return out
+
+
+def print_cold_starts(table: dict) -> None:
+    floor = table["floor (numpy + psycopg)"]["cold_start_s"]
+    print(f"\n{'cold start, ' + str(next(iter(table.values()))['events']) + ' events':<28}{'import':>9}"
+          f"{'first batch':>13}{'cold start':>12}{'x floor':>9}{'warm batch':>12}")
+    for name, r in table.items():
+        print(f"{name:<28}{r['import_s']:>8.2f}s{r['first_batch_s']:>12.3f}s{r['cold_start_s']:>11.2f}s"
+              f"{r['cold_start_s'] / floor:>8.1f}x{r['warm_batch_s'] * 1000:>10.1f}ms")
+    print("(medians of fresh processes; goal: the platform's cold start within 2x the floor, warm batches "
+          "no slower than before)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
@@ -166,10 +256,17 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--http-requests", type=int, default=2000, help="requests per concurrent-load run")
+    parser.add_argument("--cold-starts", type=int, default=5, help="fresh processes per handler (median)")
+    parser.add_argument("--only-cold-starts", action="store_true", help="measure the cold starts alone")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     try:
         service, people = setup(home)
+        cold = cold_starts(home, service, people, args.cold_starts)
+        if args.only_cold_starts:
+            print_cold_starts(cold)
+            print(f"results: {write_results('streaming_cold_starts', {'cold_starts': cold})}")
+            return 0
         fast = throughput(home, service, people, args.events)
         servers = http_servers(service, people, args.baseline_events, args.http_requests)
         lat = latency(home, service, people, args.rate, args.seconds)
@@ -177,7 +274,7 @@ def main() -> int:
         stop_embedded(home / "pgdata")
     slow = servers["app"]["per_record"]
     results = {"delivery": fast, "per_record_http": slow, "speedup": fast["events_per_s"] / slow["events_per_s"],
-               "latency": lat, "http": servers}
+               "latency": lat, "http": servers, "cold_starts": cold}
     print(f"delivery {fast['events_per_s']:,.0f} events/s; per-record HTTP {slow['events_per_s']:,.0f} events/s "
           f"({results['speedup']:.1f}x); latency at {args.rate:g} events/s with 1 s buffering: "
           f"p50 {lat['p50_s']:.2f}s p99 {lat['p99_s']:.2f}s")
@@ -190,6 +287,7 @@ def main() -> int:
             ("200 at once: failed requests", lambda r: f"{r['clients_200']['errors']}/{r['clients_200']['requests']}")]
     for label, cell in rows:
         print(f"{label:<34}{cell(servers['app']):>24}{cell(servers['stdlib_baseline']):>24}")
+    print_cold_starts(cold)
     print(f"results: {write_results('streaming', results)}")
     return 0
 
