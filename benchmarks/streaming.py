@@ -42,6 +42,7 @@ from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
 from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime  # noqa: E402
 from recsys_platform.streaming.producer import sessions  # noqa: E402
 from recsys_platform.streaming.stream import LocalStream  # noqa: E402
+from recsys_platform.vectors.catalog import items_from_products, load_catalog  # noqa: E402
 from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded  # noqa: E402
 from recsys_platform.vectors.store import VectorStore  # noqa: E402
 
@@ -58,6 +59,8 @@ def setup(home: Path) -> tuple[InferenceService, tuple[list[dict], list[str]]]:
     vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
     vectors.activate(published.version)
     artifacts.set_current(store, published.version)
+    load_catalog(vectors, items_from_products(frame.drop_duplicates("productCode").to_dict("records")),
+                 zip(frame["customerNumber"], frame["productCode"]))
     service = InferenceService(ModelCache(store, vectors), vectors)
     data = generate(1)
     customers = [{k: c[k] for k in ("customerNumber", "city", "country", "creditLimit")} for c in data["customers"]]

@@ -78,6 +78,7 @@ module "streaming" {
   vector_db_security_group_id = module.vector_db.security_group_id
   route_table_ids             = var.private_route_table_ids
   processor_buffer_mb         = var.processor_buffer_mb
+  serving_rules               = var.serving_rules
 }
 
 module "vector_db" {

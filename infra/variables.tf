@@ -31,6 +31,17 @@ variable "processor_buffer_mb" {
   default     = 0.6
 }
 
+variable "serving_rules" {
+  description = "The serving rules' defaults for both Lambdas (RECSYS_RULES, a JSON object: exclude_bought, product_lines, exclude_product_lines, min_price, max_price, in_stock_only); {} keeps the protective defaults (nothing out of stock). An event's rules field changes them per request."
+  type        = string
+  default     = "{}"
+
+  validation {
+    condition     = can(keys(jsondecode(var.serving_rules)))
+    error_message = "The serving_rules value must be a JSON object, e.g. {\"exclude_bought\": true}."
+  }
+}
+
 variable "source_jdbc_url" {
   description = "JDBC URL of the MySQL classicmodels source, e.g. jdbc:mysql://host:3306/classicmodels."
   type        = string

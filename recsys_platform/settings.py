@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from recsys_platform.errors import ConfigError
+from recsys_platform.vectors.rules import RuleError, Rules
 
 ENGINES = ("auto", "arrow", "spark")
 SOURCE_SCHEMES = ("sqlite", "mysql+pymysql", "mariadb+pymysql")
@@ -125,6 +126,19 @@ def _hour(name: str, text: str) -> dt.datetime:
     raise ConfigError(f"{name} must be YYYY-MM-DD or YYYY-MM-DD-HH (UTC), got {text!r}")
 
 
+def _rules(name: str, text: str) -> Rules:
+    """The serving rules' defaults: a JSON object of `vectors.rules.Rules` fields; empty: the
+    protective defaults (nothing out of stock)."""
+    if not text:
+        return Rules()
+    try:
+        return Rules.from_json(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{name} must be a JSON object: {e}") from None
+    except RuleError as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
 def _glue_arguments(name: str, text: str) -> dict[str, str]:
     """A JSON object of string arguments (`{"--RECSYS_SOURCE_JDBC_URL": "jdbc:mysql://..."}`)."""
     if not text:
@@ -206,6 +220,13 @@ VARIABLES: dict[str, Variable] = {
                                "server's `dagster` database"),
     "top_k": Variable("RECSYS_TOP_K", "`5`", "how many items each stream answer recommends (and offers as similar)",
                       _whole(1, 100)),
+    "rules": Variable("RECSYS_RULES", "empty: nothing out of stock",
+                      "the serving rules' defaults, a JSON object (`{\"exclude_bought\": true, \"product_lines\": [...], "
+                      "\"exclude_product_lines\": [...], \"min_price\": 10, \"max_price\": 100, \"in_stock_only\": "
+                      "true}`); an event's `rules` and the routes' parameters change them per request", _rules),
+    "catalog_cron": Variable("RECSYS_CATALOG_CRON", "`0 * * * *`",
+                             "when `item_attributes` (stock, lines, prices) and `customer_purchases` are refreshed from "
+                             "the source (five cron fields, UTC)", _cron),
     "inference_function": Variable("RECSYS_INFERENCE_FUNCTION", "empty: in-process",
                                    "the stream transformation Lambda calls this model inference Lambda "
                                    "(`lambda:Invoke`); empty: inference runs in the same process"),
@@ -241,6 +262,8 @@ class Settings:
     stale_cron: str
     dagster_pg_url: str
     top_k: int
+    rules: Rules
+    catalog_cron: str
     inference_function: str
 
     # -- construction -----------------------------------------------------------------------------
@@ -311,6 +334,8 @@ class Settings:
             value = getattr(self, field)
             if isinstance(value, dt.datetime):
                 value = value.strftime("%Y-%m-%d-%H")
+            elif isinstance(value, Rules):
+                value = json.dumps(value.to_json()) if value != Rules() else ""
             elif isinstance(value, dict):
                 value = json.dumps(value) if value else ""
             if value not in ("", None):

@@ -89,12 +89,12 @@ def stream(settings: Settings) -> Stream:
 def inference_service(settings: Settings) -> InferenceService:
     """The one inference service of a process: the active vectors and their model version."""
     return build_inference_service(settings.artifacts_url, vector_dsn(settings), settings.aws_endpoint_url,
-                                   settings.aws_region, k=settings.top_k)
+                                   settings.aws_region, k=settings.top_k, rules=settings.rules)
 
 
 def in_process_transformation(service: InferenceService) -> StreamTransformation:
     """The transformation handler calling model inference in-process (one call per batch)."""
-    return StreamTransformation(service.recommend, k=service.k)
+    return StreamTransformation(service.recommend, k=service.k, rules=service.rules)
 
 
 def stream_transformation(settings: Settings) -> StreamTransformation:
@@ -102,7 +102,7 @@ def stream_transformation(settings: Settings) -> StreamTransformation:
     (the deployed form), else in-process from the same settings."""
     if settings.inference_function:
         invoker = LambdaInvoker(settings.inference_function, settings.aws_endpoint_url, settings.aws_region)
-        return StreamTransformation(invoker, k=settings.top_k)
+        return StreamTransformation(invoker, k=settings.top_k, rules=settings.rules)
     return in_process_transformation(inference_service(settings))
 
 

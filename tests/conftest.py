@@ -182,6 +182,15 @@ def pg_dsn(pg_server_dsn: str) -> str:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def load_serving_catalog(vectors, frame) -> None:
+    """The items' attributes and the customers' purchases of a training frame (its product columns
+    and its ratings), as the `item_attributes` asset loads them from the source."""
+    from recsys_platform.vectors.catalog import items_from_products, load_catalog
+
+    products = frame.drop_duplicates("productCode").to_dict("records")
+    load_catalog(vectors, items_from_products(products), zip(frame["customerNumber"], frame["productCode"]))
+
+
 @pytest.fixture(scope="session")
 def catalog(tmp_path_factory, pg_server_dsn):
     """A trained, published model with its vectors loaded and active, and the inference service,
@@ -212,6 +221,7 @@ def catalog(tmp_path_factory, pg_server_dsn):
     vectors.load_version(published.version, emb["item"], emb["user"], manifest["dim"])
     vectors.activate(published.version)
     artifacts.set_current(store, published.version)
+    load_serving_catalog(vectors, frame)
     service = InferenceService(ModelCache(store, vectors), vectors, k=5)
     transform = wiring.in_process_transformation(service)  # as the CLI composes it: inference in-process
     yield {"frame": frame, "store": store, "vectors": vectors, "version": published.version,

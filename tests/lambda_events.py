@@ -17,13 +17,16 @@ def function_url_event(method: str, path: str, body=None, raw_body: bytes | str 
         raw_body = base64.b64encode(raw_body).decode()
     elif base64_body and raw_body is not None:
         raw_body = base64.b64encode(raw_body.encode()).decode()
-    query = {k: str(v) for k, v in params.items()}
+    # A repeated parameter (a list) appears once per value in the raw string and, as AWS joins
+    # repeated values, comma-separated in queryStringParameters.
+    query = {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in params.items()}
+    joined = {k: ",".join(v) if isinstance(v, list) else v for k, v in query.items()}
     return {
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": urlencode(query),
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": urlencode(query, doseq=True),
         "headers": {"content-type": "application/json", "host": "abcdefghij.lambda-url.us-east-1.on.aws",
                     "x-forwarded-proto": "https", "x-forwarded-port": "443", "user-agent": "lab-client",
                     **(headers or {})},
-        "queryStringParameters": query or None,
+        "queryStringParameters": joined or None,
         "requestContext": {
             "accountId": "123456789012", "apiId": "abcdefghij", "domainName": "abcdefghij.lambda-url.us-east-1.on.aws",
             "domainPrefix": "abcdefghij", "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "routeKey": "$default",

@@ -222,6 +222,7 @@ def test_a_10_second_database_outage_loses_nothing_and_fails_nothing(catalog, pe
     from recsys_platform.serving.service import InferenceService, ModelCache
     from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded
     from recsys_platform.vectors.store import VectorStore
+    from tests.conftest import load_serving_catalog
 
     pgdata = Path(tempfile.mkdtemp(prefix="recsys-outage-")) / "pgdata"  # outside basetemp (see conftest)
     vectors = VectorStore(embedded_dsn(pgdata), connect_timeout=2)
@@ -229,6 +230,7 @@ def test_a_10_second_database_outage_loses_nothing_and_fails_nothing(catalog, pe
     version, manifest, emb = artifacts.load_embeddings(store, catalog["version"])
     vectors.load_version(version, emb["item"], emb["user"], manifest["dim"])
     vectors.activate(version)
+    load_serving_catalog(vectors, catalog["frame"])
     service = InferenceService(ModelCache(store, vectors, check_seconds=0.2), vectors)
     transform = wiring.in_process_transformation(service)
     outage = {}

@@ -141,11 +141,13 @@ def test_a_request_stuck_behind_a_lock_times_out_with_504(catalog, pg_dsn):
     import psycopg
 
     from recsys_platform.ml import artifacts
+    from tests.conftest import load_serving_catalog
 
     vectors = VectorStore(pg_dsn)
     _, manifest, emb = artifacts.load_embeddings(catalog["store"], catalog["version"])
     vectors.load_version(catalog["version"], emb["item"], emb["user"], manifest["dim"])
     vectors.activate(catalog["version"])
+    load_serving_catalog(vectors, catalog["frame"])
     service = InferenceService(ModelCache(catalog["store"], vectors), vectors)
     service.models.get()
     with serving(service, request_timeout_s=1.0) as url, psycopg.connect(pg_dsn) as blocker:

@@ -94,7 +94,8 @@ def test_infra_applies_drives_the_platform_and_destroys(tmp_path, package_dir, a
     shutil.copy(TEST_ONLY / "buckets_policy_override.tf", work / "modules" / "buckets")
     variables = {**_existing_network(aws_endpoint, mysql_url), "test_aws_endpoint": aws_endpoint,
                  "package_dir": str(package_dir), "db_deletion_protection": False,
-                 "lambda_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/recsys-lambda:v1"}
+                 "lambda_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/recsys-lambda:v1",
+                 "serving_rules": json.dumps({"exclude_bought": True, "max_price": 150})}
     (work / "test.auto.tfvars.json").write_text(json.dumps(variables))
     env = {**terraform_env(tmp_path), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     timings: dict[str, float] = {}
@@ -107,6 +108,8 @@ def test_infra_applies_drives_the_platform_and_destroys(tmp_path, package_dir, a
         return done
 
     step("init", ["init", "-backend=false", "-input=false", "-no-color"])
+    bad = terraform(["plan", "-input=false", "-no-color", "-var", "serving_rules=in stock only"], work, env)
+    assert bad.returncode != 0 and "The serving_rules value must be a JSON object" in bad.stderr, bad.stderr[-2000:]
     step("plan", ["plan", "-input=false", "-no-color", "-out=tfplan"])
     changes = json.loads(step("show", ["show", "-json", "tfplan"]).stdout)["resource_changes"]
     planned = [c for c in changes if c["mode"] == "managed"]
@@ -165,6 +168,9 @@ def test_infra_applies_drives_the_platform_and_destroys(tmp_path, package_dir, a
         assert lambdas.get_function_url_config(FunctionName="recsys-model-inference")["FunctionUrl"] == \
             outputs["inference_function_url"]
         transformation = lambdas.get_function(FunctionName="recsys-stream-transformation")["Configuration"]
+        for function in (inference, transformation):  # the deployment's serving rules, as Settings reads them
+            rules = Settings.from_env(function["Environment"]["Variables"]).rules
+            assert (rules.exclude_bought, rules.max_price, rules.in_stock_only) == (True, 150, True)
         firehose = _client("firehose", aws_endpoint).describe_delivery_stream(
             DeliveryStreamName="recsys-recommendations")["DeliveryStreamDescription"]
         (destination,) = firehose["Destinations"]

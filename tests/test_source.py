@@ -96,3 +96,43 @@ def test_mariadb_reports_its_primary_key(mysql_url):
     metadata.create_all(sa.create_engine(mysql_url))
     assert SourceDatabase(mysql_url).enforced_rules() == {
         "unique_ratings": "the source's primary key (customerNumber, productCode)"}
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "mariadb"])
+def test_purchases_are_order_lines_and_ratings_never_a_cancelled_order(engine, request, settings):
+    from recsys_platform.batch.seed import seed
+
+    url = settings.source_url
+    if engine == "mariadb":
+        url = request.getfixturevalue("mysql_url")
+        seed(sa.create_engine(url))
+    with sa.create_engine(url).begin() as conn:
+        rated = set(conn.execute(sa.text("SELECT customerNumber, productCode FROM ratings")).fetchall())
+        customer = min(c for c, _ in rated)
+        shipped, cancelled = [p for (p,) in conn.execute(sa.text("SELECT productCode FROM products ORDER BY 1"))
+                              if (customer, p) not in rated][:2]
+        last = conn.execute(sa.text("SELECT MAX(orderNumber) FROM orders")).scalar_one()
+        for number, product, status in ((last + 1, shipped, "Shipped"), (last + 2, cancelled, "Cancelled")):
+            conn.execute(sa.text("INSERT INTO orders (orderNumber, orderDate, requiredDate, status, customerNumber) "
+                                 "VALUES (:n, '2026-11-30', '2026-12-07', :s, :c)"),
+                         {"n": number, "s": status, "c": customer})
+            conn.execute(sa.text("INSERT INTO orderdetails (orderNumber, productCode, quantityOrdered, priceEach, "
+                                 "orderLineNumber) VALUES (:n, :p, 1, 9.99, 1)"), {"n": number, "p": product})
+        ordered = set(conn.execute(sa.text(
+            "SELECT o.customerNumber, d.productCode FROM orders o JOIN orderdetails d ON d.orderNumber = o.orderNumber "
+            "WHERE o.status <> 'Cancelled'")).fetchall())
+    db = SourceDatabase(url)
+    pairs, sources = db.purchases()
+    db.dispose()
+    assert sources == ["ratings", "orders"]
+    assert pairs == sorted(set(pairs)), "distinct, ascending"
+    assert (customer, shipped) in pairs, "an order line with no rating is a purchase"
+    assert (customer, cancelled) not in pairs, "a cancelled order is not"
+    assert set(pairs) == rated | ordered
+
+
+def test_purchases_without_order_tables_are_the_ratings(settings):
+    _exec(settings, "DROP TABLE orderdetails", "DROP TABLE orders")
+    db = SourceDatabase(settings.source_url)
+    pairs, sources = db.purchases()
+    assert sources == ["ratings"] and len(pairs) == db.count_ratings()

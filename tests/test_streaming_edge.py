@@ -208,8 +208,11 @@ def _publish(store, small_model, version: str, scale: float = 1.0):
 
 
 def _load(vectors: VectorStore, store, version: str, activate: bool = True) -> None:
+    from tests.conftest import load_serving_catalog
+
     _, manifest, emb = artifacts.load_embeddings(store, version)
     vectors.load_version(version, emb["item"], emb["user"], manifest["dim"])
+    load_serving_catalog(vectors, training_table())
     if activate:
         vectors.activate(version)
         artifacts.set_current(store, version)

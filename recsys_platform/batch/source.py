@@ -198,6 +198,21 @@ class SourceDatabase:
         with self.connect() as conn:
             return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM ratings{where}"), params).scalar_one())
 
+    # -- what customers bought ------------------------------------------------------------------
+    def purchases(self) -> tuple[list[tuple[int, str]], list[str]]:
+        """Every distinct (customerNumber, productCode) a customer bought, ascending, and where from:
+        `ratings` (a rating is a purchase) and, where the source has classicmodels' `orders` and
+        `orderdetails`, every order line of an order that was not cancelled."""
+        with self.connect() as conn:
+            insp = sa.inspect(conn)
+            sources = ["ratings"] + (["orders"] if insp.has_table("orders") and insp.has_table("orderdetails") else [])
+            query = f"SELECT {CUSTOMER_KEY}, {PRODUCT_KEY} FROM ratings WHERE {CUSTOMER_KEY} IS NOT NULL"
+            if "orders" in sources:
+                query += (" UNION SELECT o.customerNumber, d.productCode FROM orders o JOIN orderdetails d "
+                          "ON d.orderNumber = o.orderNumber WHERE o.status <> 'Cancelled'")
+            rows = conn.execute(sa.text(f"SELECT * FROM ({query}) AS bought ORDER BY 1, 2"))
+            return [(int(c), str(p)) for c, p in rows], sources
+
     # -- extraction ---------------------------------------------------------------------------
     def read_arrow(self, table: str, selection: Selection | None = None, batch_rows: int = 50_000) -> pa.Table:
         """Stream one source table (the contract's columns) into Arrow, filtered to a selection."""

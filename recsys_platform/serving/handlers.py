@@ -35,6 +35,7 @@ from recsys_platform.serving.messages import (
 from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.events import EventError, decode_record
 from recsys_platform.streaming.firehose import FAILED, OK, RESPONSE_LIMIT, encode
+from recsys_platform.vectors.rules import Rules
 
 log = logging.getLogger(__name__)
 # One call per batch: the requests and k in, one result per request out.
@@ -155,10 +156,11 @@ def within_budget(records: list[dict], originals: list[dict], limit: int = RESPO
 
 
 class StreamTransformation:
-    """Firehose's transformation: activity events in, recommendation records out."""
+    """Firehose's transformation: activity events in, recommendation records out. `rules`: the
+    deployment's default serving rules (RECSYS_RULES), which an event's `rules` field changes."""
 
-    def __init__(self, infer: Infer, k: int = 5):
-        self.infer, self.k = infer, k
+    def __init__(self, infer: Infer, k: int = 5, rules: Rules = Rules()):
+        self.infer, self.k, self.rules = infer, k, rules
 
     def __call__(self, event: dict, context=None) -> dict:
         out: dict[str, dict] = {}
@@ -171,7 +173,7 @@ class StreamTransformation:
                 out[record["recordId"]] = _failed(record, str(e))
                 continue
             decoded[record["recordId"]] = obj
-            requests.append(RecommendationRequest.from_event(record["recordId"], ev))
+            requests.append(RecommendationRequest.from_event(record["recordId"], ev, self.rules))
         if requests:
             answer = self.infer(requests, self.k)
             processed_at = dt.datetime.now(dt.timezone.utc).isoformat()

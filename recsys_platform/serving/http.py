@@ -8,7 +8,11 @@ Lambda's Function URL, through Mangum), so the local API and the deployed one ru
     GET  /items_from_item?item_id=S10_1678&limit=N                          -> [{"id","score"}]
 
 Every answer carries the model version it was computed with (header `X-Model-Version`; the lab's
-bodies stay as they were). Request models reject bad input with 400 and a JSON `{"error": ...}`
+bodies stay as they were). The two item routes obey the serving rules (`vectors.rules`): the
+deployment's defaults (nothing out of stock), changed per request by optional query parameters
+(`exclude_bought` with `customer`, `product_line` and `exclude_product_line`, repeatable,
+`min_price`, `max_price`, `in_stock_only`); when fewer items than `limit` pass, the body holds those
+that do and the header `X-Recommendations-Note` says so. Request models reject bad input with 400 and a JSON `{"error": ...}`
 naming the field; a body over 6 MB (a Function URL's limit) gets 413, a wrong method 405, an
 unknown path 404. Each request has a time limit (504); an unavailable model or database is a 503
 whose message names no host, socket or bucket (the detail goes to the log).
@@ -24,7 +28,7 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import anyio
-from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.exceptions import StarletteHTTPException as HTTPException
 from fastapi.responses import JSONResponse
@@ -33,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from recsys_platform.errors import RecsysError
 from recsys_platform.serving.messages import CustomerFeatures
 from recsys_platform.serving.service import InferenceService
-from recsys_platform.streaming.events import MAX_CREDIT_LIMIT, TEXT_LIMITS
+from recsys_platform.streaming.events import MAX_CREDIT_LIMIT, MAX_INT32, TEXT_LIMITS
+from recsys_platform.vectors.rules import MAX_LINE_LENGTH, MAX_LINES, MAX_PRICE, RuleError, Rules
 from recsys_platform.vectors.store import VectorDataError
 
 log = logging.getLogger(__name__)
@@ -47,12 +52,14 @@ REQUEST_TIMEOUT_S = 30.0
 # with any stored item vector stays finite (float32 overflows at 3.4e38, where pgvector says inf).
 EMBEDDING_VALUE_LIMIT = 1e6
 VERSION_HEADER = "X-Model-Version"
+NOTE_HEADER = "X-Recommendations-Note"
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters
 Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_LIMITS["city"], pattern=_PRINTABLE)]
 # JSON numbers only (strict: `true` or "12" are not numbers; an integer is)
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-EMBEDDING_VALUE_LIMIT, le=EMBEDDING_VALUE_LIMIT)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="how many items to return")]
+Line = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LINE_LENGTH, pattern=_PRINTABLE)]
 
 
 class User(BaseModel):
@@ -142,14 +149,38 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
                   responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}, 504: {"model": ErrorBody}})
 
     async def answer(response: Response, fn, *args):
-        """Run the service call in a worker thread under the time limit; the version goes in a header.
+        """Run the service call in a worker thread under the time limit; the version (and a note,
+        if any) go in headers. `fn` returns (version, body) or (version, body, note).
 
         At the limit the request answers 504 and the thread is abandoned; the database's
         statement_timeout (VectorStore.query_timeout_s) ends its query."""
         with anyio.fail_after(request_timeout_s):
-            version, body = await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+            version, body, *note = await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
         response.headers[VERSION_HEADER] = version
+        if note and note[0]:
+            response.headers[NOTE_HEADER] = note[0]
         return body
+
+    def rules(in_stock_only: Annotated[bool | None, Query(description="false: out-of-stock items too")] = None,
+              exclude_bought: Annotated[bool | None, Query(description="leave out what `customer` bought "
+                                                                 "(nothing without a customer)")] = None,
+              customer: Annotated[int | None, Query(ge=1, le=MAX_INT32, description="the customer's number")] = None,
+              product_line: Annotated[list[Line] | None, Query(max_length=MAX_LINES,
+                                                              description="only these product lines")] = None,
+              exclude_product_line: Annotated[list[Line] | None, Query(max_length=MAX_LINES,
+                                                                      description="never these lines")] = None,
+              min_price: Annotated[float | None, Query(ge=0, le=MAX_PRICE, allow_inf_nan=False)] = None,
+              max_price: Annotated[float | None, Query(ge=0, le=MAX_PRICE, allow_inf_nan=False)] = None):
+        """The request's rules: the service's defaults with what the query changes, and the customer."""
+        given = {"in_stock_only": in_stock_only, "exclude_bought": exclude_bought, "product_lines": product_line,
+                 "exclude_product_lines": exclude_product_line, "min_price": min_price, "max_price": max_price}
+        try:
+            chosen = Rules.from_json({k: v for k, v in given.items() if v is not None}, base=service.rules)
+        except RuleError as e:
+            raise BadRequest(str(e).replace("rules.", "query.")) from None
+        return chosen, customer
+
+    Rule = Annotated[tuple[Rules, int | None], Depends(rules)]
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
@@ -199,25 +230,29 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
     @app.post("/items_from_user", response_model=list[NeighbourBody],
               summary="The items that score highest against one user embedding")
     async def items_from_user(vector: Annotated[list[Number], Body(min_length=dim, max_length=dim)],
-                              response: Response, limit: Limit = 10):
+                              response: Response, rule: Rule, limit: Limit = 10):
         def run():
             try:
-                version, found = service.items_from_user(vector, limit)
+                found = service.items_from_user(vector, limit, *rule)
             except ValueError as e:
                 raise BadRequest(f"body must be {e}") from None
-            return version, [n.to_json() for n in found]
+            return found.version, [n.to_json() for n in found.items], found.note
 
         return await answer(response, run)
 
     @app.get("/items_from_item", response_model=list[NeighbourBody], responses={404: {"model": ErrorBody}},
              summary="The items most similar to one item")
     async def items_from_item(item_id: Annotated[str, Query(min_length=1, max_length=64, pattern=_PRINTABLE)],
-                              response: Response, limit: Limit = 10):
-        found = await answer(response, lambda: service.items_from_item(item_id, limit))
+                              response: Response, rule: Rule, limit: Limit = 10):
+        def run():
+            found = service.items_from_item(item_id, limit, *rule)
+            return found.version, None if found.items is None else [n.to_json() for n in found.items], found.note
+
+        found = await answer(response, run)
         if found is None:
             return JSONResponse({"error": f"unknown item_id {item_id!r}"}, status_code=404,
                                 headers={VERSION_HEADER: response.headers[VERSION_HEADER]})
-        return [n.to_json() for n in found]
+        return found
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

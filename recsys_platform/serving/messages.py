@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recsys_platform.streaming.events import Event
+from recsys_platform.vectors.rules import Rules
 from recsys_platform.vectors.store import Neighbour
 
 RECOMMEND_ACTION = "recommend"
@@ -30,9 +31,10 @@ class CustomerFeatures:
 class RecommendationRequest:
     """One session to answer.
 
-    `products`: every product of the session, cart or not: none is recommended, and each must
-    be in the catalog. `anchor`: the product whose similar items are offered. `features` None:
-    the customer is looked up among the known customers' vectors.
+    `products`: every product of the session, cart or not: none is recommended or offered as
+    similar, and each must be in the catalog. `anchor`: the product whose similar items are
+    offered. `features` None: the customer is looked up among the known customers' vectors.
+    `rules`: what may be recommended (the deployment's defaults with the session's changes).
     """
 
     key: str
@@ -40,19 +42,22 @@ class RecommendationRequest:
     features: CustomerFeatures | None
     products: frozenset[str]
     anchor: str
+    rules: Rules = Rules()
 
     @classmethod
-    def from_event(cls, key: str, event: Event) -> RecommendationRequest:
+    def from_event(cls, key: str, event: Event, rules: Rules) -> RecommendationRequest:
+        """The session's request under `rules` (the deployment's defaults) with the event's changes."""
         return cls(key, event.customer_number,
                    CustomerFeatures(event.city, event.country, event.credit_limit) if event.has_features else None,
-                   frozenset(b.product_code for b in event.browse_history), event.anchor_product)
+                   frozenset(b.product_code for b in event.browse_history), event.anchor_product,
+                   rules.with_overrides(event.rules))
 
     def to_json(self) -> dict:
         f = self.features
         return {"key": self.key, "customer_number": self.customer_number,
                 "features": None if f is None else {"city": f.city, "country": f.country,
                                                     "credit_limit": f.credit_limit},
-                "products": sorted(self.products), "anchor": self.anchor}
+                "products": sorted(self.products), "anchor": self.anchor, "rules": self.rules.to_json()}
 
     @classmethod
     def from_json(cls, obj) -> RecommendationRequest:
@@ -66,24 +71,28 @@ class RecommendationRequest:
         try:
             features = None if f is None else CustomerFeatures(f["city"], f["country"], float(f["credit_limit"]))
             return cls(str(obj["key"]), int(obj["customer_number"]), features,
-                       frozenset(str(p) for p in obj["products"]), str(obj["anchor"]))
+                       frozenset(str(p) for p in obj["products"]), str(obj["anchor"]), Rules.from_json(obj.get("rules")))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed inference request: {type(e).__name__}: {e}") from None
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The answer to one request: the recommended items, and the items similar to its anchor."""
+    """The answer to one request: the recommended items, and the items similar to its anchor;
+    `note` says why a list holds fewer than k items (fewer pass the rules)."""
 
     key: str
     recommended: list[Neighbour]
     anchor: str
     similar: list[Neighbour]
+    note: str | None = None
 
     def record_fields(self) -> dict:
-        """The fields a recommendation record adds to its event (the lab's names)."""
-        return {"recommended_items": [n.to_json() for n in self.recommended],
-                "similar_items": {"product_code": self.anchor, "similar_items": [n.to_json() for n in self.similar]}}
+        """The fields a recommendation record adds to its event (the lab's names; `note` only when
+        a list is short)."""
+        fields = {"recommended_items": [n.to_json() for n in self.recommended],
+                  "similar_items": {"product_code": self.anchor, "similar_items": [n.to_json() for n in self.similar]}}
+        return {**fields, "note": self.note} if self.note else fields
 
     def to_json(self) -> dict:
         return {"key": self.key, **self.record_fields()}
@@ -123,7 +132,8 @@ class RecommendationBatch:
                 similar = r["similar_items"]
                 results.append(Recommendation(r["key"], [Neighbour.from_json(n) for n in r["recommended_items"]],
                                               similar["product_code"],
-                                              [Neighbour.from_json(n) for n in similar["similar_items"]]))
+                                              [Neighbour.from_json(n) for n in similar["similar_items"]],
+                                              r.get("note")))
         return cls(obj["model_version"], results)
 
 

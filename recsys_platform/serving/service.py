@@ -32,6 +32,7 @@ from recsys_platform.serving.messages import (
     Result,
 )
 from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.vectors.rules import Rules
 from recsys_platform.vectors.store import (
     Neighbour,
     SessionNeighbours,
@@ -121,11 +122,30 @@ def _reason(e: Exception) -> str:
     return str(e) if isinstance(e, RecsysError) else f"{type(e).__name__}: {e}"
 
 
+def _note(found: SessionNeighbours, k: int) -> str | None:
+    """Why a list holds fewer than k items, or None."""
+    if not found.short:
+        return None
+    counts = {"recommended_items": len(found.recommended), "similar_items": len(found.similar)}
+    return "; ".join(f"only {counts[name]} items pass the rules for {name} (of {k} asked)" for name in found.short)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One route's items (None: the item asked about is unknown), their model version, and why
+    there are fewer than asked, if there are."""
+
+    version: str
+    items: list[Neighbour] | None
+    note: str | None = None
+
+
 @dataclass
 class InferenceService:
     models: ModelCache
     vectors: VectorStore
     k: int = 5
+    rules: Rules = Rules()  # the deployment's default rules (RECSYS_RULES), what a request changes
 
     def embed_customers(self, customers: Sequence[tuple[int | None, CustomerFeatures]]) -> tuple[str, np.ndarray]:
         """One embedding per (customer number or None, features), from the features (and the
@@ -138,23 +158,30 @@ class InferenceService:
             raise ValueError("the model cannot embed these features (the embedding is not finite)")
         return version, vectors
 
-    def items_from_user(self, vector: list[float], limit: int) -> tuple[str, list[Neighbour]]:
-        """The items whose vectors score highest against one user embedding (the lab's route)."""
+    def items_from_user(self, vector: list[float], limit: int, rules: Rules | None = None,
+                        customer: int | None = None) -> Answer:
+        """The items whose vectors score highest against one user embedding (the lab's route),
+        under `rules` (default: the service's); `customer` names whose purchases `exclude_bought`
+        leaves out."""
         version, model = self.models.get()
         if len(vector) != model.dim:
             raise ValueError(f"one embedding of {model.dim} numbers, got {len(vector)}")
-        found = self.vectors.items_for_users(np.array([vector], dtype=np.float32), k=limit, version=version)[0]
-        if not all(np.isfinite(n.score) for n in found):
+        query = SessionQuery(np.array(vector, dtype=np.float32), customer, None, frozenset(), rules or self.rules)
+        (found,) = self.vectors.recommend_batch([query], k=limit, version=version)
+        if not all(np.isfinite(n.score) for n in found.recommended):
             raise ValueError(f"one embedding of {model.dim} numbers small enough to score (the inner product overflows)")
-        return version, found
+        return Answer(version, found.recommended, _note(found, limit))
 
-    def items_from_item(self, item_id: str, limit: int) -> tuple[str, list[Neighbour] | None]:
-        """The items most similar to one item; None when the item is not in the catalog."""
+    def items_from_item(self, item_id: str, limit: int, rules: Rules | None = None,
+                        customer: int | None = None) -> Answer:
+        """The items most similar to one item under `rules`; `items` None when the item is not in
+        the catalog."""
         version, _ = self.models.get()
-        found = self.vectors.similar_items([item_id], k=limit, version=version)[0]
-        if not found and not self.vectors.known_items([item_id], version=version):
-            return version, None
-        return version, found
+        query = SessionQuery(None, customer, item_id, frozenset([item_id]), rules or self.rules, recommend=False)
+        (found,) = self.vectors.recommend_batch([query], k=limit, version=version)
+        if found.unknown_products:
+            return Answer(version, None)
+        return Answer(version, found.similar, _note(found, limit))
 
     def _queries(self, requests: list[RecommendationRequest]) -> list[SessionQuery | Exception]:
         """One store query per request (the user vector from its features, or None: look the
@@ -165,7 +192,7 @@ class InferenceService:
             if with_features:
                 _, emb = self.embed_customers([(r.customer_number, r.features) for r in with_features])
                 vectors = {id(r): v for r, v in zip(with_features, emb)}
-            return [SessionQuery(vectors.get(id(r)), r.customer_number, r.anchor, r.products) for r in batch]
+            return [SessionQuery(vectors.get(id(r)), r.customer_number, r.anchor, r.products, r.rules) for r in batch]
 
         return isolated(requests, run)
 
@@ -196,13 +223,13 @@ class InferenceService:
                 results[n] = Refusal(r.key, f"unknown customer {r.customer_number} without features "
                                      "(city, country, credit_limit)")
             else:
-                results[n] = Recommendation(r.key, answer.recommended, r.anchor, answer.similar)
+                results[n] = Recommendation(r.key, answer.recommended, r.anchor, answer.similar, _note(answer, k))
         return RecommendationBatch(version, [results[n] for n in range(len(requests))])
 
 
 def build_inference_service(artifacts_url: str, vector_dsn: str, endpoint_url: str = "", region: str = "",
-                            k: int = 5) -> InferenceService:
+                            k: int = 5, rules: Rules = Rules()) -> InferenceService:
     """The one constructor of the service: the model from the artifacts bucket, vectors from pgvector."""
     store = ObjectStore.from_url(artifacts_url, endpoint_url=endpoint_url, region=region)
     vectors = VectorStore(vector_dsn)
-    return InferenceService(ModelCache(store, vectors), vectors, k=k)
+    return InferenceService(ModelCache(store, vectors), vectors, k=k, rules=rules)

@@ -6,6 +6,8 @@ stream transformation can mark it `ProcessingFailed` and the failure output says
 The limits are those of the systems a value travels through, checked here so that one record's
 value can never fail a later step shared by the whole batch:
 - JSON: no `NaN`/`Infinity` literals, no number that overflows a double, bounded nesting;
+- an optional `rules` object (`vectors.rules`: exclude what the customer bought, product lines, a
+  price range) is checked here too, so a bad rule fails its record with the reason;
 - the source schema and the vector database: `customerNumber` is an `int` (32-bit, positive),
   `productCode` a `varchar(15)`, `city`/`country` `varchar(50)`, `creditLimit` a
   `decimal(10,2)`; PostgreSQL text holds no NUL, and UTF-8 has no lone surrogates.
@@ -19,6 +21,8 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+
+from recsys_platform.vectors.rules import RuleError, parse_overrides
 
 MAX_RECORD_BYTES = 64 * 1024  # larger records are refused (a session log, not a file upload)
 MAX_BROWSE_ITEMS = 200
@@ -47,6 +51,7 @@ class Event:
     country: str | None
     credit_limit: float | None
     browse_history: list[BrowseItem] = field(default_factory=list)
+    rules: dict = field(default_factory=dict)  # the session's changes to the serving rules (`vectors.rules`)
 
     @property
     def has_features(self) -> bool:
@@ -132,7 +137,11 @@ def parse_event(obj) -> Event:
         except EventError as e:
             raise EventError(f"browse_history[{n}]: {e}") from None
         items.append(BrowseItem(code, quantity, in_cart))
-    return Event(session_id, customer, city, country, None if credit is None else float(credit), items)
+    try:
+        rules = parse_overrides(obj.get("rules"))
+    except RuleError as e:
+        raise EventError(str(e)) from None
+    return Event(session_id, customer, city, country, None if credit is None else float(credit), items, rules)
 
 
 def decode_record(data_b64: str) -> tuple[dict, Event]:

@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
@@ -22,8 +22,11 @@ from psycopg import sql
 
 from recsys_platform.errors import RecsysError
 from recsys_platform.vectors.literal import vector_literal
+from recsys_platform.vectors.rules import Rules
 
 VERSIONS_TABLE = "recsys_vector_versions"
+ATTRIBUTES_TABLE = "item_attributes"       # what the rules read of each item (vectors/catalog.py loads it)
+PURCHASES_TABLE = "customer_purchases"     # (customer, product) each customer bought
 _VERSION_RE = re.compile(r"^[0-9A-Za-z_]+$")
 
 
@@ -41,7 +44,17 @@ def _first_line(e: Exception) -> str:
 
 
 def _set_ef_search(conn: psycopg.Connection, value: int) -> None:
-    conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(int(value)),))
+    """A plain HNSW scan of `value` candidates (the query connection is shared: each query sets its mode)."""
+    conn.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'off', false)",
+                 (str(int(value)),))
+
+
+def _set_filtered_scan(conn: psycopg.Connection, ef_search: int, max_scan_tuples: int) -> None:
+    """An HNSW scan that goes on past `ef_search` candidates until enough rows pass the query's
+    filters (pgvector's iterative scan, relaxed order: the caller sorts what it keeps), visiting
+    at most `max_scan_tuples` index tuples."""
+    conn.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'relaxed_order', "
+                 "false), set_config('hnsw.max_scan_tuples', %s, false)", (str(int(ef_search)), str(int(max_scan_tuples))))
 
 
 def _table(kind: str, version: str) -> str:
@@ -69,13 +82,15 @@ class Neighbour:
 @dataclass(frozen=True)
 class SessionQuery:
     """What a session needs from the store: items for the user vector (None: the stored vector of
-    `customer`), items similar to `anchor`, and which of `products` the catalog holds; none of
-    `products` is recommended."""
+    `customer`) unless `recommend` is off, items similar to `anchor` (None: none), and which of
+    `products` the catalog holds. Both lists obey `rules` and hold none of `products`."""
 
     user_vector: np.ndarray | None
-    customer: int
-    anchor: str
+    customer: int | None
+    anchor: str | None
     products: frozenset[str]
+    rules: Rules = field(default_factory=Rules)
+    recommend: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,26 @@ class SessionNeighbours:
     similar: list[Neighbour]
     user_found: bool              # False: no user vector given and the customer has none stored
     unknown_products: list[str]   # the session's products that are not in the catalog
+    short: tuple[str, ...] = ()   # the lists that hold fewer than k items because fewer pass the rules
+
+
+# What an item must satisfy to be recommended or offered as similar (`rules.Rules`, per query row
+# `q`; `a` is the item's attributes, `i` the item): first what its attributes decide (how many items
+# pass them chooses the search, below), then what the session decides.
+ATTRIBUTE_RULES_SQL = """(NOT q.in_stock_only OR a.in_stock > 0)
+    AND (q.lines IS NULL OR a.product_line = ANY(q.lines))
+    AND (q.excluded_lines IS NULL OR a.product_line IS NULL OR a.product_line <> ALL(q.excluded_lines))
+    AND (q.min_price IS NULL OR a.price >= q.min_price) AND (q.max_price IS NULL OR a.price <= q.max_price)"""
+SESSION_RULES_SQL = f"""i.id <> ALL(q.products)
+    AND NOT (q.exclude_bought AND EXISTS (
+        SELECT 1 FROM {PURCHASES_TABLE} p WHERE p.customer = q.customer AND p.product = i.id))"""
+RULES_SQL = f"{ATTRIBUTE_RULES_SQL}\n    AND {SESSION_RULES_SQL}"
+SEP = "\x1f"  # joins a row's lists into one text value (no event, route or source value holds it)
+# A rule that leaves at most this many items is searched exactly: the distances of so few items cost
+# less than a graph walk that meets one passing item in a hundred, and recall is 1 (measured in
+# benchmarks/vectors.py: HNSW with iterative scans kept 0.88 of the exact top 10 at 1% selectivity).
+EXACT_MAX_PASSING = 2_000
+MAX_SCAN_TUPLES = 20_000  # index tuples an iterative scan visits at most before the exact fallback
 
 
 class VectorStore:
@@ -122,6 +157,11 @@ class VectorStore:
             raise VectorStoreError(f"the vector database failed a query: {_first_line(e)}") from None
         except (psycopg.DataError, UnicodeError) as e:
             raise VectorDataError(f"the vector database refused a value: {_first_line(e)}") from None
+        except psycopg.errors.UndefinedTable as e:
+            missing = _first_line(e)
+            hint = ("; materialise item_attributes (model_and_vectors_job or item_attributes_job) before serving"
+                    if ATTRIBUTES_TABLE in missing or PURCHASES_TABLE in missing else "")
+            raise VectorStoreError(f"the vector database lacks a table: {missing}{hint}") from None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -297,49 +337,118 @@ class VectorStore:
 
     def recommend_batch(self, queries: Sequence[SessionQuery], k: int = 10, ef_search: int = 100,
                         version: str | None = None) -> list[SessionNeighbours]:
-        """Everything a batch of sessions needs from the store, in one round trip."""
-        extra = max((len(q.products) for q in queries), default=0)
-        vectors = [vector_literal(q.user_vector) if q.user_vector is not None else None for q in queries]
+        """Everything a batch of sessions needs from the store, in one round trip, under each
+        query's rules: an HNSW scan that goes on until k items pass (iterative, at most
+        MAX_SCAN_TUPLES index tuples); a list the scan left short is searched again exactly (a
+        second round trip, only for those), so a list holds k items whenever k pass, and says
+        so when fewer do. Never padded with an item the rules forbid."""
         codes = sorted({c for q in queries for c in q.products})
-        items, users = self._relation("item", version), self._relation("user", version)
-
-        def query(conn):
-            _set_ef_search(conn, max(ef_search, k + extra + 1))
-            return conn.execute(f"""
-                WITH q AS (
-                    SELECT t.ord, t.anchor,
-                           COALESCE(t.v::vector, (SELECT u.embedding FROM {users} u WHERE u.id = t.c)) AS uv
-                    FROM unnest(%s::text[], %s::int[], %s::text[]) WITH ORDINALITY AS t(v, c, anchor, ord))
-                SELECT 'u', q.ord, r.id, r.score FROM q CROSS JOIN LATERAL (
-                    SELECT i.id, -(i.embedding <#> q.uv) AS score FROM {items} i
-                    ORDER BY i.embedding <#> q.uv LIMIT %s) r WHERE q.uv IS NOT NULL
-                UNION ALL
-                SELECT 's', q.ord, r.id, r.score FROM q JOIN {items} a ON a.id = q.anchor CROSS JOIN LATERAL (
-                    SELECT i.id, 1 - (i.embedding <=> a.embedding) AS score FROM {items} i
-                    ORDER BY i.embedding <=> a.embedding LIMIT %s) r
-                UNION ALL
-                SELECT 'p', 0, i.id, 0 FROM {items} i WHERE i.id = ANY(%s)""",
-                (vectors, [int(q.customer) for q in queries], [q.anchor for q in queries],
-                 k + extra, k + 1, codes)).fetchall()
-
-        rows = self._read(query)
+        rows = self._read(lambda conn: self._session_rows(conn, queries, k, ef_search, version, codes, exact=False))
         recommended: list[list[Neighbour]] = [[] for _ in queries]
         similar: list[list[Neighbour]] = [[] for _ in queries]
         user_found = [False] * len(queries)
+        known = self._collect(rows, recommended, similar, user_found)
+        short = [n for n, q in enumerate(queries)
+                 if (user_found[n] and len(recommended[n]) < k) or (q.anchor in known and len(similar[n]) < k)]
+        if short:
+            again = [queries[n] for n in short]
+            exact = self._read(lambda conn: self._session_rows(conn, again, k, ef_search, version, [], exact=True))
+            rec, sim = [[] for _ in again], [[] for _ in again]
+            self._collect(exact, rec, sim, [False] * len(again))
+            for m, n in enumerate(short):
+                recommended[n], similar[n] = rec[m], sim[m]
+        out = []
+        for n, q in enumerate(queries):
+            lacking = (("recommended_items",) if user_found[n] and len(recommended[n]) < k else ()) + \
+                      (("similar_items",) if q.anchor in known and len(similar[n]) < k else ())
+            out.append(SessionNeighbours(recommended[n], similar[n], user_found[n], sorted(q.products - known), lacking))
+        return out
+
+    @staticmethod
+    def _collect(rows, recommended, similar, user_found) -> set[str]:
+        """Rows of `_session_rows` into each query's lists, best first; returns the known codes."""
         known: set[str] = set()
         for kind, ord_, item, score in sorted(rows, key=lambda r: (r[0], r[1], -(r[3] or 0))):
             if kind == "p":
                 known.add(item)
-                continue
-            n = ord_ - 1
-            if kind == "u":
-                user_found[n] = True
-                if item not in queries[n].products and len(recommended[n]) < k:
-                    recommended[n].append(Neighbour(item, float(score)))
-            elif item != queries[n].anchor and len(similar[n]) < k:
-                similar[n].append(Neighbour(item, float(score)))
-        return [SessionNeighbours(recommended[n], similar[n], user_found[n], sorted(q.products - known))
-                for n, q in enumerate(queries)]
+            elif kind == "u":
+                user_found[ord_ - 1] = True
+                if item is not None:
+                    recommended[ord_ - 1].append(Neighbour(item, float(score)))
+            elif item is not None:
+                similar[ord_ - 1].append(Neighbour(item, float(score)))
+        return known
+
+    def _session_rows(self, conn, queries: Sequence[SessionQuery], k: int, ef_search: int, version: str | None,
+                      codes: list[str], exact: bool) -> list:
+        """('u'|'s'|'p', query number, item, score) rows. Each distinct rule of the batch gathers
+        the items its attributes pass, once, up to one more than EXACT_MAX_PASSING (the scan stops
+        there): when they are no more, a query's lists come from those items' distances (exact);
+        otherwise from the HNSW index with an iterative scan. `exact`: every query exact (the
+        fallback for lists left short)."""
+        items, users = self._relation("item", version), self._relation("user", version)
+        # ef_search sizes the walk's first candidate list (the iterative scan extends it): at 100,000
+        # items 40 kept 0.96 of the exact top 10 at 50% selectivity, 100 kept 0.995 (benchmarks/vectors.py)
+        _set_filtered_scan(conn, max(ef_search, k + 1), MAX_SCAN_TUPLES)
+        r = [q.rules for q in queries]
+
+        def lists(search: str, candidates: str, rules: str, ip: str, cos: str) -> str:
+            """The recommended ('u') and similar ('s') lists of the queries `search` selects, from
+            `candidates` (items `i`) that pass `rules`."""
+            return f"""
+            SELECT 'u', q.ord, r.id, r.score FROM q LEFT JOIN LATERAL (
+                SELECT i.id, -(i.embedding <#> q.uv) AS score FROM {candidates}
+                WHERE {rules}
+                ORDER BY {ip} LIMIT %(k)s) r ON true WHERE q.uv IS NOT NULL AND {search}
+            UNION ALL
+            SELECT 's', q.ord, r.id, r.score FROM q JOIN {items} s ON s.id = q.anchor CROSS JOIN LATERAL (
+                SELECT i.id, 1 - (i.embedding <=> s.embedding) AS score FROM {candidates}
+                WHERE {rules} AND i.id <> q.anchor
+                ORDER BY {cos} LIMIT %(k)s) r WHERE {search}"""
+
+        joined = f"{items} i JOIN {ATTRIBUTES_TABLE} a ON a.id = i.id"
+        # the gathered items passed the attribute rules already: only the session's rules are left
+        gathered = f"unnest(q.passing_ids) AS g(id) JOIN {items} i ON i.id = g.id"
+        exact_order = ("(i.embedding <#> q.uv) + 0", "(i.embedding <=> s.embedding) + 0")  # no index orders these
+        return conn.execute(f"""
+            WITH t AS (
+                SELECT t.ord, t.anchor, t.customer,
+                       CASE WHEN t.recommend THEN COALESCE(
+                           t.v::vector, (SELECT u.embedding FROM {users} u WHERE u.id = t.customer)) END AS uv,
+                       string_to_array(t.products, chr(31)) AS products, t.in_stock_only, t.exclude_bought,
+                       string_to_array(NULLIF(t.lines, ''), chr(31)) AS lines,
+                       string_to_array(NULLIF(t.excluded_lines, ''), chr(31)) AS excluded_lines,
+                       t.min_price, t.max_price
+                FROM unnest(%(v)s::text[], %(customer)s::int[], %(anchor)s::text[], %(products)s::text[],
+                            %(in_stock_only)s::bool[], %(bought)s::bool[], %(lines)s::text[], %(excluded)s::text[],
+                            %(min_price)s::float8[], %(max_price)s::float8[], %(recommend)s::bool[])
+                     WITH ORDINALITY AS t(v, customer, anchor, products, in_stock_only, exclude_bought, lines,
+                                          excluded_lines, min_price, max_price, recommend, ord)),
+            gathered AS MATERIALIZED (
+                SELECT q.*, ARRAY(SELECT a.id FROM {ATTRIBUTES_TABLE} a WHERE {ATTRIBUTE_RULES_SQL}
+                                  LIMIT %(exact_max)s + 1) AS ids
+                FROM (SELECT DISTINCT in_stock_only, lines, excluded_lines, min_price, max_price FROM t) q),
+            rules AS (
+                SELECT g.*, CASE WHEN cardinality(g.ids) <= %(exact_max)s THEN g.ids END AS passing_ids FROM gathered g),
+            q AS (
+                SELECT t.*, c.passing_ids, %(exact)s OR c.passing_ids IS NOT NULL AS exact FROM t JOIN rules c
+                ON (c.in_stock_only, c.lines, c.excluded_lines, c.min_price, c.max_price)
+                   IS NOT DISTINCT FROM (t.in_stock_only, t.lines, t.excluded_lines, t.min_price, t.max_price))
+            {lists("NOT q.exact", joined, RULES_SQL, "i.embedding <#> q.uv", "i.embedding <=> s.embedding")}
+            UNION ALL
+            {lists("q.exact AND q.passing_ids IS NOT NULL", gathered, SESSION_RULES_SQL, *exact_order)}
+            UNION ALL
+            {lists("q.exact AND q.passing_ids IS NULL", joined, RULES_SQL, *exact_order)}
+            UNION ALL
+            SELECT 'p', 0, i.id, 0 FROM {items} i WHERE i.id = ANY(%(codes)s)""",
+            {"v": [vector_literal(q.user_vector) if q.user_vector is not None else None for q in queries],
+             "customer": [q.customer for q in queries], "anchor": [q.anchor for q in queries],
+             "products": [SEP.join(sorted(q.products)) for q in queries], "in_stock_only": [x.in_stock_only for x in r],
+             "bought": [x.exclude_bought and q.customer is not None for x, q in zip(r, queries)],
+             "lines": [SEP.join(x.product_lines) for x in r], "excluded": [SEP.join(x.exclude_product_lines) for x in r],
+             "min_price": [x.min_price for x in r], "max_price": [x.max_price for x in r],
+             "recommend": [q.recommend for q in queries], "k": k, "codes": codes, "exact": exact,
+             "exact_max": EXACT_MAX_PASSING}).fetchall()
 
     def nearest_item_to_itself(self, ef_search: int = 100, version: str | None = None) -> tuple[int, list[str]]:
         """(items checked, ids whose nearest item by cosine is another item at a non-zero distance)."""
@@ -351,6 +460,17 @@ class VectorStore:
                     SELECT i.id, i.embedding <=> s.embedding AS d FROM {items} i
                     ORDER BY i.embedding <=> s.embedding LIMIT 1) n""").fetchall()
         return len(rows), [s for s, n, d in rows if n != s and d > 1e-6]
+
+    def item_ids(self, version: str | None = None) -> list[str]:
+        """Every item with a vector (active, or of `version`)."""
+        rows = self._read(lambda conn: conn.execute(f"SELECT id FROM {self._relation('item', version)}").fetchall())
+        return [r[0] for r in rows]
+
+    def user_ids(self, version: str | None = None) -> list[int]:
+        """Every customer with a vector (active, or of `version`), in order."""
+        rows = self._read(lambda conn: conn.execute(
+            f"SELECT id FROM {self._relation('user', version)} ORDER BY id").fetchall())
+        return [r[0] for r in rows]
 
     def counts(self, version: str | None = None) -> dict[str, int]:
         with self.connect() as conn:

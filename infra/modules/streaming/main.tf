@@ -85,6 +85,11 @@ variable "processor_buffer_mb" {
   type        = number
 }
 
+variable "serving_rules" {
+  description = "RECSYS_RULES for both functions: the serving rules' defaults, a JSON object."
+  type        = string
+}
+
 locals {
   transformation_name = "${var.project}-stream-transformation"
   inference_name      = "${var.project}-model-inference"
@@ -276,6 +281,7 @@ locals {
         RECSYS_VECTOR_HOST       = var.vector_db_endpoint
         RECSYS_VECTOR_DB         = "recsys"
         RECSYS_TOP_K             = "5"
+        RECSYS_RULES             = var.serving_rules
       }
     }
     transformation = {
@@ -287,6 +293,7 @@ locals {
       environment = {
         RECSYS_INFERENCE_FUNCTION = local.inference_name
         RECSYS_TOP_K              = "5"
+        RECSYS_RULES              = var.serving_rules
       }
     }
   }
