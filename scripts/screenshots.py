@@ -23,6 +23,7 @@ from PIL import Image  # noqa: E402 (Pillow comes with matplotlib)
 from recsys_platform.batch.source import SourceDatabase  # noqa: E402
 from recsys_platform.settings import Settings  # noqa: E402
 from tests.browser import (  # noqa: E402
+    LINEAGE_VIEWPORT,
     browser_page,
     dagster_ui,
     open_ui,
@@ -48,12 +49,13 @@ def save(raw: Path, target: Path, box: tuple[int, int, int, int] | None = None, 
 def take(home: Path, work: Path) -> None:
     customer = str(SourceDatabase(Settings.build(home=str(home)).source_url).customer_numbers()[5])
     with dagster_ui(home) as port:
-        width, height = 2600, 640
+        width, height = LINEAGE_VIEWPORT
         with browser_page(width, height) as page:
             open_ui(page, port, "/asset-groups")
             show_whole_lineage(page, width, height)
             page.screenshot(path=work / "lineage.png")
-        save(work / "lineage.png", OUT / "lineage.png", (70, 90, width - 70, height - 40), width=1600)
+        # The graph's canvas, without the navigation and the asset tree on its left.
+        save(work / "lineage.png", OUT / "lineage.png", (560, 110, width - 70, height - 60), width=1600)
         with browser_page(1400, 900) as page:
             open_ui(page, port, f"/assets/ratings_ml_training?view=partitions&partition={customer}")
             page.locator("tr", has_text="dagster/row_count").first.wait_for()

@@ -10,6 +10,7 @@ from recsys_platform.assets.batch.assets import SOURCE_KEY, SOURCE_VERSION, TRAI
 from recsys_platform.assets.batch.jobs import OBSERVE_JOB
 from recsys_platform.assets.batch.partitions import CUSTOMERS, partition_versions
 from recsys_platform.assets.batch.schedules import STALE_SCHEDULE, plan_ranges, stale_keys
+from recsys_platform.assets.vectors.schedules import CATALOG_SCHEDULE
 from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.batch.source import SourceDatabase
@@ -54,7 +55,7 @@ def test_definitions_describe_every_asset_for_the_ui(defs):
     assert {tuple(s.owners) for s in specs.values()} == {("team:data-platform",)}, "an owner on every asset"
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key == TRAINING_KEY}
     assert checks == set(training_checks.ALL_CHECKS)
-    assert {s.name for s in repo.schedule_defs} == {STALE_SCHEDULE}
+    assert {s.name for s in repo.schedule_defs} == {STALE_SCHEDULE, CATALOG_SCHEDULE}
     assert {s.name for s in repo.sensor_defs} == {"customer_partitions_sensor", "recommendations_sensor"}
 
 

@@ -93,3 +93,56 @@ def test_tampered_embeddings_stop_the_load_and_the_old_version_serves(ml_setting
         assert "previous version keeps serving" in message
         assert VectorStore(ml_settings.vector_dsn).active_version() == v1
         assert artifacts.current_version(store) == v1, "a failed vector load leaves the previous pair serving"
+
+
+def test_a_stock_change_reaches_the_answers_without_retraining(ml_settings):
+    """The shop sets the items it recommends out of stock; `item_attributes_job` alone (no new
+    model) makes the stream, the routes and the campaign table leave them out."""
+    import io
+
+    import pyarrow.parquet as pq
+    import sqlalchemy as sa
+
+    from recsys_platform import wiring
+    from recsys_platform.assets.vectors.customer_recommendations import FILE
+    from recsys_platform.assets.vectors.schedules import CATALOG_SCHEDULE
+    from recsys_platform.serving.messages import RecommendationRequest
+
+    with dg.instance_for_test() as instance:
+        assert _run(ml_settings, instance).success
+        defs = build_definitions(ml_settings, keep_spark=True)
+        service = wiring.inference_service(ml_settings)
+        customers = [int(c) for c in SourceDatabase(ml_settings.source_url).customer_numbers()[:8]]
+
+        def recommended() -> tuple[str, set[str]]:
+            answer = service.recommend([RecommendationRequest(str(c), c, None, frozenset({"S10_9508"}), "S10_9508")
+                                        for c in customers])
+            return answer.model_version, {n.id for r in answer.results for n in r.recommended + r.similar}
+
+        version, before = recommended()
+        assert len(before) >= 5
+        with sa.create_engine(ml_settings.source_url).begin() as conn:
+            conn.execute(sa.text("UPDATE products SET quantityInStock = 0 WHERE productCode IN :codes")
+                         .bindparams(sa.bindparam("codes", expanding=True)), {"codes": sorted(before)})
+        schedule = defs.resolve_schedule_def(CATALOG_SCHEDULE)
+        assert (schedule.job_name, schedule.cron_schedule) == ("item_attributes_job", ml_settings.catalog_cron)
+        refresh = defs.resolve_job_def(schedule.job_name).execute_in_process(instance=instance)
+        assert refresh.success
+        meta = refresh.asset_materializations_for_node("serving_catalog")[0].metadata
+        assert meta["out_of_stock"].value == len(before)
+        same_version, after = recommended()
+        assert same_version == version and after and not after & before, "no retraining, none of them served"
+
+        campaign = defs.resolve_job_def("customer_recommendations_job").execute_in_process(instance=instance)
+        assert campaign.success
+        checks = {e.check_name: e for e in campaign.get_asset_check_evaluations()}
+        assert checks["no_out_of_stock_item"].passed and checks["n_per_customer_or_the_reason"].passed
+        rows = pq.read_table(io.BytesIO(ObjectStore.from_url(ml_settings.lake_url).read_bytes(FILE))).to_pylist()
+        assert len({r["customerNumber"] for r in rows}) == 122 and not {r["productCode"] for r in rows} & before
+        with sa.create_engine(ml_settings.source_url).connect() as conn:
+            bought = set(conn.execute(sa.text("SELECT customerNumber, productCode FROM ratings")).fetchall())
+        assert not {(r["customerNumber"], r["productCode"]) for r in rows} & bought, "what they bought is left out"
+        per_customer = {}
+        for r in rows:
+            per_customer.setdefault(r["customerNumber"], []).append(r)
+        assert all(len(rs) == 10 or rs[0]["note"] for rs in per_customer.values()), "10 each, or the reason"

@@ -13,13 +13,20 @@ from recsys_platform.batch.contract import Selection
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.cli.runs import CODE_LOCATION
 from recsys_platform.settings import Settings
-from tests.browser import ASSETS, browser_page, graphql, open_ui, show_whole_lineage
+from tests.browser import (
+    ASSETS,
+    LINEAGE_VIEWPORT,
+    browser_page,
+    graphql,
+    open_ui,
+    show_whole_lineage,
+)
 
 pytestmark = pytest.mark.webserver
 
 
 def test_the_lineage_shows_every_asset_with_its_kinds_and_passing_checks(webserver):
-    width, height = 2600, 640
+    width, height = LINEAGE_VIEWPORT
     with browser_page(width, height) as page:
         open_ui(page, webserver, "/asset-groups")
         show_whole_lineage(page, width, height)
@@ -28,9 +35,11 @@ def test_the_lineage_shows_every_asset_with_its_kinds_and_passing_checks(webserv
         assert name in text, name
     for kind in ("SQL", "Arrow", "Parquet", "Scikit Learn", "pgvector", "Postgres"):
         assert kind in text, kind
-    # Per asset card: training data 6 checks, model 2, item_emb 4, user_emb 2, recommendations 3.
+    # Per asset card: training data 6 checks, model 2, item_emb 4, user_emb 2, item_attributes 2,
+    # customer_purchases 1, customer_recommendations 2, recommendations 3.
     passed = sorted(re.findall(r"(\d+) / (\d+) Passed", text))
-    assert passed == sorted([("6", "6"), ("2", "2"), ("4", "4"), ("2", "2"), ("3", "3")]), passed
+    assert passed == sorted([("6", "6"), ("2", "2"), ("4", "4"), ("2", "2"), ("2", "2"), ("1", "1"), ("2", "2"),
+                             ("3", "3")]), passed
     assert "122 partitions" in text
 
 

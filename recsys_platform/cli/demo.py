@@ -138,8 +138,15 @@ class Demo:
                         f"(popularity {metrics['ndcg@10_popularity']})")
         by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("embeddings")}
         item, user = by_key["item_emb"], by_key["user_emb"]
+        catalog = result.asset_materializations_for_node("serving_catalog")[0].metadata
         self.report.add(f"  pgvector: item_emb {item['dagster/row_count'].value} rows, user_emb "
-                        f"{user['dagster/row_count'].value} rows, HNSW recall@10 {item['hnsw_recall@10'].value:.3f}")
+                        f"{user['dagster/row_count'].value} rows, HNSW recall@10 {item['hnsw_recall@10'].value:.3f}; "
+                        f"item_attributes {catalog['dagster/row_count'].value} ({catalog['out_of_stock'].value} out of "
+                        "stock: never recommended)")
+        campaign = result.asset_materializations_for_node("customer_recommendations")[0].metadata
+        self.report.add(f"  customer_recommendations: top {campaign['top_n'].value} for "
+                        f"{campaign['customers'].value} customers ({campaign['customers_short'].value} with fewer, "
+                        f"and the reason) at {campaign['location'].value}")
 
     def streaming(self, events: int = 500) -> None:
         """Activity events into the stream, the delivery runtime until drained, two samples shown."""

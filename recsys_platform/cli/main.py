@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         artifacts.current_version(wiring.store(settings, settings.artifacts_url))
     except artifacts.ArtifactError:
         raise RecsysError(f"no model serves yet under {settings.artifacts_url}: run `recsys-platform demo`, or "
-                          "materialise recommender_model, item_emb and user_emb (model_and_vectors_job), "
+                          "run model_and_vectors_job (the model, its vectors and the items' attributes), "
                           "then serve") from None
     service = wiring.inference_service(settings)
     version, _ = service.models.get()  # fail now, clearly, if the vectors are not loaded

@@ -1,14 +1,26 @@
-"""Vectors domain: `item_emb` and `user_emb` in PostgreSQL + pgvector, and the model-and-vectors job."""
+"""Vectors domain: `item_emb` and `user_emb` in PostgreSQL + pgvector, the serving rules' catalog
+(`item_attributes`, `customer_purchases`), `customer_recommendations`, their jobs and schedule."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from recsys_platform.assets.vectors.assets import ITEM_KEY, USER_KEY, build_vector_assets
-from recsys_platform.assets.vectors.jobs import model_and_vectors_job
+from recsys_platform.assets.vectors.catalog import build_catalog_assets
+from recsys_platform.assets.vectors.customer_recommendations import build_customer_recommendations
+from recsys_platform.assets.vectors.jobs import (
+    catalog_job,
+    customer_recommendations_job,
+    model_and_vectors_job,
+)
+from recsys_platform.assets.vectors.schedules import build_catalog_schedule
 
 __all__ = ["ITEM_KEY", "USER_KEY", "build_vector_defs"]
 
 
-def build_vector_defs() -> dg.Definitions:
-    return dg.Definitions(assets=[build_vector_assets()], jobs=[model_and_vectors_job])
+def build_vector_defs(catalog_cron: str) -> dg.Definitions:
+    """`catalog_cron`: RECSYS_CATALOG_CRON, when the serving rules' catalog is refreshed."""
+    return dg.Definitions(
+        assets=[build_vector_assets(), build_catalog_assets(), build_customer_recommendations()],
+        jobs=[model_and_vectors_job, catalog_job, customer_recommendations_job],
+        schedules=[build_catalog_schedule(catalog_cron)])
