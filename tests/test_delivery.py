@@ -1,6 +1,10 @@
-"""The local delivery runtime end to end: stream -> transformation Lambda -> recommendations bucket."""
+"""The local delivery runtime end to end: stream -> transformation Lambda -> recommendations bucket;
+and the stream's own guarantees: numbering that never restarts, whatever a record's length or a
+killed writer leaves, a reader that stops rather than skip, Kinesis's limits on every stream."""
 
+import base64
 import json
+import uuid
 
 import pytest
 
@@ -8,7 +12,13 @@ from recsys_platform.batch.seed import generate
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime
 from recsys_platform.streaming.producer import MALFORMED_KINDS, sessions
-from recsys_platform.streaming.stream import KinesisStream, LocalStream
+from recsys_platform.streaming.stream import (
+    MAX_KEY_CHARS,
+    MAX_RECORD_BYTES,
+    KinesisStream,
+    LocalStream,
+    StreamError,
+)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +164,6 @@ def test_a_contract_breaking_handler_is_treated_as_a_failed_batch(people, tmp_pa
 
 @pytest.mark.s3
 def test_kinesis_to_s3_through_a_compatible_endpoint(catalog, people, tmp_path, s3_endpoint, s3_bucket):
-    import uuid
-
     import boto3
 
     name = f"events-{uuid.uuid4().hex[:8]}"
@@ -290,3 +298,74 @@ def test_one_delivery_runtime_per_stream_and_a_dead_holder_frees_it(people, tmp_
     holder.wait()
     with StreamLock(tmp_path / "state", "activity"):
         pass  # the kernel released the dead holder's lock
+
+
+# -- the stream itself ----------------------------------------------------------------------------
+def _numbers(stream: LocalStream) -> list[int]:
+    return [json.loads(line)["seq"] for line in stream.path.read_bytes().splitlines() if line.startswith(b'{"seq"')
+            and line.endswith(b"}")]
+
+
+def test_a_record_longer_than_any_tail_keeps_the_numbering_and_deliver_loses_nothing(catalog, people, tmp_path):
+    """Once, a 70 KB record restarted the numbering at 1 and the next ~10,000 events vanished
+    while deliver reported a balanced run."""
+    stream = LocalStream(tmp_path / "stream", "activity")
+    store = ObjectStore.from_url((tmp_path / "recs").as_uri())
+    _produce(stream, people, 30, malformed=0)
+    first = _runtime(stream, store, tmp_path, catalog["transform"]).run(once=True)
+    assert first.records_in == 30 and first.delivered == 30
+    long_event = json.dumps({"session_id": "long", "customer_number": 103, "browse": [],
+                             "note": "x" * 200_000}).encode()  # a line of ~270 KB, base64 included
+    stream.put_records([("long", long_event)])
+    later = _produce(stream, people, 200, malformed=0.2, seed=7)
+    assert _numbers(stream) == list(range(1, 232)), "numbers rise by one, across the long record"
+    second = _runtime(stream, store, tmp_path, catalog["transform"]).run(once=True)
+    assert second.records_in == 201 and second.balanced
+    ok, failed = _outputs(store)
+    assert {r["session_id"] for r in ok} >= {json.loads(d)["session_id"] for _, d, k in later if k == "ok"}
+    assert sum(k != "ok" for _, _, k in later) + 1 == second.failed, "the long record is failed with its reason"
+    (kept,) = [f for f in failed if base64.b64decode(f["rawData"]) == long_event]
+    assert kept["errorMessage"], "kept whole, with the reason"
+
+
+def test_a_torn_line_from_a_killed_writer_neither_renumbers_nor_swallows_a_record(tmp_path):
+    stream = LocalStream(tmp_path, "activity")
+    stream.put_records([("a", b"1"), ("b", b"2")])
+    with open(stream.path, "ab") as f:
+        f.write(b'{"seq": 3, "pk": "c", "ts": "2026-12-0')  # killed mid-write: never acknowledged
+    stream.put_records([("d", b"4")])
+    records = stream.read({})
+    assert [(r.sequence_number, r.partition_key, r.data) for r in records] == [("1", "a", b"1"), ("2", "b", b"2"),
+                                                                                ("3", "d", b"4")]
+
+
+@pytest.mark.parametrize("from_offset", [True, False])
+def test_numbers_that_go_backwards_stop_the_reader_naming_the_place(tmp_path, from_offset):
+    stream = LocalStream(tmp_path, "activity")
+    stream.put_records([("a", b"1"), ("b", b"2"), ("c", b"3")])
+    delivered = stream.read({})[:2]
+    checkpoint = stream.checkpoint_after({}, delivered) if from_offset else {"shardId-000000000000": "2"}
+    at = stream.path.stat().st_size
+    with open(stream.path, "ab") as f:  # what the old tail reader wrote after a long record
+        f.write(json.dumps({"seq": 1, "pk": "d", "ts": "2026-12-03T00:00:00+00:00", "data": "NA=="}).encode() + b"\n")
+    with pytest.raises(StreamError, match=rf"goes backwards at byte {at:,}: sequence 1 after 3"):
+        stream.read(checkpoint)
+
+
+def test_records_kinesis_would_refuse_are_refused_by_every_stream_before_any_is_written(tmp_path, s3_endpoint):
+    import boto3
+
+    name = f"limits-{uuid.uuid4().hex[:8]}"
+    kinesis = boto3.client("kinesis", endpoint_url=s3_endpoint)
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name)
+    just_fits = ("k", b"x" * (MAX_RECORD_BYTES - 1))
+    for stream in (LocalStream(tmp_path, "activity"), KinesisStream(name, endpoint_url=s3_endpoint)):
+        with pytest.raises(StreamError, match=r"1 of 2 record\(s\) refused, none of the batch written: record 1 "
+                                              r"\(key 'big'\): 1,048,579 bytes, over the 1,048,576-byte limit"):
+            stream.put_records([("ok", b"{}"), ("big", b"x" * MAX_RECORD_BYTES)])
+        with pytest.raises(StreamError, match=f"a partition key of {MAX_KEY_CHARS + 1} characters"):
+            stream.put_records([("k" * (MAX_KEY_CHARS + 1), b"{}")])
+        assert stream.read({}) == [], "nothing of a refused batch is written"
+        assert stream.put_records([just_fits]) == 1, "the limit itself is accepted (Kinesis: data + key <= 1 MiB)"
+        assert [len(r.data) for r in stream.read({})] == [MAX_RECORD_BYTES - 1]
