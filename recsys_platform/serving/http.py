@@ -38,7 +38,14 @@ from recsys_platform.errors import RecsysError
 from recsys_platform.serving.messages import CustomerFeatures
 from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.events import MAX_CREDIT_LIMIT, MAX_INT32, TEXT_LIMITS
-from recsys_platform.vectors.rules import MAX_LINE_LENGTH, MAX_LINES, MAX_PRICE, RuleError, Rules
+from recsys_platform.vectors.rules import (
+    LINE_PATTERN,
+    MAX_LINE_LENGTH,
+    MAX_LINES,
+    MAX_PRICE,
+    RuleError,
+    Rules,
+)
 from recsys_platform.vectors.store import VectorDataError
 
 log = logging.getLogger(__name__)
@@ -59,7 +66,7 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_LIMITS["ci
 # JSON numbers only (strict: `true` or "12" are not numbers; an integer is)
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-EMBEDDING_VALUE_LIMIT, le=EMBEDDING_VALUE_LIMIT)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="how many items to return")]
-Line = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LINE_LENGTH, pattern=_PRINTABLE)]
+Line = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LINE_LENGTH, pattern=LINE_PATTERN)]
 
 
 class User(BaseModel):

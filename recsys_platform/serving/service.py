@@ -122,14 +122,6 @@ def _reason(e: Exception) -> str:
     return str(e) if isinstance(e, RecsysError) else f"{type(e).__name__}: {e}"
 
 
-def _note(found: SessionNeighbours, k: int) -> str | None:
-    """Why a list holds fewer than k items, or None."""
-    if not found.short:
-        return None
-    counts = {"recommended_items": len(found.recommended), "similar_items": len(found.similar)}
-    return "; ".join(f"only {counts[name]} items pass the rules for {name} (of {k} asked)" for name in found.short)
-
-
 @dataclass(frozen=True)
 class Answer:
     """One route's items (None: the item asked about is unknown), their model version, and why
@@ -170,7 +162,7 @@ class InferenceService:
         (found,) = self.vectors.recommend_batch([query], k=limit, version=version)
         if not all(np.isfinite(n.score) for n in found.recommended):
             raise ValueError(f"one embedding of {model.dim} numbers small enough to score (the inner product overflows)")
-        return Answer(version, found.recommended, _note(found, limit))
+        return Answer(version, found.recommended, found.note(limit))
 
     def items_from_item(self, item_id: str, limit: int, rules: Rules | None = None,
                         customer: int | None = None) -> Answer:
@@ -181,7 +173,7 @@ class InferenceService:
         (found,) = self.vectors.recommend_batch([query], k=limit, version=version)
         if found.unknown_products:
             return Answer(version, None)
-        return Answer(version, found.similar, _note(found, limit))
+        return Answer(version, found.similar, found.note(limit))
 
     def _queries(self, requests: list[RecommendationRequest]) -> list[SessionQuery | Exception]:
         """One store query per request (the user vector from its features, or None: look the
@@ -223,7 +215,7 @@ class InferenceService:
                 results[n] = Refusal(r.key, f"unknown customer {r.customer_number} without features "
                                      "(city, country, credit_limit)")
             else:
-                results[n] = Recommendation(r.key, answer.recommended, r.anchor, answer.similar, _note(answer, k))
+                results[n] = Recommendation(r.key, answer.recommended, r.anchor, answer.similar, answer.note(k))
         return RecommendationBatch(version, [results[n] for n in range(len(requests))])
 
 

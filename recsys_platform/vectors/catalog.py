@@ -89,8 +89,8 @@ def load_catalog(store: VectorStore, items: Sequence[ItemAttributes],
 def read_attributes(store: VectorStore) -> dict[str, ItemAttributes]:
     """Every item's attributes as loaded (checks and tests judge answers against them)."""
     with store.connect() as conn:
-        rows = conn.execute(sql.SQL("SELECT id, in_stock, product_line, product_scale, price FROM {}").format(
-            sql.Identifier(ATTRIBUTES_TABLE))).fetchall()
+        rows = conn.execute(sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, TABLES[ATTRIBUTES_TABLE][1])), sql.Identifier(ATTRIBUTES_TABLE))).fetchall()
     return {r[0]: ItemAttributes(*r) for r in rows}
 
 

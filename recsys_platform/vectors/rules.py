@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, replace
 MAX_LINES = 50          # product lines named in one rule
 MAX_LINE_LENGTH = 50    # productlines.productLine varchar(50)
 MAX_PRICE = 1e9
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+LINE_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # a product line's name: printable (the routes' schema says the same)
+_LINE = re.compile(LINE_PATTERN)
 
 
 class RuleError(ValueError):
@@ -76,7 +77,7 @@ def _lines(name: str, value) -> tuple[str, ...]:
     if len(value) > MAX_LINES:
         raise RuleError(f"rules.{name} names {len(value)} product lines, more than {MAX_LINES}")
     for line in value:
-        if not isinstance(line, str) or not line or len(line) > MAX_LINE_LENGTH or not _PRINTABLE.match(line):
+        if not isinstance(line, str) or not line or len(line) > MAX_LINE_LENGTH or not _LINE.match(line):
             raise RuleError(f"rules.{name} must hold printable names of 1 to {MAX_LINE_LENGTH} characters, got {line!r}")
     return tuple(dict.fromkeys(value))
 

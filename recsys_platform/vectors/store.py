@@ -101,6 +101,13 @@ class SessionNeighbours:
     unknown_products: list[str]   # the session's products that are not in the catalog
     short: tuple[str, ...] = ()   # the lists that hold fewer than k items because fewer pass the rules
 
+    def note(self, k: int) -> str | None:
+        """Why a list holds fewer than k items, or None: the one wording of the stream's records,
+        the routes' header and the campaign table."""
+        counts = {"recommended_items": len(self.recommended), "similar_items": len(self.similar)}
+        return "; ".join(f"only {counts[name]} items pass the rules for {name} (of {k} asked)"
+                         for name in self.short) or None
+
 
 # What an item must satisfy to be recommended or offered as similar (`rules.Rules`, per query row
 # `q`; `a` is the item's attributes, `i` the item): first what its attributes decide (how many items
@@ -115,8 +122,9 @@ SESSION_RULES_SQL = f"""i.id <> ALL(q.products)
 RULES_SQL = f"{ATTRIBUTE_RULES_SQL}\n    AND {SESSION_RULES_SQL}"
 SEP = "\x1f"  # joins a row's lists into one text value (no event, route or source value holds it)
 # A rule that leaves at most this many items is searched exactly: the distances of so few items cost
-# less than a graph walk that meets one passing item in a hundred, and recall is 1 (measured in
-# benchmarks/vectors.py: HNSW with iterative scans kept 0.88 of the exact top 10 at 1% selectivity).
+# less than a graph walk that meets one passing item in a hundred, and recall is 1 (docs/ml.md: at 1%
+# of 100,000 items the iterative scan, forced, kept 0.727 of the exact top 10 at 163 queries/s;
+# exact search over those 1,000 items kept all of it at 383).
 EXACT_MAX_PASSING = 2_000
 MAX_SCAN_TUPLES = 20_000  # index tuples an iterative scan visits at most before the exact fallback
 
@@ -348,8 +356,13 @@ class VectorStore:
         similar: list[list[Neighbour]] = [[] for _ in queries]
         user_found = [False] * len(queries)
         known = self._collect(rows, recommended, similar, user_found)
-        short = [n for n, q in enumerate(queries)
-                 if (user_found[n] and len(recommended[n]) < k) or (q.anchor in known and len(similar[n]) < k)]
+
+        def lacking(n: int) -> tuple[str, ...]:
+            """The lists of query n that hold fewer than k items."""
+            return ((("recommended_items",) if user_found[n] and len(recommended[n]) < k else ())
+                    + (("similar_items",) if queries[n].anchor in known and len(similar[n]) < k else ()))
+
+        short = [n for n in range(len(queries)) if lacking(n)]
         if short:
             again = [queries[n] for n in short]
             exact = self._read(lambda conn: self._session_rows(conn, again, k, ef_search, version, [], exact=True))
@@ -357,12 +370,8 @@ class VectorStore:
             self._collect(exact, rec, sim, [False] * len(again))
             for m, n in enumerate(short):
                 recommended[n], similar[n] = rec[m], sim[m]
-        out = []
-        for n, q in enumerate(queries):
-            lacking = (("recommended_items",) if user_found[n] and len(recommended[n]) < k else ()) + \
-                      (("similar_items",) if q.anchor in known and len(similar[n]) < k else ())
-            out.append(SessionNeighbours(recommended[n], similar[n], user_found[n], sorted(q.products - known), lacking))
-        return out
+        return [SessionNeighbours(recommended[n], similar[n], user_found[n], sorted(q.products - known), lacking(n))
+                for n, q in enumerate(queries)]
 
     @staticmethod
     def _collect(rows, recommended, similar, user_found) -> set[str]:
@@ -387,8 +396,8 @@ class VectorStore:
         otherwise from the HNSW index with an iterative scan. `exact`: every query exact (the
         fallback for lists left short)."""
         items, users = self._relation("item", version), self._relation("user", version)
-        # ef_search sizes the walk's first candidate list (the iterative scan extends it): at 100,000
-        # items 40 kept 0.96 of the exact top 10 at 50% selectivity, 100 kept 0.995 (benchmarks/vectors.py)
+        # ef_search sizes the walk's first candidate list (the iterative scan extends it): the
+        # default 100 keeps 0.986 and 0.971 of the exact top 10 at 50% and 10% of 100,000 items (docs/ml.md)
         _set_filtered_scan(conn, max(ef_search, k + 1), MAX_SCAN_TUPLES)
         r = [q.rules for q in queries]
 

@@ -73,8 +73,7 @@ def build_customer_recommendations() -> dg.AssetsDefinition:
                 found = store.recommend_batch([SessionQuery(None, c, None, frozenset(), rules) for c in chunk],
                                               k=n, version=version)
                 for customer, answer in zip(chunk, found):
-                    note = None if len(answer.recommended) == n else (
-                        f"only {len(answer.recommended)} items pass the rules (of {n} asked)")
+                    note = answer.note(n)
                     rows += [{"customerNumber": customer, "rank": rank, "productCode": item.id, "score": item.score,
                               "model_version": version, "note": note}
                              for rank, item in enumerate(answer.recommended, start=1)]
