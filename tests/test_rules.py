@@ -19,9 +19,10 @@ from recsys_platform.vectors.catalog import (
     items_from_products,
     load_catalog,
     read_attributes,
+    read_purchases,
 )
 from recsys_platform.vectors.rules import RuleError, Rules
-from recsys_platform.vectors.store import SessionQuery, VectorStore
+from recsys_platform.vectors.store import SessionQuery, VectorStore, VectorStoreError
 from tests.lambda_events import function_url_event
 from tests.test_lambdas import _event, _payload, _request
 
@@ -210,6 +211,42 @@ def test_the_routes_take_the_rules_as_query_parameters(shop):
     status, items, headers = _http(shop, "POST", "/items_from_user", vector, limit="10", min_price="199")
     assert status == 200 and len(items) < 10
     assert headers["x-recommendations-note"].startswith(f"only {len(items)} items pass the rules")
+
+
+def test_bad_rule_parameters_are_a_400_naming_the_parameter(shop):
+    vector = [float(x) for x in shop["users"][1][0]]
+    for params, named in [({"min_price": "-1"}, "min_price"), ({"product_line": [""]}, "product_line"),
+                          ({"exclude_product_line": ["a\x01b"]}, "exclude_product_line"),
+                          ({"in_stock_only": "perhaps"}, "in_stock_only"), ({"customer": "0"}, "customer")]:
+        status, body, _ = _http(shop, "POST", "/items_from_user", vector, limit="5", **params)
+        assert status == 400 and named in body["error"], (params, body)
+
+
+def test_a_refused_catalog_load_changes_neither_table(shop):
+    """One transaction for both tables: a load the database refuses, in either, leaves both as they were."""
+    store = VectorStore(shop["vectors"].dsn)
+    before = (read_attributes(store), read_purchases(store))
+    twice = ItemAttributes("S10_0000", 1, "Ships", "1:10", 10.0)
+    with pytest.raises(VectorStoreError, match="loading item_attributes failed and was rolled back: .*duplicate key"):
+        load_catalog(store, [twice, twice], [(1, "S10_0000")])
+    with pytest.raises(VectorStoreError, match="loading customer_purchases failed and was rolled back"):
+        load_catalog(store, [twice], [(1, "P" * 100)])  # longer than the column: refused after the attributes loaded
+    assert (read_attributes(store), read_purchases(store)) == before
+
+
+def test_serving_without_the_catalog_names_the_asset_to_materialise(shop):
+    """A vector database whose item_attributes was never loaded: a clear error, and the routes a 503."""
+    import psycopg
+
+    with psycopg.connect(shop["vectors"].dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE item_attributes RENAME TO item_attributes_aside")
+        try:
+            with pytest.raises(VectorStoreError, match="lacks a table: .*materialise item_attributes"):
+                shop["vectors"].recommend_batch([SessionQuery(None, int(shop["customers"][0]), None, frozenset())])
+            status, body, _ = _http(shop, "GET", "/items_from_item", item_id=sorted(shop["items"])[0], limit="5")
+            assert status == 503 and "unavailable" in body["error"]
+        finally:
+            conn.execute("ALTER TABLE item_attributes_aside RENAME TO item_attributes")
 
 
 def test_rules_are_checked_and_named():

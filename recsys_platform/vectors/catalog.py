@@ -15,9 +15,16 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import sql
 
-from recsys_platform.vectors.store import ATTRIBUTES_TABLE, PURCHASES_TABLE, VectorStore
+from recsys_platform.vectors.store import (
+    ATTRIBUTES_TABLE,
+    PURCHASES_TABLE,
+    VectorStore,
+    VectorStoreError,
+    _first_line,
+)
 
 
 @dataclass(frozen=True)
@@ -76,13 +83,21 @@ def _swap_in(conn, table: str, rows: Iterable[tuple]) -> int:
 
 def load_catalog(store: VectorStore, items: Sequence[ItemAttributes],
                  purchases: Iterable[tuple[int, str]]) -> dict[str, float]:
-    """Replace both tables, each loaded then swapped in atomically; rows loaded and seconds."""
+    """Replace both tables, each loaded then swapped in atomically; rows loaded and seconds. A
+    load the database refuses (an outage, a duplicate id) is rolled back whole: VectorStoreError
+    names the table, and the previous tables keep serving."""
     started = time.perf_counter()
-    with store.connect() as conn:
-        attributes = _swap_in(conn, ATTRIBUTES_TABLE, ((i.id, int(i.in_stock), i.product_line, i.product_scale,
-                                                        None if i.price is None else float(i.price)) for i in items))
-        bought = _swap_in(conn, PURCHASES_TABLE, ((int(c), str(p)) for c, p in dict.fromkeys(purchases)))
-        conn.commit()
+    table = ATTRIBUTES_TABLE
+    try:
+        with store.connect() as conn:  # leaving it on an error rolls the transaction back
+            attributes = _swap_in(conn, table, ((i.id, int(i.in_stock), i.product_line, i.product_scale,
+                                                 None if i.price is None else float(i.price)) for i in items))
+            table = PURCHASES_TABLE
+            bought = _swap_in(conn, table, ((int(c), str(p)) for c, p in dict.fromkeys(purchases)))
+            conn.commit()
+    except psycopg.Error as e:
+        raise VectorStoreError(f"loading {table} failed and was rolled back: {ATTRIBUTES_TABLE} and {PURCHASES_TABLE} "
+                               f"are as they were, and serve on: {_first_line(e)}") from None
     return {"item_attributes": attributes, "customer_purchases": bought, "load_s": time.perf_counter() - started}
 
 
