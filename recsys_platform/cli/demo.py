@@ -9,7 +9,6 @@ wrong and the fix.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from recsys_platform.cli.runs import execute_as_location_run
 from recsys_platform.definitions import build_definitions
 from recsys_platform.errors import RunFailedError, SourceUnavailableError
 from recsys_platform.settings import Settings
+from recsys_platform.streaming import recommendations
 
 
 @dataclass
@@ -170,8 +170,7 @@ class Demo:
         for obj in reversed(runtime.store.list()):
             if obj.key.startswith("processing-failed/") or len(samples) == 2:
                 continue
-            for line in runtime.store.read_bytes(obj.key).decode().splitlines():
-                rec = json.loads(line)
+            for rec in recommendations.records(runtime.store.read_bytes(obj.key), obj.key):
                 samples.setdefault("known customer" if rec["customer_number"] in known else "new customer", rec)
         for kind, rec in sorted(samples.items()):
             self.report.add(f"  {kind} {rec['customer_number']} ({rec['city']}, {rec['country']}): recommended "

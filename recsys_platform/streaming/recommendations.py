@@ -1,9 +1,18 @@
-"""Compacting an hour of delivered recommendations into one Parquet file, with its metrics."""
+"""Compacting an hour of delivered recommendations into one Parquet file, with its metrics.
+
+What the bucket holds is not trusted: an object may be truncated (a killed writer), binary, or
+hold a record that breaks the contract. Each line is checked on its own; a bad line or object is
+counted, named in the metrics and kept for inspection in the lake's `recommendations_rejected/`,
+and never fails the hour. Writers' temporaries and keys outside `YYYY/MM/DD/HH/<object>` are
+ignored (counted only).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass, field
+from numbers import Real
 
 import pyarrow as pa
 
@@ -12,6 +21,9 @@ from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming import firehose
 
 DATASET = "recommendations"
+REJECTED = "recommendations_rejected"  # the hour's bad lines: object, line number, reason, text
+REJECTED_FILE = "part-00000.ndjson"
+REJECTED_TEXT_CHARS = 1000  # of each bad line kept; the object itself stays in the bucket
 COLUMN = "hour"
 REQUIRED = ("session_id", "customer_number", "browse_history", "recommended_items", "similar_items",
             "model_version", "processed_at")
@@ -30,50 +42,176 @@ def hour_of(partition_key: str) -> dt.datetime:
     return dt.datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.timezone.utc)
 
 
-def hour_keys(store: ObjectStore, hour: dt.datetime) -> tuple[list[str], list[str]]:
-    """Object keys of one hour: delivered, and processing-failed."""
+@dataclass(frozen=True)
+class HourObjects:
+    """One hour's objects: delivered, processing-failed, and ignored (writers' temporaries, hidden
+    names, anything nested below the hour's folder)."""
+
+    delivered: list[str]
+    failed: list[str]
+    ignored: list[str]
+
+    @property
+    def read(self) -> list[str]:
+        return self.delivered + self.failed
+
+
+def hour_keys(store: ObjectStore, hour: dt.datetime) -> HourObjects:
     prefix = firehose.hour_prefix(hour)
-    ok = [o.key for o in store.list(prefix)]
-    failed = [o.key for o in store.list(f"{firehose.FAILED_PREFIX}/{prefix}")]
-    return ok, failed
+    found: dict[bool, list[str]] = {False: [], True: []}
+    ignored: list[str] = []
+    for failed, folder in ((False, prefix), (True, f"{firehose.FAILED_PREFIX}/{prefix}")):
+        for obj in store.list(folder):
+            name = obj.key[len(folder) + 1:]
+            (ignored if "/" in name or name.startswith(".") else found[failed]).append(obj.key)
+    return HourObjects(found[False], found[True], ignored)
 
 
-def compact_hour(recs: ObjectStore, lake_store: ObjectStore, hour: dt.datetime) -> dict:
-    """Read the hour's objects, write `<lake>/recommendations/hour=<YYYY-MM-DD-HH>/` atomically,
-    and return the rows (for checks) and metrics. Rerunning the hour rewrites the same file."""
-    ok_keys, failed_keys = hour_keys(recs, hour)
-    rows, bad_rows, seen = [], [], set()
-    for key in ok_keys:
-        for line in recs.read_bytes(key).decode().splitlines():
-            if not line.strip() or line in seen:  # a redelivered identical record counts once
-                continue
-            seen.add(line)
-            rec = json.loads(line)
-            missing = [f for f in REQUIRED if f not in rec]
-            if missing:
-                bad_rows.append({"object": key, "missing": missing})
-                continue
-            rows.append({
-                "session_id": rec["session_id"], "customer_number": rec["customer_number"],
-                "city": rec.get("city"), "country": rec.get("country"), "credit_limit": rec.get("credit_limit"),
-                "browse_history": json.dumps(rec["browse_history"]),
-                "recommended_items": rec["recommended_items"],
-                "similar_product_code": rec["similar_items"].get("product_code"),
-                "similar_items": rec["similar_items"].get("similar_items", []),
-                "model_version": rec["model_version"],
-                "processed_at": dt.datetime.fromisoformat(rec["processed_at"]), "source_object": key,
-            })
-    failures = sum(len(recs.read_bytes(k).decode().splitlines()) for k in failed_keys)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    lake_store.write_bytes(lake.partition_file(DATASET, COLUMN, hour.strftime("%Y-%m-%d-%H")), lake.encode_parquet(table))
-    events = len(rows) + failures + len(bad_rows)
-    recommended = {i["id"] for r in rows for i in r["recommended_items"]}
+def _neighbours(value, name: str) -> list[dict]:
+    if not isinstance(value, list) or not all(
+            isinstance(n, dict) and isinstance(n.get("id"), str) and isinstance(n.get("score"), Real)
+            and not isinstance(n.get("score"), bool) for n in value):
+        raise ValueError(f"{name} is not a list of {{id, score}}")
+    return [{"id": n["id"], "score": float(n["score"])} for n in value]
+
+
+def _optional(rec: dict, name: str, kind: type | tuple[type, ...]):
+    value = rec.get(name)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ValueError(f"{name} is {type(value).__name__}, not {getattr(kind, '__name__', 'a number')}")
+    return value
+
+
+def to_row(rec, key: str) -> dict:
+    """One record of the contract as a row of SCHEMA; ValueError names what is wrong."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+    missing = [f for f in REQUIRED if f not in rec]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    for name in ("session_id", "model_version", "processed_at"):
+        if not isinstance(rec[name], str):
+            raise ValueError(f"{name} is {type(rec[name]).__name__}, not a string")
+    if not isinstance(rec["customer_number"], int) or isinstance(rec["customer_number"], bool):
+        raise ValueError(f"customer_number is {type(rec['customer_number']).__name__}, not an integer")
+    if not isinstance(rec["browse_history"], list):
+        raise ValueError("browse_history is not a list")
+    similar = rec["similar_items"]
+    if not isinstance(similar, dict):
+        raise ValueError(f"similar_items is {type(similar).__name__}, not an object")
+    anchor = _optional(similar, "product_code", str)
+    try:
+        processed = dt.datetime.fromisoformat(rec["processed_at"])
+    except ValueError:
+        raise ValueError(f"processed_at {rec['processed_at'][:40]!r} is not an ISO time") from None
     return {
-        "table": table, "bad_rows": bad_rows, "objects": len(ok_keys) + len(failed_keys),
-        "metrics": {"events": events, "delivered": len(rows), "failed": failures,
-                    "failure_rate": failures / events if events else 0.0,
-                    "users": len({r["customer_number"] for r in rows}),
-                    "model_versions": sorted({r["model_version"] for r in rows}),
-                    "recommended_distinct_items": len(recommended)},
-        "recommended_ids": recommended,
+        "session_id": rec["session_id"], "customer_number": rec["customer_number"],
+        "city": _optional(rec, "city", str), "country": _optional(rec, "country", str),
+        "credit_limit": _optional(rec, "credit_limit", Real), "browse_history": json.dumps(rec["browse_history"]),
+        "recommended_items": _neighbours(rec["recommended_items"], "recommended_items"),
+        "similar_product_code": anchor,
+        "similar_items": _neighbours(similar.get("similar_items", []), "similar_items.similar_items"),
+        "model_version": rec["model_version"],
+        "processed_at": processed if processed.tzinfo else processed.replace(tzinfo=dt.timezone.utc),
+        "source_object": key,
     }
+
+
+@dataclass
+class ObjectLines:
+    """What one object holds, line by line: JSON values, and the lines that are not."""
+
+    values: list[tuple[int, object]] = field(default_factory=list)  # (line number, value)
+    rejected: list[dict] = field(default_factory=list)  # {object, line, reason, text}
+
+
+def rejection(key: str, line: int, reason: str, text: str) -> dict:
+    return {"object": key, "line": line, "reason": reason, "text": text[:REJECTED_TEXT_CHARS]}
+
+
+def read_lines(data: bytes, key: str, seen: set[str] | None = None) -> ObjectLines:
+    """Parse an NDJSON object line by line (line 0: the whole object). `seen` drops a line
+    already read (a redelivered identical record counts once)."""
+    out = ObjectLines()
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        out.rejected.append(rejection(key, 0, f"not UTF-8 text ({e.reason} at byte {e.start})",
+                                      data[:REJECTED_TEXT_CHARS].decode(errors="replace")))
+        return out
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or (seen is not None and line in seen):
+            continue
+        if seen is not None:
+            seen.add(line)
+        try:
+            out.values.append((number, json.loads(line)))
+        except ValueError as e:
+            out.rejected.append(rejection(key, number, f"not JSON ({e})", line))
+    return out
+
+
+def records(data: bytes, key: str) -> list[dict]:
+    """The valid records of one delivered object (bad lines left out), for readers like the demo."""
+    rows = []
+    for _, value in read_lines(data, key).values:
+        try:
+            to_row(value, key)
+            rows.append(value)
+        except ValueError:
+            continue
+    return rows
+
+
+@dataclass(frozen=True)
+class HourCompaction:
+    table: pa.Table  # the hour's valid records, as written to the lake
+    rejected: list[dict]  # {object, line, reason, text}, as kept in REJECTED
+    objects: HourObjects
+    failed: int  # records Firehose could not process (processing-failed/)
+    recommended_ids: set[str]
+
+    @property
+    def events(self) -> int:
+        return self.table.num_rows + self.failed + len(self.rejected)
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.events if self.events else 0.0
+
+    def rejected_objects(self) -> dict[str, str]:
+        """Each object with rejected lines, and its first reason."""
+        out: dict[str, str] = {}
+        for r in self.rejected:
+            out.setdefault(r["object"], f"line {r['line']}: {r['reason']}" if r["line"] else r["reason"])
+        return out
+
+
+def compact_hour(recs: ObjectStore, lake_store: ObjectStore, hour: dt.datetime) -> HourCompaction:
+    """Read the hour's objects, write `<lake>/recommendations/hour=<YYYY-MM-DD-HH>/` atomically (and
+    its rejected lines beside it, or remove stale ones). Rerunning the hour rewrites the same files."""
+    objects = hour_keys(recs, hour)
+    rows, rejected, seen = [], [], set()
+    for key in objects.delivered:
+        lines = read_lines(recs.read_bytes(key), key, seen)
+        rejected += lines.rejected
+        for number, value in lines.values:
+            try:
+                rows.append(to_row(value, key))
+            except ValueError as e:
+                rejected.append(rejection(key, number, str(e), json.dumps(value)))
+    failed = 0
+    for key in objects.failed:
+        lines = read_lines(recs.read_bytes(key), key)
+        rejected += lines.rejected
+        failed += len(lines.values)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    stamp = hour.strftime("%Y-%m-%d-%H")
+    lake_store.write_bytes(lake.partition_file(DATASET, COLUMN, stamp), lake.encode_parquet(table))
+    rejected_key = f"{REJECTED}/{lake.partition_dir(COLUMN, stamp)}/{REJECTED_FILE}"
+    if rejected:
+        lake_store.write_bytes(rejected_key, "".join(json.dumps(r) + "\n" for r in rejected).encode())
+    else:
+        lake_store.delete(rejected_key)
+    return HourCompaction(table, rejected, objects, failed,
+                          {i["id"] for r in rows for i in r["recommended_items"]})

@@ -8,13 +8,20 @@ from recsys_platform.assets.shared import OWNERS
 from recsys_platform.assets.vectors.assets import ITEM_KEY
 from recsys_platform.ml import artifacts
 from recsys_platform.resources import ObjectStoreResource
-from recsys_platform.streaming.recommendations import COLUMN, DATASET, compact_hour, hour_of
+from recsys_platform.streaming.recommendations import (
+    COLUMN,
+    DATASET,
+    REJECTED,
+    compact_hour,
+    hour_of,
+)
 
 RECS_KEY = dg.AssetKey("recommendations")
 SCHEMA_CHECK = "records_have_the_contract_fields"
 CATALOG_CHECK = "recommended_ids_exist_in_the_catalog"
 FAILURE_CHECK = "failure_rate_under_threshold"
 MAX_FAILURE_RATE = 0.2
+MAX_NAMED = 20  # rejected and ignored objects named in the metadata; the rejected file keeps all
 PREVIEW_COLUMNS = ("session_id", "customer_number", "cart", "recommended_items", "similar_to", "similar_items",
                    "model_version")
 
@@ -30,9 +37,13 @@ def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Ass
         description="One hour of recommendations delivered by the stream (Firehose or the local delivery "
         "runtime) under `<recommendations>/YYYY/MM/DD/HH/`, compacted into one Parquet file at "
         "`<lake>/recommendations/hour=YYYY-MM-DD-HH/`, with the hour's failures counted from "
-        "`processing-failed/`. Rerunning an hour rewrites the same file.",
+        "`processing-failed/`. A bad line or object (truncated, binary, off-contract) is counted, named in the "
+        "metadata and kept in `<lake>/recommendations_rejected/hour=YYYY-MM-DD-HH/`; it never fails the hour. "
+        "Writers' temporaries and keys outside the hour's folder are ignored. Rerunning an hour rewrites the "
+        "same files.",
         check_specs=[
-            dg.AssetCheckSpec(SCHEMA_CHECK, asset=RECS_KEY, description="Every delivered record has the contract's fields."),
+            dg.AssetCheckSpec(SCHEMA_CHECK, asset=RECS_KEY, description="Every line of the hour's objects is a record "
+                             "with the contract's fields and types; bad lines are kept in `recommendations_rejected/`."),
             dg.AssetCheckSpec(CATALOG_CHECK, asset=RECS_KEY, description="Every recommended id is an item of the model version that produced it."),
             dg.AssetCheckSpec(FAILURE_CHECK, asset=RECS_KEY, description=f"Failed records under {MAX_FAILURE_RATE:.0%} of the hour's events."),
         ],
@@ -42,38 +53,51 @@ def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Ass
                         artifacts_store: ObjectStoreResource) -> dg.MaterializeResult:
         hour = hour_of(context.partition_key)
         result = compact_hour(recommendations_store.store, lake_store.store, hour)
-        m = result["metrics"]
+        table = result.table
+        versions = sorted(set(table.column("model_version").to_pylist()))
         unknown: set[str] = set()
         catalog: set[str] = set()
-        for version in m["model_versions"]:
+        for version in versions:
             try:
                 _, _, emb = artifacts.load_embeddings(artifacts_store.store, version)
                 catalog |= set(emb["item"][0])
-                unknown |= result["recommended_ids"] - set(emb["item"][0])
+                unknown |= result.recommended_ids - set(emb["item"][0])
             except artifacts.ArtifactError as e:
                 unknown.add(f"<model version {version} unreadable: {e}>")
-        rate = m["failure_rate"]
+        rate = result.failure_rate
+        stamp = hour.strftime("%Y-%m-%d-%H")
         preview = [dg.TableRecord({
             "session_id": r["session_id"], "customer_number": r["customer_number"],
-            "cart": ", ".join(b["product_code"] for b in json.loads(r["browse_history"])),
+            "cart": ", ".join(b.get("product_code", "?") if isinstance(b, dict) else "?"
+                              for b in json.loads(r["browse_history"])),
             "recommended_items": ", ".join(i["id"] for i in r["recommended_items"]),
             "similar_to": r["similar_product_code"] or "",
             "similar_items": ", ".join(i["id"] for i in r["similar_items"]),
-            "model_version": r["model_version"]}) for r in result["table"].slice(0, 5).to_pylist()]
+            "model_version": r["model_version"]}) for r in table.slice(0, 5).to_pylist()]
+        bad = result.rejected_objects()
+        if bad:
+            context.log.warning(f"{len(result.rejected)} line(s) rejected in {len(bad)} object(s), kept at "
+                                f"{lake_store.store.uri(f'{REJECTED}/{COLUMN}={stamp}')}: "
+                                + "; ".join(f"{k}: {v}" for k, v in list(bad.items())[:3]))
         return dg.MaterializeResult(
-            metadata={"dagster/row_count": m["delivered"], "events": m["events"], "failed": m["failed"],
-                      "failure_rate": dg.MetadataValue.float(round(rate, 4)), "users": m["users"],
-                      "catalog_items_recommended": m["recommended_distinct_items"],
+            metadata={"dagster/row_count": table.num_rows, "events": result.events, "failed": result.failed,
+                      "failure_rate": dg.MetadataValue.float(round(rate, 4)),
+                      "users": len(set(table.column("customer_number").to_pylist())),
+                      "catalog_items_recommended": len(result.recommended_ids),
                       "catalog_coverage": dg.MetadataValue.float(
-                          round(len(result["recommended_ids"] & catalog) / len(catalog), 4) if catalog else 0.0),
-                      "model_versions": dg.MetadataValue.json(m["model_versions"]), "objects": result["objects"],
+                          round(len(result.recommended_ids & catalog) / len(catalog), 4) if catalog else 0.0),
+                      "model_versions": dg.MetadataValue.json(versions), "objects": len(result.objects.read),
+                      "rejected": len(result.rejected),
+                      "rejected_objects": dg.MetadataValue.json(dict(list(bad.items())[:MAX_NAMED])),
+                      "ignored_objects": dg.MetadataValue.json(result.objects.ignored[:MAX_NAMED]),
                       "preview": dg.MetadataValue.table(preview, schema=dg.TableSchema(columns=[
                           dg.TableColumn(c, "int" if c == "customer_number" else "string") for c in PREVIEW_COLUMNS])),
-                      "location": lake_store.store.uri(f"{DATASET}/{COLUMN}={hour.strftime('%Y-%m-%d-%H')}")},
+                      "location": lake_store.store.uri(f"{DATASET}/{COLUMN}={stamp}")},
             check_results=[
-                dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=not result["bad_rows"],
-                                    description=f"{len(result['bad_rows'])} record(s) lack fields"
-                                    + (f", e.g. {result['bad_rows'][0]}" if result["bad_rows"] else "")),
+                dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=not result.rejected,
+                                    description=f"{len(result.rejected)} line(s) rejected in {len(bad)} object(s)"
+                                    + (f", e.g. {next(iter(bad))}: {next(iter(bad.values()))}; all kept in "
+                                       f"{REJECTED}/{COLUMN}={stamp}/" if bad else "")),
                 dg.AssetCheckResult(check_name=CATALOG_CHECK, passed=not unknown,
                                     description=f"{len(unknown)} unknown id(s)" + (f", e.g. {sorted(unknown)[:3]}" if unknown else "")),
                 dg.AssetCheckResult(check_name=FAILURE_CHECK, passed=rate <= config.max_failure_rate,
