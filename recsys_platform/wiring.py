@@ -57,6 +57,18 @@ def vector_database(dsn: str, secret_arn: str, host: str, database: str, pgdata:
     return embedded_dsn(pgdata)
 
 
+def embedded_revive(dsn: str, secret_arn: str, pgdata: str) -> Callable[[], object] | None:
+    """What starts the embedded server again after a crash, for the vector store to call when a
+    connection fails; None when the database is configured (RDS restarts itself)."""
+    if dsn or secret_arn:
+        return None
+    from functools import partial
+
+    from recsys_platform.vectors.embedded import embedded_dsn
+
+    return partial(embedded_dsn, pgdata)
+
+
 def vector_dsn(settings: Settings) -> str:
     """RECSYS_VECTOR_DSN; else RECSYS_VECTOR_SECRET_ARN at RECSYS_VECTOR_HOST; else the embedded
     server under RECSYS_HOME."""
@@ -89,7 +101,9 @@ def stream(settings: Settings) -> Stream:
 def inference_service(settings: Settings) -> InferenceService:
     """The one inference service of a process: the active vectors and their model version."""
     return build_inference_service(settings.artifacts_url, vector_dsn(settings), settings.aws_endpoint_url,
-                                   settings.aws_region, k=settings.top_k, rules=settings.rules)
+                                   settings.aws_region, k=settings.top_k, rules=settings.rules,
+                                   revive=embedded_revive(settings.vector_dsn, settings.vector_secret_arn,
+                                                          settings.pgdata))
 
 
 def in_process_transformation(service: InferenceService) -> StreamTransformation:

@@ -369,3 +369,159 @@ def test_records_kinesis_would_refuse_are_refused_by_every_stream_before_any_is_
         assert stream.read({}) == [], "nothing of a refused batch is written"
         assert stream.put_records([just_fits]) == 1, "the limit itself is accepted (Kinesis: data + key <= 1 MiB)"
         assert [len(r.data) for r in stream.read({})] == [MAX_RECORD_BYTES - 1]
+
+
+def _outage(request):
+    raise ConnectionError("the vector database is down")
+
+
+def test_redrive_sends_failed_records_again_exactly_once_even_after_a_kill(catalog, people, tmp_path):
+    """An outage longer than the retries fails a whole batch with its raw data; `redrive`, once the
+    database is back, delivers each record once: a kill between writing the outputs and removing
+    the failed object is redone into the same keys, and a second redrive finds nothing."""
+    stream = LocalStream(tmp_path / "stream", "activity")
+    produced = _produce(stream, people, 120, malformed=0.1, seed=11)
+    store = ObjectStore.from_url((tmp_path / "recs").as_uri())
+    down = _runtime(stream, store, tmp_path, _outage).run(once=True)
+    assert down.failed == 120 and down.delivered == 0
+    failed_objects = [o.key for o in store.list("processing-failed")]
+    assert len(failed_objects) == 3  # batches of 50
+
+    class Killed(BaseException):
+        pass
+
+    deletes = {"n": 0}
+    real_delete = store.delete
+
+    def killed_on_first_delete(key):
+        deletes["n"] += 1
+        if deletes["n"] == 1:
+            raise Killed()  # outputs written, the failed object still there
+        real_delete(key)
+
+    store.delete = killed_on_first_delete
+    with pytest.raises(Killed):
+        _runtime(stream, store, tmp_path, catalog["transform"]).redrive()
+    store.delete = real_delete
+    assert any(o.key.rsplit("/", 1)[1].startswith(".redrive-") for o in store.list("processing-failed"))
+
+    again = _runtime(stream, store, tmp_path, catalog["transform"]).redrive()
+    good = sorted(json.loads(d)["session_id"] for _, d, k in produced if k == "ok")
+    ok, failed = _outputs(store)
+    assert sorted(r["session_id"] for r in ok) == good, "each good record delivered exactly once"
+    assert len(failed) == 120 - len(good) and {f["errorCode"] for f in failed} == {"Lambda.ProcessingFailed"}
+    assert again.records_in == 120 and again.delivered == len(good) and again.balanced
+    assert not set(failed_objects) & {o.key for o in store.list()}, "the redriven objects are gone"
+    assert not [o for o in store.list() if ".redrive-" in o.key], "and so are their plans"
+
+    nothing_new = _runtime(stream, store, tmp_path, catalog["transform"]).redrive()
+    assert nothing_new.delivered == 0 and nothing_new.failed == len(failed), "malformed records fail again"
+    assert sorted(r["session_id"] for r in _outputs(store)[0]) == good
+
+
+def test_redrive_leaves_an_object_that_is_not_error_records_and_counts_it(catalog, tmp_path):
+    stream = LocalStream(tmp_path / "stream", "activity")
+    store = ObjectStore.from_url((tmp_path / "recs").as_uri())
+    store.write_bytes("processing-failed/2026/12/01/00/activity-1-junk", b"\x00\xffnot error records")
+    counters = _runtime(stream, store, tmp_path, catalog["transform"]).redrive()
+    assert counters.reasons["unreadable processing-failed object"] == 1 and counters.records_in == 0
+    assert store.exists("processing-failed/2026/12/01/00/activity-1-junk")
+
+
+def test_deliver_exits_3_naming_redrive_when_the_database_is_out_and_redrive_then_delivers(catalog, people,
+                                                                                            tmp_path):
+    """The CLI: records the transformation could not take make `deliver` exit 3 with one line naming
+    `redrive`; records refused for their content alone do not (redriving them cannot help)."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    produced = _produce(LocalStream(home / "stream", "activity"), people, 60, malformed=0.1, seed=12)
+    recs = ObjectStore.from_url((tmp_path / "recs").as_uri())
+    env = {**os.environ, "RECSYS_HOME": str(home), "RECSYS_ARTIFACTS_URL": catalog["store"].url,
+           "RECSYS_RECOMMENDATIONS_URL": recs.url}
+
+    def cli(*args, dsn=catalog["vectors"].dsn):
+        return subprocess.run([sys.executable, "-m", "recsys_platform.cli", *args], capture_output=True, text=True,
+                              timeout=300, env={**env, "RECSYS_VECTOR_DSN": dsn})
+
+    out = cli("deliver", "--once", "--retry-seconds", "0",
+              dsn="postgresql://nobody@127.0.0.1:1/recsys?connect_timeout=2")  # nothing listens on port 1
+    assert out.returncode == 3, out.stdout[-1500:] + out.stderr[-1500:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert "60 record(s) failed because the transformation could not run" in line and "redrive" in line
+    again = cli("redrive")
+    assert again.returncode == 0, again.stdout[-1500:] + again.stderr[-1500:]
+    ok, failed = _outputs(recs)
+    assert sorted(r["session_id"] for r in ok) == sorted(json.loads(d)["session_id"] for _, d, k in produced
+                                                         if k == "ok")
+    assert len(failed) == sum(k != "ok" for _, _, k in produced)
+    assert {f["errorCode"] for f in failed} == {"Lambda.ProcessingFailed"}, "refused for their content, once each"
+
+
+def test_a_crashed_or_stale_embedded_server_is_started_by_whoever_needs_it(catalog, tmp_path):
+    """kill -9 of the embedded postmaster: the next request starts it again (before, `serve`
+    answered 503 until a person ran another command). A `postmaster.pid` whose PID now belongs to
+    another process (after an unclean stop) is recognised as stale; `stop` then says "not running"
+    instead of passing pg_ctl's error on."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from recsys_platform import wiring
+    from recsys_platform.ml import artifacts
+    from recsys_platform.serving.messages import RecommendationRequest
+    from recsys_platform.serving.service import InferenceService, ModelCache
+    from recsys_platform.vectors.embedded import PID_FILE, embedded_dsn, stop_embedded
+    from recsys_platform.vectors.store import VectorStore
+    from tests.conftest import load_serving_catalog
+
+    pgdata = Path(tempfile.mkdtemp(prefix="recsys-revive-")) / "pgdata"  # outside basetemp (see conftest)
+    vectors = VectorStore(embedded_dsn(pgdata), connect_timeout=2, revive=wiring.embedded_revive("", "", str(pgdata)))
+    sleeper = subprocess.Popen(["sleep", "120"])  # a live process that is not PostgreSQL
+    try:
+        version, manifest, emb = artifacts.load_embeddings(catalog["store"], catalog["version"])
+        vectors.load_version(version, emb["item"], emb["user"], manifest["dim"])
+        vectors.activate(version)
+        load_serving_catalog(vectors, catalog["frame"])
+        service = InferenceService(ModelCache(catalog["store"], vectors), vectors)
+        ask = [RecommendationRequest("s1", int(catalog["customers"][0]), None, frozenset([catalog["products"][0]]),
+                                     catalog["products"][0])]
+
+        def answered() -> bool:
+            return len(service.recommend(ask, k=5).results[0].recommended) == 5
+
+        def kill_postmaster() -> int:
+            pid = int((pgdata / PID_FILE).read_text().split("\n", 1)[0])
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return pid
+
+        assert answered()
+        crashed = kill_postmaster()
+        assert answered(), "the request that found the server down started it"
+        assert int((pgdata / PID_FILE).read_text().split("\n", 1)[0]) != crashed
+
+        kill_postmaster()  # an unclean stop whose PID the system then gives to another process
+        for lock in [pgdata / PID_FILE, *pgdata.glob(".s.PGSQL.*.lock")]:
+            lines = lock.read_text().split("\n")
+            lock.write_text("\n".join([str(sleeper.pid), *lines[1:]]))
+        assert answered(), "a PID file naming another process does not stop the server starting"
+
+        kill_postmaster()
+        (pgdata / PID_FILE).write_text("\n".join([str(sleeper.pid), *(pgdata / PID_FILE).read_text().split("\n")[1:]]))
+        assert stop_embedded(pgdata) is False, "not running: the stale file is no pg_ctl error"
+        assert not (pgdata / PID_FILE).exists()
+        assert sleeper.poll() is None, "the process that holds the PID is left alone"
+    finally:
+        sleeper.kill()
+        vectors.close()
+        stop_embedded(pgdata)
+        shutil.rmtree(pgdata.parent, ignore_errors=True)

@@ -7,7 +7,7 @@ import sys
 
 from recsys_platform.errors import RecsysError
 from recsys_platform.settings import Settings
-from recsys_platform.streaming.firehose import PROCESSOR_BUFFER_BYTES
+from recsys_platform.streaming.firehose import FAILED_PREFIX, PROCESSOR_BUFFER_BYTES
 
 # What each command reads of the configuration (None: everything). A command parses only the
 # variables it uses, so a typo in one a command never reads cannot stop it.
@@ -91,7 +91,38 @@ def cmd_deliver(args: argparse.Namespace) -> int:
                                       retry_duration_s=args.retry_seconds)
     counters = runtime.run(once=args.once, max_seconds=args.max_seconds)
     print(f"delivered into {settings.recommendations_url}: {counters.summary()}")
-    return 0 if counters.balanced else 1
+    return _records_outcome(args.command, counters, settings.recommendations_url)
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from recsys_platform import wiring
+
+    settings = _settings(args)
+    runtime = wiring.delivery_runtime(settings, wiring.inference_service(settings),
+                                      retry_duration_s=args.retry_seconds)
+    counters = runtime.redrive()
+    print(f"redrove {settings.recommendations_url}/{FAILED_PREFIX}/: {counters.summary()}")
+    return _records_outcome(args.command, counters, settings.recommendations_url)
+
+
+def _records_outcome(command: str, counters, bucket: str) -> int:
+    """0 when every record was delivered, dropped, or refused for its content (the summary counts
+    those with their reasons: sending them again cannot help); 3, with one line on stderr, when
+    records failed because the transformation could not run (an outage outlasting the retries)
+    or a processing-failed object could not be read: `redrive` is the fix. 1 if the counts do not
+    balance (a bug)."""
+    from recsys_platform.streaming.delivery import INVOKE_FAILED, UNREADABLE
+
+    if not counters.balanced:
+        return 1
+    unsent, unreadable = counters.reasons.get(INVOKE_FAILED, 0), counters.reasons.get(UNREADABLE, 0)
+    if unsent or unreadable:
+        print(f"recsys-platform {command}: {unsent} record(s) failed because the transformation could not run"
+              + (f", {unreadable} processing-failed object(s) unreadable (left as they are)" if unreadable else "")
+              + f"; the records are under {bucket}/{FAILED_PREFIX}/ with their raw data: fix the cause, then "
+              "`recsys-platform redrive` sends them through the transformation again", file=sys.stderr)
+        return 3
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -184,9 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-bytes", type=int, default=PROCESSOR_BUFFER_BYTES,
                    help=f"the processor buffer in bytes (default {PROCESSOR_BUFFER_BYTES:,}, as infra/ sets it)")
     p.add_argument("--buffer-seconds", type=float, default=1.0)
-    p.add_argument("--retry-seconds", type=float, default=60.0,
-                   help="how long a failing batch is retried before its records go to processing-failed/ (default 60, as Firehose)")
+    _retry_seconds(p)
     p.set_defaults(func=cmd_deliver)
+
+    p = sub.add_parser("redrive", help="send the records under processing-failed/ through the transformation "
+                       "again, exactly once (after an outage or a fix)")
+    _retry_seconds(p)
+    p.set_defaults(func=cmd_redrive)
 
     p = sub.add_parser("serve", help="the model inference HTTP API (the Lambda Function URL routes) on localhost")
     p.add_argument("--port", type=int, default=8080)
@@ -206,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop the embedded PostgreSQL (vector store) under RECSYS_HOME")
     p.set_defaults(func=cmd_stop)
     return parser
+
+
+def _retry_seconds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retry-seconds", type=float, default=60.0, help="how long a failing batch is retried before "
+                   "its records go to processing-failed/ (default 60, as Firehose)")
 
 
 def _quiet_known_warnings() -> None:

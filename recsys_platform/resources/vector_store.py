@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from recsys_platform.vectors.store import VectorStore
-from recsys_platform.wiring import vector_database
+from recsys_platform.wiring import embedded_revive, vector_database
 
 
 class VectorStoreResource(dg.ConfigurableResource):
@@ -28,5 +28,6 @@ class VectorStoreResource(dg.ConfigurableResource):
     def store(self) -> VectorStore:
         if self._store is None:
             self._store = VectorStore(vector_database(self.dsn, self.secret_arn, self.host, self.database,
-                                                      self.data_dir, self.endpoint_url, self.region))
+                                                      self.data_dir, self.endpoint_url, self.region),
+                                      revive=embedded_revive(self.dsn, self.secret_arn, self.data_dir))
         return self._store

@@ -220,8 +220,10 @@ class InferenceService:
 
 
 def build_inference_service(artifacts_url: str, vector_dsn: str, endpoint_url: str = "", region: str = "",
-                            k: int = 5, rules: Rules = Rules()) -> InferenceService:
-    """The one constructor of the service: the model from the artifacts bucket, vectors from pgvector."""
+                            k: int = 5, rules: Rules = Rules(),
+                            revive: Callable[[], object] | None = None) -> InferenceService:
+    """The one constructor of the service: the model from the artifacts bucket, vectors from pgvector
+    (`revive`: VectorStore's, for the embedded server)."""
     store = ObjectStore.from_url(artifacts_url, endpoint_url=endpoint_url, region=region)
-    vectors = VectorStore(vector_dsn)
+    vectors = VectorStore(vector_dsn, revive=revive)
     return InferenceService(ModelCache(store, vectors), vectors, k=k, rules=rules)

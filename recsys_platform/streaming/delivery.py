@@ -80,6 +80,11 @@ def request_cost(data: bytes) -> int:
     return 4 * ((len(data) + 2) // 3) + RECORD_OVERHEAD
 
 
+REDRIVE_PLAN = ".redrive-"  # beside a processing-failed object being redriven: its batch id and time
+INVOKE_FAILED = "Lambda.InvokeFailed"  # Firehose's code for a batch the transformation could not take
+UNREADABLE = "unreadable processing-failed object"  # a reason `redrive` counts: the object is left as it is
+
+
 class DeliveryBusy(RecsysError):
     """Another delivery runtime is running on this stream."""
 
@@ -91,9 +96,9 @@ class StreamLock:
     however it exits (kill -9 included), so a crashed holder never keeps the stream.
     """
 
-    def __init__(self, folder: str | Path, stream: str):
-        self.path = Path(folder) / f"{stream}.lock"
-        self.stream = stream
+    def __init__(self, folder: str | Path, stream: str, command: str = "deliver"):
+        self.path = Path(folder) / (f"{stream}.lock" if command == "deliver" else f"{stream}.{command}.lock")
+        self.stream, self.command = stream, command
         self._file = None
 
     def __enter__(self) -> StreamLock:
@@ -105,8 +110,8 @@ class StreamLock:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
-            raise DeliveryBusy(f"another deliver is running on stream {self.stream!r} ({holder}); "
-                               "one runtime per stream at a time (the lock goes with its process)") from None
+            raise DeliveryBusy(f"another {self.command} is running on stream {self.stream!r} ({holder}); "
+                               f"one {self.command} per stream at a time (the lock goes with its process)") from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
@@ -200,9 +205,9 @@ class DeliveryRuntime:
         for rec, req in zip(records, request["records"]):
             ans = answered.get(req["recordId"]) if answered else None
             if ans is None:
-                failed_lines.append(firehose.error_record(rec.data, rec.arrival, "Lambda.InvokeFailed", error,
+                failed_lines.append(firehose.error_record(rec.data, rec.arrival, INVOKE_FAILED, error,
                                                           attempts, self.lambda_arn))
-                self.counters.reasons["Lambda.InvokeFailed"] += 1
+                self.counters.reasons[INVOKE_FAILED] += 1
             elif ans["result"] == OK:
                 ok_lines.append(base64.b64decode(ans["data"]).decode().rstrip("\n"))
                 ok_arrivals.append(rec.arrival)
@@ -228,6 +233,61 @@ class DeliveryRuntime:
         self.counters.delivered += len(ok_lines)
         self.counters.failed += len(failed_lines)
         self.counters.batches += 1
+
+    # -- processing-failed/ again ------------------------------------------------------------
+    def redrive(self) -> Counters:
+        """Send every record under processing-failed/ through the transformation again, exactly once.
+
+        Each failed object is one batch (it was one before). Before it is sent, a plan (a batch id
+        and time) is saved beside it as `.redrive-<name>`; the outputs go to the keys that plan
+        names (objects of the plan's hour, a new processing-failed/ object for records that fail
+        again), then the failed object and its plan are removed. A rerun after a kill redoes a
+        planned object into the same keys, so no record is written twice; an object whose lines
+        are not Firehose's error records is left where it is, and counted.
+        """
+        with StreamLock(self.state.folder, self.stream.name, "redrive"):
+            now = dt.datetime.now(dt.timezone.utc)
+            listed = self.store.list(firehose.FAILED_PREFIX)
+            plans = {o.key: json.loads(self.store.read_bytes(o.key)) for o in listed
+                     if o.key.rsplit("/", 1)[1].startswith(REDRIVE_PLAN)}
+            # What an interrupted redrive wrote for records that failed again is rewritten when its
+            # object is redone below: it is not a failed object of its own (yet).
+            rewritten = {firehose.object_key(self.stream.name, dt.datetime.fromisoformat(p["time"]), p["id"],
+                                             failed=True) for p in plans.values()}
+            for obj in listed:
+                folder, name = obj.key.rsplit("/", 1)
+                if obj.key in plans:
+                    if not self.store.exists(f"{folder}/{name.removeprefix(REDRIVE_PLAN)}"):
+                        self.store.delete(obj.key)  # its object was redriven; the kill came before this
+                    continue
+                if name.startswith(".") or obj.key in rewritten:  # a writer's temporary; see above
+                    continue
+                records = self._failed_records(obj.key)
+                if records is None:
+                    continue
+                plan_key = f"{folder}/{REDRIVE_PLAN}{name}"
+                plan = plans.get(plan_key)
+                if plan is None:
+                    plan = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"redrive/{obj.key}")), "time": now.isoformat()}
+                    self.store.write_bytes(plan_key, json.dumps(plan).encode())
+                self.log(f"redriving {obj.key} ({len(records)} records)")
+                self.deliver(records, plan["id"], dt.datetime.fromisoformat(plan["time"]))
+                self.store.delete(obj.key)
+                self.store.delete(plan_key)
+        return self.counters
+
+    def _failed_records(self, key: str) -> list[StreamRecord] | None:
+        """The records of a processing-failed object, from their raw data; None (counted) when it is
+        not made of Firehose's error records."""
+        try:
+            errors = [json.loads(line) for line in self.store.read_bytes(key).decode().splitlines() if line.strip()]
+            return [StreamRecord(f"redrive-{n}", "redrive", base64.b64decode(e["rawData"], validate=True),
+                                 dt.datetime.fromtimestamp(e["arrivalTimestamp"] / 1000, dt.timezone.utc))
+                    for n, e in enumerate(errors)]
+        except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError and binascii.Error are ValueErrors
+            self.log(f"left {key} as it is: not Firehose's error records ({type(e).__name__}: {e})")
+            self.counters.reasons[UNREADABLE] += 1
+            return None
 
     # -- the loop -----------------------------------------------------------------------------
     def _redo_pending(self, checkpoint: dict[str, str]) -> dict[str, str]:

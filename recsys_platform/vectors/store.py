@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,11 +132,16 @@ MAX_SCAN_TUPLES = 20_000  # index tuples an iterative scan visits at most before
 class VectorStore:
     """A pgvector database: load versions, switch them, query them in batches."""
 
-    def __init__(self, dsn: str, connect_timeout: int = 10, query_timeout_s: float = 10.0):
+    def __init__(self, dsn: str, connect_timeout: int = 10, query_timeout_s: float = 10.0,
+                 revive: Callable[[], object] | None = None):
+        """`revive`: what starts the server again when a connection fails (the embedded server's
+        start, `wiring.embedded_revive`); None for a managed database, which restarts itself."""
         self.dsn = dsn
         self.connect_timeout = connect_timeout
         self.query_timeout_s = query_timeout_s  # statement_timeout of the query connections
         self._local = threading.local()  # one reusable query connection per thread
+        self.revive = revive
+        self._revive_lock = threading.Lock()
 
     def _query_conn(self) -> psycopg.Connection:
         """A cached autocommit connection for reads; reopened if the server dropped it."""
@@ -178,10 +183,25 @@ class VectorStore:
             self._local.conn = None
 
     def connect(self, autocommit: bool = False, **params) -> psycopg.Connection:
-        try:
+        """A new connection; when it fails and the store can `revive` its server, once more after that."""
+        def attempt() -> psycopg.Connection:
             return psycopg.connect(self.dsn, autocommit=autocommit, connect_timeout=self.connect_timeout, **params)
+
+        try:
+            return attempt()
         except psycopg.OperationalError as e:
-            raise VectorStoreError(f"cannot connect to the vector database: {_first_line(e)}") from None
+            error = e
+        if self.revive is not None:
+            with self._revive_lock:  # one restart for all the threads that found the server down
+                try:
+                    return attempt()
+                except psycopg.OperationalError:
+                    try:
+                        self.revive()
+                        return attempt()
+                    except (psycopg.OperationalError, RecsysError) as e:
+                        error = e
+        raise VectorStoreError(f"cannot connect to the vector database: {_first_line(error)}") from None
 
     def ensure_schema(self) -> None:
         with self.connect(autocommit=True) as conn:
