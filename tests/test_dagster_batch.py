@@ -288,3 +288,89 @@ def test_the_glue_script_runs_for_real_through_pipes(settings, mysql_url, jdbc_j
     store = ObjectStore.from_url(f"s3://{s3_bucket}/lake", endpoint_url=s3_endpoint)
     written = {o.key.split("/")[1] for o in store.list("ratings_ml_training/")}
     assert written == {f"customerNumber={k}" for k in keys}
+
+
+@pytest.fixture
+def arrow_defs(settings):
+    return build_definitions(settings.with_(engine="arrow"), keep_spark=True)
+
+
+def _train(defs, instance, **config):
+    return defs.resolve_job_def("model_and_vectors_job").execute_in_process(
+        instance=instance, raise_on_error=False, op_selection=["recommender_model"],
+        run_config={"ops": {"recommender_model": {"config": {"max_iter": 100, **config}}}})
+
+
+def _failure(result) -> str:
+    return next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data.description
+
+
+def test_a_deleted_customer_leaves_the_lake_and_the_next_model(arrow_defs, settings, instance):
+    """The highest-numbered customer deleted from the source: a run over only that partition
+    succeeds with 0 rows and removes the folder; the stale schedule asks for it; the next model
+    neither trains on the customer nor has a vector for it."""
+    from recsys_platform.ml import artifacts
+
+    keys = _keys(settings)
+    instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+    assert _run(arrow_defs, instance, keys[0], keys[-1]).success
+    gone = keys[-1]
+    with sa.create_engine(settings.source_url).begin() as conn:
+        for table in ("ratings", "payments", "orderdetails", "orders", "customers"):
+            if table == "orderdetails":
+                conn.execute(sa.text(f"DELETE FROM orderdetails WHERE orderNumber IN (SELECT orderNumber FROM orders "
+                                     f"WHERE customerNumber = {gone})"))
+            else:
+                conn.execute(sa.text(f"DELETE FROM {table} WHERE customerNumber = {gone}"))
+    schedule = arrow_defs.resolve_schedule_def(STALE_SCHEDULE)
+    with dg.build_schedule_context(instance=instance, resources={"source": arrow_defs.resources["source"]},
+                                   scheduled_execution_time=dt.datetime(2026, 12, 3, 3, tzinfo=dt.timezone.utc)) as ctx:
+        (request,) = schedule.evaluate_tick(ctx).run_requests
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
+        == (gone, gone)
+    only_deleted = _run(arrow_defs, instance, gone, gone)
+    assert only_deleted.success, "a run over only deleted partitions succeeds"
+    assert all(e.passed for e in only_deleted.get_asset_check_evaluations())
+    meta = only_deleted.asset_materializations_for_node(TRAINING_KEY.path[-1])[0].metadata
+    assert meta["run_rows"].value == 0 and meta["partitions_removed"].value == 1
+    store = ObjectStore.from_url(settings.lake_url)
+    assert gone not in lake.list_partition_keys(store, DATASET, "customerNumber")
+
+    model = _train(arrow_defs, instance)
+    assert model.success, _failure(model) if not model.success else ""
+    assert model.asset_materializations_for_node("recommender_model")[0].metadata["lake_matches_builds"].value
+    _, _, emb = artifacts.load_embeddings(ObjectStore.from_url(settings.artifacts_url))
+    users = {str(u) for u in emb["user"][0]}
+    assert gone not in users and len(users) == len(keys) - 1
+
+
+def test_a_partial_build_never_feeds_a_model(arrow_defs, settings, instance):
+    """Partitions a failed build wrote, or changed, or a built one gone: the model refuses, naming
+    the difference; the escape hatch trains on the lake as it is and says so."""
+    keys = _keys(settings)
+    instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+    store = ObjectStore.from_url(settings.lake_url)
+    with dg.instance_for_test() as fresh:  # a lake no successful build wrote (a build that died half way)
+        fresh.add_dynamic_partitions(CUSTOMERS.name, keys)
+        arrow_defs.resolve_job_def("ratings_ml_training_job").execute_in_process(
+            instance=fresh, raise_on_error=False, partition_key=keys[0])  # one partition, recorded there only
+        refused = _train(arrow_defs, instance)
+        assert not refused.success
+        assert f"1 partition(s) in the lake that no successful build wrote (e.g. {keys[0]}" in _failure(refused)
+
+    assert _run(arrow_defs, instance, keys[0], keys[-1]).success
+    table = lake.read_partitions(store, DATASET, "customerNumber", [keys[5]])
+    store.write_bytes(lake.partition_file(DATASET, "customerNumber", keys[5]),
+                      lake.encode_parquet(table.drop_columns(["customerNumber"]).slice(0, 1)))
+    store.delete_dir(f"{DATASET}/customerNumber={keys[7]}")
+    refused = _train(arrow_defs, instance)
+    assert not refused.success
+    message = _failure(refused)
+    assert f"1 partition(s) whose rows differ from their last successful build (e.g. {keys[5]}: 1 in the lake, " \
+        f"{table.num_rows} built)" in message
+    assert f"1 built partition(s) missing from the lake (e.g. {keys[7]})" in message
+    assert "Rebuild those partitions" in message and "require_built_lake: false" in message
+
+    as_it_is = _train(arrow_defs, instance, require_built_lake=False)
+    assert as_it_is.success
+    assert not as_it_is.asset_materializations_for_node("recommender_model")[0].metadata["lake_matches_builds"].value

@@ -75,6 +75,42 @@ def test_demo_is_rerunnable_and_fails_loudly_on_a_bad_source(demo_home, tmp_path
     assert "the full log is in" in proc.stderr
 
 
+def test_a_customer_deleted_from_the_source_leaves_the_lake_the_model_and_the_served_vectors(demo_home, tmp_path):
+    """The demo run again (same Dagster instance) after the highest-numbered customer left the
+    source: it rebuilds every registered partition, so the customer's folder goes, and the next
+    model and the vectors it loads have no vector for them. Before, it rebuilt only the range of
+    current customers: the lake kept 2,372 rows against the source's 2,348, and the vector served."""
+    import shutil
+
+    import sqlalchemy as sa
+
+    from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded
+    from recsys_platform.vectors.store import VectorStore
+
+    home = tmp_path / "deleted"
+    shutil.copytree(demo_home, home, ignore=shutil.ignore_patterns("tmp", "pgdata"))
+    settings = Settings.build(home=str(home))
+    db = SourceDatabase(settings.source_url)
+    gone = max(db.customer_numbers())
+    with sa.create_engine(settings.source_url).begin() as conn:
+        conn.execute(sa.text(f"DELETE FROM orderdetails WHERE orderNumber IN "
+                             f"(SELECT orderNumber FROM orders WHERE customerNumber = {gone})"))
+        for table in ("ratings", "payments", "orders", "customers"):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE customerNumber = {gone}"))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "demo"], cwd=REPO, env=demo_env(home),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "all checks passed" in proc.stdout
+        store = ObjectStore.from_url(settings.lake_url)
+        assert str(gone) not in lake.list_partition_keys(store, DATASET, "customerNumber")
+        assert lake.read_partitions(store, DATASET, "customerNumber").num_rows == db.count_ratings()
+        served = VectorStore(embedded_dsn(home / "pgdata")).user_ids()
+        assert gone not in served and len(served) == len(db.customer_numbers())
+    finally:
+        stop_embedded(home / "pgdata")
+
+
 @pytest.mark.webserver
 def test_the_ui_shows_the_batch_assets_checks_and_latest_materialization(demo_home, webserver):
     port = webserver

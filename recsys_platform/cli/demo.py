@@ -119,6 +119,9 @@ class Demo:
         if not layout.buckets:
             known = set(self.instance.get_dynamic_partitions(CUSTOMERS.name))
             self.instance.add_dynamic_partitions(CUSTOMERS.name, [k for k in keys if k not in known])
+            # Every registered partition, the source's and those whose customer left (their
+            # rebuild removes them from the lake): the range runs in registration order.
+            keys = self.instance.get_dynamic_partitions(CUSTOMERS.name)
         self.execute(OBSERVE_JOB, "observing the source")
         with planned_as_one_event():
             result = self.execute(TRAINING_JOB, f"building {DATASET}",

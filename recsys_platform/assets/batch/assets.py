@@ -10,6 +10,7 @@ from recsys_platform.assets.shared import OWNERS
 from recsys_platform.batch import checks as training_checks
 from recsys_platform.batch.build import source_row_count
 from recsys_platform.batch.contract import (
+    ARROW_SCHEMA,
     COLUMN_NAMES,
     COLUMNS,
     CUSTOMER_KEY,
@@ -83,11 +84,13 @@ def _checked_result(context, source: SourceDatabaseResource, store, layout: Layo
     preview, file, the source version it was built from: what the schedule compares),
     and check them against the contract and the source (the same for every engine and Glue)."""
     written = lake.read_partitions(store, DATASET, layout.column, keys)
+    if not written.num_columns:  # every requested partition is gone (their customers left): 0 rows
+        written = ARROW_SCHEMA.empty_table()
     for key, metadata in per_partition_metadata(written, layout, keys).items():
         context.add_asset_metadata({
             **metadata, SOURCE_VERSION: versions.get(key, "absent"),
             "location": _location(store, partition_file(DATASET, layout.column, key))}, partition_key=key)
-    if layout.buckets and written.num_columns:  # the bucket is a folder, not a contract column
+    if layout.buckets and layout.column in written.column_names:  # the bucket is a folder, not a contract column
         written = written.drop_columns([layout.column])
     products = source.db.read_arrow("products")
     outcomes = training_checks.evaluate(

@@ -5,7 +5,11 @@ from collections.abc import Sequence
 import dagster as dg
 
 from recsys_platform.assets.batch.assets import SOURCE_VERSION, TRAINING_KEY
-from recsys_platform.assets.batch.partitions import partition_versions, partitions_for
+from recsys_platform.assets.batch.partitions import (
+    latest_partition_metadata,
+    partition_versions,
+    partitions_for,
+)
 from recsys_platform.batch.contract import Layout
 from recsys_platform.errors import RecsysError
 from recsys_platform.resources import SourceDatabaseResource
@@ -16,22 +20,10 @@ UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
               dg.DagsterRunStatus.STARTED]
 
 
-def recorded_versions(instance: dg.DagsterInstance, page: int = 10_000) -> dict[str, str]:
+def recorded_versions(instance: dg.DagsterInstance) -> dict[str, str]:
     """Per partition, the source version its latest build recorded (newest materialization wins)."""
-    seen: dict[str, str] = {}
-    cursor = None
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=TRAINING_KEY), limit=page, cursor=cursor, ascending=False)
-        for record in result.records:
-            key = record.partition_key
-            if key is not None and key not in seen:
-                value = record.asset_materialization.metadata.get(SOURCE_VERSION)
-                if value is not None:
-                    seen[key] = str(value.value)
-        if not result.has_more:
-            return seen
-        cursor = result.cursor
+    return {key: str(meta[SOURCE_VERSION].value) for key, meta in latest_partition_metadata(instance, TRAINING_KEY).items()
+            if SOURCE_VERSION in meta}
 
 
 def stale_keys(all_keys: Sequence[str], current: dict[str, str], recorded: dict[str, str]) -> list[str]:

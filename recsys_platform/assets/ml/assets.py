@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from recsys_platform.assets.batch.assets import TRAINING_KEY
+from recsys_platform.assets.batch.partitions import lake_differences, latest_partition_metadata
 from recsys_platform.assets.shared import OWNERS
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.ml import artifacts
@@ -39,6 +40,10 @@ class ModelConfig(dg.Config):
     test_share: float = 0.2
     valid_share: float = 0.1
     seed: int = 0
+    # Train only when every partition of the lake is what its last successful build wrote (a
+    # failed or interrupted build never feeds a model). False: train on the lake as it is (a lake
+    # written outside Dagster, e.g. by a benchmark); the metadata says so.
+    require_built_lake: bool = True
 
     def model(self) -> HybridRecommender:
         """The unfitted model these settings describe (L2: the grid's first when it is chosen)."""
@@ -57,6 +62,21 @@ def training_frame(store, layout: Layout) -> tuple[pd.DataFrame, str]:
     frame = table.to_pandas().sort_values(["customerNumber", "productCode"]).reset_index(drop=True)
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
     return frame, f"{len(frame)}-{digest}"
+
+
+def partition_rows(frame: pd.DataFrame, layout: Layout) -> dict[str, int]:
+    """Rows per partition key of the training frame."""
+    out: dict[str, int] = {}
+    for customer, rows in frame.groupby("customerNumber").size().items():
+        key = layout.partition_of(int(customer))
+        out[key] = out.get(key, 0) + int(rows)
+    return out
+
+
+def built_rows(instance: dg.DagsterInstance) -> dict[str, int]:
+    """Rows per partition as the last successful build of each recorded them (0: removed)."""
+    return {k: int(m["dagster/row_count"].value) for k, m in latest_partition_metadata(instance, TRAINING_KEY).items()
+            if "dagster/row_count" in m}
 
 
 def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
@@ -83,13 +103,22 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             "global-mean, bias, popularity and implicit-ALS (tuned on the validation split) baselines, "
             "and published as `<artifacts>/<version>/{model,scalers,embeddings}/` with a manifest and a "
             "`LATEST` pointer written last (`CURRENT` moves when its vectors serve). A model that does not "
-            "beat the bias baseline on RMSE and popularity on NDCG@10 is not published."),
+            "beat the bias baseline on RMSE and popularity on NDCG@10 is not published. It trains only "
+            "when every partition of the lake is what its last successful build wrote (row counts per "
+            "partition against the builds' metadata): a failed or partial build never feeds a model."),
     )
     def recommender_model(context: dg.AssetExecutionContext, config: ModelConfig,
                           lake_store: ObjectStoreResource, artifacts_store: ObjectStoreResource) -> dg.MaterializeResult:
         frame, data_version = training_frame(lake_store.store, layout)
         if frame.empty:
             raise dg.Failure(description=f"{DATASET} is empty in {lake_store.store.uri(DATASET)}: nothing to train on")
+        differences = lake_differences(built_rows(context.instance), partition_rows(frame, layout))
+        if differences and config.require_built_lake:
+            raise dg.Failure(
+                description=f"not trained: {DATASET} at {lake_store.store.uri(DATASET)} is not what its last "
+                "successful builds wrote: " + "; ".join(differences) + ". Rebuild those partitions (a backfill "
+                f"of {DATASET}, or the stale-partition schedule), or set require_built_lake: false to train on "
+                "the lake as it is", metadata={"differences": dg.MetadataValue.json(differences)})
         run = train_and_evaluate(
             frame, config.model(), test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
             min_coverage=config.min_coverage, l2_grid=L2_GRID if config.l2 is None else None)
@@ -136,6 +165,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "published": bool(published),
                 "training_data_version": data_version,
                 "training_rows": len(frame),
+                "lake_matches_builds": not differences,
                 "train_ratings": int(metrics["train_ratings"]),
                 "held_out_ratings": int(metrics["test_ratings"]),
                 "als_params": metrics["als_params"],
