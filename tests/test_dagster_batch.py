@@ -56,7 +56,7 @@ def test_definitions_describe_every_asset_for_the_ui(defs):
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key == TRAINING_KEY}
     assert checks == set(training_checks.ALL_CHECKS)
     assert {s.name for s in repo.schedule_defs} == {STALE_SCHEDULE, CATALOG_SCHEDULE}
-    assert {s.name for s in repo.sensor_defs} == {"customer_partitions_sensor", "recommendations_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {"customer_partitions_sensor", "recommendations_sensor", "retrain_sensor"}
 
 
 def test_single_run_backfill_builds_every_partition_with_passing_checks(defs, settings, instance):
@@ -374,3 +374,32 @@ def test_a_partial_build_never_feeds_a_model(arrow_defs, settings, instance):
     as_it_is = _train(arrow_defs, instance, require_built_lake=False)
     assert as_it_is.success
     assert not as_it_is.asset_materializations_for_node("recommender_model")[0].metadata["lake_matches_builds"].value
+
+
+def test_the_retrain_sensor_asks_once_per_change_after_every_build_finished(arrow_defs, settings, instance):
+    """No model yet and no build: nothing; a build: one request, whose run key names that build;
+    a build still running: wait; a model newer than the data: nothing."""
+    sensor = arrow_defs.resolve_sensor_def("retrain_sensor")
+
+    def tick():
+        with dg.build_sensor_context(instance=instance, definitions=arrow_defs) as ctx:
+            return sensor.evaluate_tick(ctx)
+
+    assert "never built" in tick().skip_message
+    keys = _keys(settings)
+    instance.add_dynamic_partitions(CUSTOMERS.name, keys)
+    assert _run(arrow_defs, instance, keys[0], keys[-1]).success
+    (request,) = tick().run_requests
+    assert request.job_name in (None, "model_and_vectors_job") and request.run_key.startswith("retrain-after-")
+    assert tick().run_requests[0].run_key == request.run_key, "the same change: the same run key (deduplicated)"
+
+    running = instance.create_run_for_job(arrow_defs.resolve_job_def("ratings_ml_training_job"),
+                                          status=dg.DagsterRunStatus.STARTED)
+    assert f"run {running.run_id} of ratings_ml_training_job is not finished" in tick().skip_message
+    instance.report_run_canceled(running)
+
+    assert _train(arrow_defs, instance).success
+    assert "the model is newer" in tick().skip_message
+    assert _run(arrow_defs, instance, keys[3], keys[3]).success  # one partition rebuilt: a new change
+    (again,) = tick().run_requests
+    assert again.run_key != request.run_key

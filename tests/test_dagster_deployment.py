@@ -1,7 +1,8 @@
 """The production Dagster deployment (deploy/dagster_instance.py, `make serve-dagster`): the
 daemon and the webserver over PostgreSQL storage launch, by themselves, the rebuild of exactly
-the partition whose source changed (stale-partition schedule) and the ingestion of a new hour of
-recommendations (sensor), through the run queue."""
+the partition whose source changed (stale-partition schedule), then a new model and its vectors
+(retrain sensor), and the ingestion of a new hour of recommendations (sensor), through the run
+queue."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import sqlalchemy as sa
 from recsys_platform.assets.batch.assets import SOURCE_VERSION, TRAINING_KEY
 from recsys_platform.assets.batch.partitions import CUSTOMERS, partition_versions
 from recsys_platform.assets.batch.schedules import STALE_SCHEDULE
+from recsys_platform.assets.ml.assets import MODEL_KEY
+from recsys_platform.assets.vectors.sensors import RETRAIN_SENSOR
 from recsys_platform.batch.contract import Layout
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
@@ -45,8 +48,20 @@ def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str], timeout: f
                          + (logs / "daemon.log").read_text(errors="replace")[-4000:])
 
 
-def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(catalog, settings, monkeypatch, request):
-    settings = settings.with_(artifacts_url=catalog["store"].url, stale_cron="* * * * *", engine="arrow")
+def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(catalog, settings, monkeypatch, request,
+                                                                           tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from recsys_platform.ml import artifacts
+    from recsys_platform.storage.object_store import ObjectStore
+    from recsys_platform.vectors.store import VectorStore
+    from recsys_platform.wiring import vector_dsn
+
+    # The retraining publishes a model: into a copy of the session's artifacts, never into them.
+    shutil.copytree(Path(catalog["store"].root), tmp_path / "ml-artifacts")
+    settings = settings.with_(artifacts_url=(tmp_path / "ml-artifacts").as_uri(), stale_cron="* * * * *",
+                              engine="arrow")
     request.addfinalizer(lambda: stop_embedded(settings.pgdata))  # prepare() starts the instance's PostgreSQL
     env = prepare(settings)
     assert env[PG_URL_VAR].startswith("postgresql+psycopg2://") and "/dagster?" in env[PG_URL_VAR]
@@ -65,6 +80,8 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
             instance=instance, tags={"dagster/asset_partition_range_start": keys[0],
                                      "dagster/asset_partition_range_end": keys[-1]})
         assert built.success
+        # A model trained after that build (recorded), so the retrain sensor waits for a change.
+        instance.report_runless_asset_event(dg.AssetMaterialization(MODEL_KEY, description="trained after the build"))
         with sa.create_engine(settings.source_url).begin() as conn:
             conn.execute(sa.text("UPDATE ratings SET productRating = 6 - productRating WHERE customerNumber = :c"),
                          {"c": int(changed)})
@@ -76,6 +93,7 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
             logs = dagster_home(settings) / "logs"
             rebuild = _finished_run(instance, {"dagster/schedule_name": STALE_SCHEDULE}, 200, logs)
             ingest = _finished_run(instance, {"dagster/sensor_name": "recommendations_sensor"}, 120, logs)
+            retrain = _finished_run(instance, {"dagster/sensor_name": RETRAIN_SENSOR}, 300, logs)
             seen = graphql(port, "{ runsOrError { ... on Runs { results { runId status } } } }")
             assert all(p.poll() is None for p in processes.values()), "webserver and daemon still running"
 
@@ -100,3 +118,10 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
         # The webserver reads the same PostgreSQL instance.
         statuses = {r["runId"]: r["status"] for r in seen["runsOrError"]["results"]}
         assert statuses[rebuild.run_id] == "SUCCESS" and statuses[ingest.run_id] == "SUCCESS"
+        # Then, with no person: a new model trained on the rebuilt lake, and its vectors serving.
+        assert retrain.status == dg.DagsterRunStatus.SUCCESS, retrain.run_id
+        assert retrain.job_name == "model_and_vectors_job"
+        assert retrain.tags["dagster/run_key"] == f"retrain-after-{latest.storage_id}", "after the rebuild"
+        store = ObjectStore.from_url(settings.artifacts_url)
+        assert artifacts.current_version(store) != catalog["version"]
+        assert VectorStore(vector_dsn(settings)).active_version() == artifacts.current_version(store)

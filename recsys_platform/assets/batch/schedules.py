@@ -10,14 +10,13 @@ from recsys_platform.assets.batch.partitions import (
     partition_versions,
     partitions_for,
 )
+from recsys_platform.assets.shared import UNFINISHED
 from recsys_platform.batch.contract import Layout
 from recsys_platform.errors import RecsysError
 from recsys_platform.resources import SourceDatabaseResource
 
 STALE_SCHEDULE = "stale_training_partitions_daily"
 MAX_RUNS = 4
-UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-              dg.DagsterRunStatus.STARTED]
 
 
 def recorded_versions(instance: dg.DagsterInstance) -> dict[str, str]:

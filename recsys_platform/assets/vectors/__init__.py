@@ -1,5 +1,5 @@
 """Vectors domain: `item_emb` and `user_emb` in PostgreSQL + pgvector, the serving rules' catalog
-(`item_attributes`, `customer_purchases`), `customer_recommendations`, their jobs and schedule."""
+(`item_attributes`, `customer_purchases`), `customer_recommendations`, their jobs, schedule and the retraining sensor."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from recsys_platform.assets.vectors.jobs import (
     model_and_vectors_job,
 )
 from recsys_platform.assets.vectors.schedules import build_catalog_schedule
+from recsys_platform.assets.vectors.sensors import build_retrain_sensor
 
 __all__ = ["ITEM_KEY", "USER_KEY", "build_vector_defs"]
 
@@ -23,4 +24,4 @@ def build_vector_defs(catalog_cron: str) -> dg.Definitions:
     return dg.Definitions(
         assets=[build_vector_assets(), build_catalog_assets(), build_customer_recommendations()],
         jobs=[model_and_vectors_job, catalog_job, customer_recommendations_job],
-        schedules=[build_catalog_schedule(catalog_cron)])
+        schedules=[build_catalog_schedule(catalog_cron)], sensors=[build_retrain_sensor()])
