@@ -134,3 +134,29 @@ def test_a_typo_in_a_setting_a_command_does_not_use_does_not_stop_it(tmp_path, c
     assert main(["seed", "--source-url", f"sqlite:///{tmp_path / 'cm.db'}"]) == 0
     assert main(["--home", str(tmp_path), "demo"]) == 2, "the demo builds, so it reads the engine"
     assert "RECSYS_ENGINE must be one of auto, arrow, spark" in capsys.readouterr().err
+
+
+def test_a_second_demo_on_the_same_home_is_refused_naming_the_first(tmp_path, capsys):
+    """Two demos on one home would build, train and switch one home's vectors at once: the second
+    stops at once, in one line, naming the first's PID; a killed holder frees the home."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from recsys_platform.storage.locks import "
+                               "ProcessLock; lock = ProcessLock(sys.argv[1], 'demo').__enter__(); print('held', flush=True); "
+                               "time.sleep(600)", str(tmp_path / "demo.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["--home", str(tmp_path), "demo"]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert f"another demo is running on RECSYS_HOME={tmp_path} (pid {holder.pid} since " in line
+        assert "give this one its own RECSYS_HOME" in line
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    from recsys_platform.storage.locks import ProcessLock
+
+    with ProcessLock(tmp_path / "demo.lock", "demo"):
+        pass  # the kernel released the killed holder's lock

@@ -21,9 +21,11 @@ from recsys_platform.batch.contract import Layout
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.definitions import build_definitions
 from recsys_platform.deploy.dagster_instance import (
+    BATCH_QUEUE,
     MAX_RETRIES,
+    MODEL_QUEUE,
     PG_URL_VAR,
-    QUEUE_TAG,
+    QUEUE_KEY,
     dagster_home,
     prepare,
     serving,
@@ -101,7 +103,7 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
         assert rebuild.status == dg.DagsterRunStatus.SUCCESS, rebuild.run_id
         assert (rebuild.tags["dagster/asset_partition_range_start"],
                 rebuild.tags["dagster/asset_partition_range_end"]) == (changed, changed)
-        assert rebuild.tags[QUEUE_TAG[0]] == QUEUE_TAG[1]
+        assert rebuild.tags[QUEUE_KEY] == BATCH_QUEUE
         enqueued = instance.get_records_for_run(rebuild.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records
         assert enqueued, "launched through the run queue"
         (latest,) = instance.fetch_materializations(
@@ -120,7 +122,7 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
         assert statuses[rebuild.run_id] == "SUCCESS" and statuses[ingest.run_id] == "SUCCESS"
         # Then, with no person: a new model trained on the rebuilt lake, and its vectors serving.
         assert retrain.status == dg.DagsterRunStatus.SUCCESS, retrain.run_id
-        assert retrain.job_name == "model_and_vectors_job"
+        assert retrain.job_name == "model_and_vectors_job" and retrain.tags[QUEUE_KEY] == MODEL_QUEUE
         assert retrain.tags["dagster/run_key"] == f"retrain-after-{latest.storage_id}", "after the rebuild"
         store = ObjectStore.from_url(settings.artifacts_url)
         assert artifacts.current_version(store) != catalog["version"]

@@ -151,3 +151,24 @@ def test_a_stock_change_reaches_the_answers_without_retraining(ml_settings):
         for r in rows:
             per_customer.setdefault(r["customerNumber"], []).append(r)
         assert all(len(rs) == 10 or rs[0]["note"] for rs in per_customer.values()), "10 each, or the reason"
+
+
+def test_the_vectors_load_the_version_their_own_run_published(ml_settings, monkeypatch):
+    """Another run publishes between this run's model and its vectors (LATEST moves on): this run
+    still loads and activates the model it trained and checked."""
+    real_publish = artifacts.publish
+    intruders = []
+
+    def publish_then_another_run_publishes(store, model, users, items, metrics, data_version):
+        ours = real_publish(store, model, users, items, metrics, data_version)
+        intruders.append(real_publish(store, model, users, items, metrics, f"{data_version}-another-run"))
+        return ours
+
+    monkeypatch.setattr(artifacts, "publish", publish_then_another_run_publishes)
+    with dg.instance_for_test() as instance:
+        result = _run(ml_settings, instance)
+        assert result.success
+        ours = result.asset_materializations_for_node("recommender_model")[0].metadata["model_version"].value
+        store = ObjectStore.from_url(ml_settings.artifacts_url)
+        assert artifacts.latest_version(store) == intruders[0].version != ours, "LATEST moved on"
+        assert VectorStore(ml_settings.vector_dsn).active_version() == ours == artifacts.current_version(store)

@@ -33,6 +33,7 @@ from recsys_platform.cli.runs import execute_as_location_run
 from recsys_platform.definitions import build_definitions
 from recsys_platform.errors import RunFailedError, SourceUnavailableError
 from recsys_platform.settings import Settings
+from recsys_platform.storage.locks import ProcessLock
 from recsys_platform.streaming import recommendations
 
 
@@ -277,4 +278,8 @@ def _failure_reason(result: dg.ExecutionResult) -> str:
 
 
 def run_demo(settings: Settings, verbose: bool = False) -> DemoReport:
-    return Demo(settings, verbose=verbose).run()
+    """One demo per home at a time: two would build, train and switch the vectors of one home
+    at once (`Busy` names the other's PID)."""
+    with ProcessLock(Path(settings.home) / "demo.lock", "demo", f" on RECSYS_HOME={settings.home}",
+                     "wait for it to finish, or give this one its own RECSYS_HOME"):
+        return Demo(settings, verbose=verbose).run()

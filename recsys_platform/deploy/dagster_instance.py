@@ -29,13 +29,20 @@ from recsys_platform.settings import VARIABLES, Settings
 
 MAX_CONCURRENT_RUNS = 4
 MAX_RETRIES = 2
-QUEUE_TAG = ("recsys/queue", "batch-engine")
+# Runs tagged `recsys/queue=<name>` share a queue of `limit` slots: two batch builds would only
+# compete for one cluster and one source; two trainings of one home would race to switch its vectors.
+QUEUE_KEY = "recsys/queue"
+BATCH_QUEUE, MODEL_QUEUE = "batch-engine", "model-and-vectors"
+QUEUE_LIMITS = {BATCH_QUEUE: 1, MODEL_QUEUE: 1}
 PG_URL_VAR = VARIABLES["dagster_pg_url"].name
 DATABASE = "dagster"
 
 
 def instance_yaml(max_concurrent_runs: int = MAX_CONCURRENT_RUNS, max_retries: int = MAX_RETRIES) -> str:
-    key, value = QUEUE_TAG
+    limits = "".join(f"""
+      - key: "{QUEUE_KEY}"
+        value: "{name}"
+        limit: {limit}""" for name, limit in QUEUE_LIMITS.items())
     return f"""# Written by recsys-platform (deploy/dagster_instance.py); see docs/deploy.md.
 storage:
   postgres:
@@ -46,10 +53,7 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: {max_concurrent_runs}
-    tag_concurrency_limits:
-      - key: "{key}"
-        value: "{value}"
-        limit: 1
+    tag_concurrency_limits:{limits}
 run_retries:
   enabled: true
   max_retries: {max_retries}

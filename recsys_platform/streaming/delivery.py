@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import fcntl
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys_platform.errors import RecsysError
+from recsys_platform.storage.locks import Busy, ProcessLock
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming import firehose
 from recsys_platform.streaming.firehose import DROPPED, OK, StreamRecord
@@ -85,45 +84,15 @@ INVOKE_FAILED = "Lambda.InvokeFailed"  # Firehose's code for a batch the transfo
 UNREADABLE = "unreadable processing-failed object"  # a reason `redrive` counts: the object is left as it is
 
 
-class DeliveryBusy(RecsysError):
-    """Another delivery runtime is running on this stream."""
+DeliveryBusy = Busy  # another deliver (or redrive) holds the stream
 
 
-class StreamLock:
-    """An exclusive lock on a stream's delivery state, held while a runtime runs.
-
-    `flock` on a file in the state folder: the kernel releases it when the holding process exits,
-    however it exits (kill -9 included), so a crashed holder never keeps the stream.
-    """
-
-    def __init__(self, folder: str | Path, stream: str, command: str = "deliver"):
-        self.path = Path(folder) / (f"{stream}.lock" if command == "deliver" else f"{stream}.{command}.lock")
-        self.stream, self.command = stream, command
-        self._file = None
-
-    def __enter__(self) -> StreamLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise DeliveryBusy(f"another {self.command} is running on stream {self.stream!r} ({holder}); "
-                               f"one {self.command} per stream at a time (the lock goes with its process)") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
-        f.flush()
-        self._file = f
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+def StreamLock(folder: str | Path, stream: str, command: str = "deliver") -> ProcessLock:  # noqa: N802 - a lock
+    """The lock on a stream's delivery state (`<state>/<stream>.lock`; redrive has its own), held
+    while a runtime runs."""
+    name = f"{stream}.lock" if command == "deliver" else f"{stream}.{command}.lock"
+    return ProcessLock(Path(folder) / name, command, f" on stream {stream!r}",
+                       f"one {command} per stream at a time (the lock goes with its process)")
 
 
 class CheckpointFile:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from recsys_platform.assets.batch.assets import SOURCE_KEY, TRAINING_KEY
+from recsys_platform.deploy.dagster_instance import BATCH_QUEUE, QUEUE_KEY
 
 OBSERVE_JOB = "classicmodels_ratings_observation"
 TRAINING_JOB = "ratings_ml_training_job"
-# Runs with this tag share the run queue's one slot for the batch engine (deploy/dagster_instance.py):
-# two Spark or Glue builds at once would only compete for the same cluster and source.
-BATCH_ENGINE_TAG = {"recsys/queue": "batch-engine"}
+# The run queue's one slot for the batch engine (deploy/dagster_instance.py).
+BATCH_ENGINE_TAG = {QUEUE_KEY: BATCH_QUEUE}
 
 observe_job = dg.define_asset_job(
     OBSERVE_JOB, selection=[SOURCE_KEY],

@@ -36,6 +36,20 @@ def hnsw_recall(store, version: str, user_vectors: np.ndarray, item_ids: list[st
     return float(np.mean(hits)) if hits else 0.0
 
 
+def version_of_this_run(context: dg.AssetExecutionContext) -> str | None:
+    """The model version this run's `recommender_model` published, when the model ran in this run
+    (None: the vectors run alone, and load LATEST). Not LATEST itself: another run on the same
+    artifacts may have published since, and this run's checks judged this run's model."""
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        if materialization is not None and materialization.asset_key == MODEL_KEY:
+            value = materialization.metadata.get("model_version")
+            return str(value.value) if value is not None else None
+    return None
+
+
 def build_vector_assets() -> dg.AssetsDefinition:
     # Each check judges the table it names: counts and dimensions per table; the two index
     # checks on item_emb (user vectors are only the queries of the recall check).
@@ -63,10 +77,11 @@ def build_vector_assets() -> dg.AssetsDefinition:
     )
     def embeddings(context: dg.AssetExecutionContext, config: VectorConfig, artifacts_store: ObjectStoreResource,
                    vector_store: VectorStoreResource):
-        """Loads LATEST into its own tables, checks them, and only then switches the public views
-        (and then `CURRENT`): the model and its vectors start serving together."""
+        """Loads the version this run's model published (LATEST when the model is not in the run)
+        into its own tables, checks them, and only then switches the public views (and then
+        `CURRENT`): the model and its vectors start serving together."""
         try:
-            version, manifest, emb = artifacts.load_embeddings(artifacts_store.store)
+            version, manifest, emb = artifacts.load_embeddings(artifacts_store.store, version_of_this_run(context))
             store = vector_store.store
             active = store.active_version()
             if active == version:
