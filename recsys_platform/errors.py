@@ -29,3 +29,27 @@ class DataQualityError(RecsysError):
 
 class RunFailedError(RecsysError):
     """A Dagster run of the platform failed; the message carries the step's reason."""
+
+
+class DiskFullError(RecsysError):
+    """A write found no space left on its disk; what was being written was removed, not half-written."""
+
+
+FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT (a quota counts as full)
+
+
+def disk_full_in(error: BaseException) -> OSError | None:
+    """The OSError saying a disk is full in `error` or in what it wraps, else None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full(path: str, error: OSError) -> DiskFullError:
+    return DiskFullError(f"the disk holding {path} is full ({error.strerror}); nothing was half-written: free "
+                         "space there, or point the setting that names that place (RECSYS_HOME or a RECSYS_*_URL) "
+                         "at another disk, and run again")

@@ -274,7 +274,12 @@ def _failure_reason(result: dg.ExecutionResult) -> str:
     data = failure.step_failure_data
     if data.user_failure_data and data.user_failure_data.description:  # a dg.Failure: already one clear line
         return data.user_failure_data.description.strip()
-    return data.error.message.strip().splitlines()[0] if data.error else "see the run's log"
+    if not data.error:
+        return "see the run's log"
+    root = data.error  # Dagster's wrapper ("Error occurred while executing op") names no reason: its cause does
+    while root.cause is not None:
+        root = root.cause
+    return root.message.strip().splitlines()[0]
 
 
 def run_demo(settings: Settings, verbose: bool = False) -> DemoReport:

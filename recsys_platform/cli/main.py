@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recsys_platform.errors import RecsysError
+from recsys_platform.errors import RecsysError, disk_full, disk_full_in
 from recsys_platform.settings import Settings
 from recsys_platform.streaming.firehose import FAILED_PREFIX, PROCESSOR_BUFFER_BYTES
 
@@ -274,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(e, RecsysError):
             print(f"recsys-platform {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        full = disk_full_in(e)
+        if full is not None:  # a write below the platform's own stores (a library's, a database's)
+            where = full.filename or f"RECSYS_HOME={getattr(args, 'home', None) or '.recsys'}"
+            print(f"recsys-platform {args.command}: error: {disk_full(str(where), full)}", file=sys.stderr)
             return 2
         print(f"recsys-platform {args.command}: unexpected error: {type(e).__name__}: "
               f"{str(e).strip().splitlines()[0] if str(e).strip() else ''} (run with --debug for the traceback)",

@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from recsys_platform.errors import disk_full, disk_full_in
+
 TEMPORARY_PREFIX = ".tmp-"  # a writer's temporary: dot-prefixed, so Spark and pyarrow readers ignore it
 
 
@@ -153,6 +155,10 @@ class LocalObjectStore(ObjectStore):
             # rename() is what makes the write atomic for readers; no fsync per object (like
             # Spark's and Arrow's writers), which would cost ~1 ms per small partition file.
             os.replace(tmp, target)
+        except OSError as e:
+            if disk_full_in(e):
+                raise disk_full(target, e) from e
+            raise
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
