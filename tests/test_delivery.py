@@ -525,3 +525,30 @@ def test_a_crashed_or_stale_embedded_server_is_started_by_whoever_needs_it(catal
         vectors.close()
         stop_embedded(pgdata)
         shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
+def test_produce_events_replays_a_recorded_log_as_it_is(people, tmp_path, capsys):
+    """`produce-events --from FILE`: every non-empty line into the stream, byte for byte, a malformed
+    one too (the transformation judges it); a line Kinesis would refuse stops it with nothing sent."""
+    from recsys_platform.cli import main
+
+    produced = list(sessions(*people, 3, 0.0, seed=21))
+    log = tmp_path / "recorded.jsonl"
+    log.write_bytes(b"\n".join([produced[0][1], b"", produced[1][1], b'{"session_id": "cut', produced[2][1]]) + b"\n")
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "produce-events", "--from", str(log)]) == 0
+    assert "produced 4 events" in capsys.readouterr().out
+    records = LocalStream(home / "stream", "activity").read({}, limit=10)
+    assert [r.data for r in records] == [produced[0][1], produced[1][1], b'{"session_id": "cut', produced[2][1]]
+    assert [r.partition_key for r in records] == [produced[0][0], produced[1][0], "line-4", produced[2][0]]
+
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(produced[0][1] + b"\n" + b'{"pad": "' + b"x" * MAX_RECORD_BYTES + b'"}\n')
+    assert main(["--home", str(home), "produce-events", "--from", str(big)]) == 2
+    err = capsys.readouterr().err
+    assert "1 line(s) over Kinesis's 1,048,576-byte record limit, nothing sent: line 2 (1,048,587 bytes)" in err
+    assert len(LocalStream(home / "stream", "activity").read({}, limit=10)) == 4, "nothing of the big file sent"
+    assert main(["--home", str(home), "produce-events", "--from", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["--home", str(home), "produce-events", "--count", "3", "--from", str(log)]) == 2
+    assert "give --count N (synthetic sessions) or --from FILE" in capsys.readouterr().err

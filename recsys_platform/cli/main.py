@@ -53,21 +53,35 @@ def cmd_produce_events(args: argparse.Namespace) -> int:
     import time
     from collections import Counter
 
-    from recsys_platform.batch.source import SourceDatabase
-    from recsys_platform.streaming.producer import load_catalog, sessions
-
-    settings = _settings(args)
-    db = SourceDatabase(settings.source_url)
-    db.connect().close()
-    customers, products = load_catalog(db.engine)
-    if not customers or not products:
-        raise RecsysError(f"{db.masked_url} has no customers or products: run `recsys-platform seed` first")
     from recsys_platform import wiring
 
+    if (args.count is None) == (args.from_file is None):
+        raise RecsysError("give --count N (synthetic sessions) or --from FILE (a recorded JSON-lines log), one of them")
+    settings = _settings(args)
+    if args.from_file is not None:
+        from recsys_platform.streaming.producer import recorded
+        from recsys_platform.streaming.stream import MAX_RECORD_BYTES
+
+        try:
+            events = iter(recorded(args.from_file, MAX_RECORD_BYTES))
+        except OSError as e:
+            raise RecsysError(f"cannot read {args.from_file}: {e.strerror}") from None
+        except ValueError as e:
+            raise RecsysError(f"{args.from_file}: {e}") from None
+    else:
+        from recsys_platform.batch.source import SourceDatabase
+        from recsys_platform.streaming.producer import load_catalog, sessions
+
+        db = SourceDatabase(settings.source_url)
+        db.connect().close()
+        customers, products = load_catalog(db.engine)
+        if not customers or not products:
+            raise RecsysError(f"{db.masked_url} has no customers or products: run `recsys-platform seed` first")
+        events = sessions(customers, products, args.count, args.malformed, seed=args.seed)
     stream = wiring.stream(settings)
     kinds: Counter = Counter()
     batch, sent, started = [], 0, time.monotonic()
-    for key, data, kind in sessions(customers, products, args.count, args.malformed, seed=args.seed):
+    for key, data, kind in events:
         kinds[kind] += 1
         batch.append((key, data))
         if len(batch) >= 500 or (args.rate and len(batch) >= max(1, int(args.rate / 10))):
@@ -201,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream Dagster's event log to the terminal too (always in $RECSYS_HOME/logs/dagster.log)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("produce-events", help="write synthetic activity sessions into the stream (RECSYS_STREAM)")
-    p.add_argument("--count", type=int, required=True, help="sessions to produce")
+    p = sub.add_parser("produce-events", help="write synthetic activity sessions, or replay a recorded log, into "
+                       "the stream (RECSYS_STREAM)")
+    p.add_argument("--count", type=int, help="synthetic sessions to produce")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="replay a recorded JSON-lines log instead: one event per line, as it is")
     p.add_argument("--rate", type=float, default=0, help="events per second (0: as fast as possible)")
     p.add_argument("--malformed", type=float, default=0.05, help="share of malformed events (default 0.05)")
     p.add_argument("--seed", type=int, default=7)

@@ -63,3 +63,29 @@ def sessions(customers: list[dict], products: list[str], count: int, malformed_s
                 event["customer_number"] = 800_000 + n
         data = b'{"session_id": "' if kind == "invalid_json" else json.dumps(event).encode()
         yield str(event.get("customer_number", n)), data, kind
+
+
+def recorded(path: str, max_record_bytes: int) -> list[tuple[str, bytes, str]]:
+    """(partition key, record bytes, "recorded") for every non-empty line of a JSON-lines log, as it
+    is (a malformed line too: the transformation judges it, as it would the live one). The key is
+    the event's customer number when it has one (as the producer's), else `line-<n>`. Read whole
+    before anything is sent: a line Kinesis would refuse stops the replay naming it, with nothing sent."""
+    out, too_big = [], []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            data = line.rstrip(b"\r\n")
+            if not data.strip():
+                continue
+            try:
+                event = json.loads(data)
+                key = str(event["customer_number"]) if isinstance(event, dict) and "customer_number" in event else ""
+            except ValueError:
+                key = ""
+            key = key[:256] or f"line-{n}"
+            if len(key.encode()) + len(data) > max_record_bytes:
+                too_big.append(f"line {n} ({len(data):,} bytes)")
+            out.append((key, data, "recorded"))
+    if too_big:
+        raise ValueError(f"{len(too_big)} line(s) over Kinesis's {max_record_bytes:,}-byte record limit, nothing "
+                         f"sent: {', '.join(too_big[:5])}")
+    return out
