@@ -339,6 +339,7 @@ def test_a_deleted_customer_leaves_the_lake_and_the_next_model(arrow_defs, setti
     model = _train(arrow_defs, instance)
     assert model.success, _failure(model) if not model.success else ""
     assert model.asset_materializations_for_node("recommender_model")[0].metadata["lake_matches_builds"].value
+    assert next(e for e in model.get_asset_check_evaluations() if e.check_name == "lake_matches_its_last_builds").passed
     _, _, emb = artifacts.load_embeddings(ObjectStore.from_url(settings.artifacts_url))
     users = {str(u) for u in emb["user"][0]}
     assert gone not in users and len(users) == len(keys) - 1
@@ -370,10 +371,16 @@ def test_a_partial_build_never_feeds_a_model(arrow_defs, settings, instance):
         f"{table.num_rows} built)" in message
     assert f"1 built partition(s) missing from the lake (e.g. {keys[7]})" in message
     assert "Rebuild those partitions" in message and "require_built_lake: false" in message
+    (check,) = refused.get_asset_check_evaluations()
+    assert check.check_name == "lake_matches_its_last_builds" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR and f"{keys[7]}" in check.description
 
     as_it_is = _train(arrow_defs, instance, require_built_lake=False)
     assert as_it_is.success
     assert not as_it_is.asset_materializations_for_node("recommender_model")[0].metadata["lake_matches_builds"].value
+    lake_check = next(e for e in as_it_is.get_asset_check_evaluations() if e.check_name == "lake_matches_its_last_builds")
+    assert not lake_check.passed and lake_check.severity == dg.AssetCheckSeverity.WARN
+    assert "trained anyway" in lake_check.description
 
 
 def test_the_retrain_sensor_asks_once_per_change_after_every_build_finished(arrow_defs, settings, instance):

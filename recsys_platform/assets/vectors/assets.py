@@ -41,7 +41,7 @@ def version_of_this_run(context: dg.AssetExecutionContext) -> str | None:
     (None: the vectors run alone, and load LATEST). Not LATEST itself: another run on the same
     artifacts may have published since, and this run's checks judged this run's model."""
     records = context.instance.get_records_for_run(
-        context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
     for record in records:
         materialization = record.event_log_entry.asset_materialization
         if materialization is not None and materialization.asset_key == MODEL_KEY:
