@@ -1,5 +1,6 @@
 # The platform on AWS: three private buckets, the Glue job over the MySQL source, RDS PostgreSQL
-# with pgvector, and the streaming edge (Kinesis -> Firehose + transformation Lambda -> S3).
+# with pgvector, the streaming edge (Kinesis -> Firehose + transformation Lambda -> S3), and the
+# orchestrator (Dagster on ECS Fargate, its instance on RDS PostgreSQL).
 
 data "aws_caller_identity" "current" {}
 
@@ -89,5 +90,45 @@ module "vector_db" {
   instance_class             = var.db_instance_class
   deletion_protection        = var.db_deletion_protection
   kms_key_arn                = aws_kms_key.platform.arn
-  allowed_security_group_ids = [module.streaming.lambda_security_group_id]
+  allowed_security_group_ids = [module.streaming.lambda_security_group_id, module.orchestration.task_security_group_id]
+}
+
+module "orchestration" {
+  source                      = "./modules/orchestration"
+  project                     = var.project
+  region                      = var.region
+  vpc_id                      = var.vpc_id
+  subnet_ids                  = var.private_subnet_ids
+  kms_key_arn                 = aws_kms_key.platform.arn
+  log_retention_days          = var.log_retention_days
+  image_uri                   = var.platform_image_uri
+  certificate_arn             = var.webserver_certificate_arn
+  webserver_allowed_cidrs     = var.webserver_allowed_cidrs
+  deletion_protection         = var.db_deletion_protection
+  database_endpoint           = module.vector_db.endpoint
+  database_secret_arn         = module.vector_db.master_secret_arn
+  bucket_arns                 = [for b in module.buckets : b.arn]
+  glue_job_arn                = module.etl.job_arn
+  read_secret_arns            = [var.source_secret_arn, module.vector_db.master_secret_arn]
+  vector_db_security_group_id = module.vector_db.security_group_id
+  source_security_group_id    = var.source_security_group_id
+  endpoints_security_group_id = module.streaming.endpoints_security_group_id
+  s3_prefix_list_id           = module.streaming.s3_prefix_list_id
+  # The platform's settings for the code server and the runs: the AWS profile (docs/deploy.md).
+  environment = {
+    RECSYS_HOME                = "/opt/dagster/recsys"
+    RECSYS_LAKE_URL            = "s3://${module.buckets["lake"].bucket}"
+    RECSYS_ARTIFACTS_URL       = "s3://${module.buckets["ml-artifacts"].bucket}"
+    RECSYS_RECOMMENDATIONS_URL = "s3://${module.buckets["recommendations"].bucket}"
+    RECSYS_STREAM              = "kinesis://${module.streaming.stream_name}"
+    RECSYS_GLUE_JOB            = module.etl.job_name
+    RECSYS_PIPES_BUCKET        = module.buckets["lake"].bucket
+    RECSYS_SOURCE_JDBC_URL     = var.source_jdbc_url
+    RECSYS_SOURCE_SECRET_ARN   = var.source_secret_arn
+    RECSYS_VECTOR_SECRET_ARN   = module.vector_db.master_secret_arn
+    RECSYS_VECTOR_HOST         = module.vector_db.endpoint
+    RECSYS_VECTOR_DB           = "recsys"
+    RECSYS_RULES               = var.serving_rules
+    AWS_REGION                 = var.region
+  }
 }

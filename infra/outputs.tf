@@ -40,3 +40,28 @@ output "inference_function_url" {
   description = "The model inference routes (AWS_IAM auth: sign requests with SigV4, service lambda)."
   value       = module.streaming.inference_function_url
 }
+
+output "platform_repository_url" {
+  description = "Push the image of infra/platform.Dockerfile here (Dagster's webserver, daemon, code server and runs)."
+  value       = module.orchestration.repository_url
+}
+
+output "dagster_url" {
+  description = "The Dagster UI, on the internal load balancer (reach it from the allowed ranges)."
+  value       = module.orchestration.webserver_url
+}
+
+output "ecs_cluster" {
+  description = "RECSYS_ECS_CLUSTER: where every run is an ECS task."
+  value       = module.orchestration.cluster
+}
+
+output "ecs_run_task_definition" {
+  description = "RECSYS_ECS_RUN_TASK_DEFINITION."
+  value       = module.orchestration.run_task_definition
+}
+
+output "dagster_instance_environment" {
+  description = "The variables `recsys-platform ecs-instance` renders dagster.yaml from (set on every Dagster container)."
+  value       = module.orchestration.instance_environment
+}

@@ -104,3 +104,18 @@ variable "log_retention_days" {
   type    = number
   default = 365
 }
+
+variable "platform_image_uri" {
+  description = "The platform image built from infra/platform.Dockerfile (Dagster's webserver, daemon, code server and runs), by digest or immutable tag."
+  type        = string
+}
+
+variable "webserver_certificate_arn" {
+  description = "ACM certificate of the Dagster UI's internal HTTPS load balancer."
+  type        = string
+}
+
+variable "webserver_allowed_cidrs" {
+  description = "Address ranges (a VPN, a bastion) that may reach the Dagster UI's internal load balancer."
+  type        = list(string)
+}

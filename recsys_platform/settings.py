@@ -153,6 +153,14 @@ def _glue_arguments(name: str, text: str) -> dict[str, str]:
     return value
 
 
+def _names(name: str, text: str) -> tuple[str, ...]:
+    """Comma-separated AWS ids (`subnet-1,subnet-2`), empty for none."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if any(not re.fullmatch(r"[A-Za-z0-9:/._-]+", n) for n in names):
+        raise ConfigError(f"{name} must be comma-separated ids such as subnet-0abc,subnet-0def, got {text!r}")
+    return names
+
+
 # The README's configuration table, row by row (field name -> its variable).
 VARIABLES: dict[str, Variable] = {
     "home": Variable("RECSYS_HOME", "`./.recsys`", "embedded state: SQLite source, bucket folders, "
@@ -218,6 +226,25 @@ VARIABLES: dict[str, Variable] = {
     "dagster_pg_url": Variable("RECSYS_DAGSTER_PG_URL", "empty",
                                "the production Dagster instance's PostgreSQL (`serve-dagster`); empty: the embedded "
                                "server's `dagster` database"),
+    "dagster_pg_host": Variable("RECSYS_DAGSTER_PG_HOST", "empty",
+                                "on ECS (`recsys-platform ecs-instance`): the instance's PostgreSQL, `host[:port]` (or a Unix "
+                                "socket directory); "
+                                "its user and password come from `RECSYS_DAGSTER_PG_USER` and "
+                                "`RECSYS_DAGSTER_PG_PASSWORD`, which ECS injects from the RDS secret and "
+                                "`dagster.yaml` names, never holds"),
+    "dagster_pg_sslmode": Variable("RECSYS_DAGSTER_PG_SSLMODE", "`require`",
+                                   "on ECS: libpq's `sslmode` towards that database (RDS forces TLS: keep `require` "
+                                   "or `verify-full`)", _choice("disable", "allow", "prefer", "require", "verify-ca",
+                                                                "verify-full")),
+    "ecs_cluster": Variable("RECSYS_ECS_CLUSTER", "empty",
+                            "on ECS: the cluster `EcsRunLauncher` starts each run in (infra/ output `ecs_cluster`)"),
+    "ecs_run_task_definition": Variable("RECSYS_ECS_RUN_TASK_DEFINITION", "empty",
+                                        "on ECS: the task definition of every run (infra/ output "
+                                        "`ecs_run_task_definition`)"),
+    "ecs_subnets": Variable("RECSYS_ECS_SUBNETS", "empty",
+                            "on ECS: the private subnets of the run tasks, comma-separated", _names),
+    "ecs_security_groups": Variable("RECSYS_ECS_SECURITY_GROUPS", "empty",
+                                    "on ECS: the security groups of the run tasks, comma-separated", _names),
     "top_k": Variable("RECSYS_TOP_K", "`5`", "how many items each stream answer recommends (and offers as similar)",
                       _whole(1, 100)),
     "rules": Variable("RECSYS_RULES", "empty: nothing out of stock",
@@ -261,6 +288,12 @@ class Settings:
     stream_start: dt.datetime
     stale_cron: str
     dagster_pg_url: str
+    dagster_pg_host: str
+    dagster_pg_sslmode: str
+    ecs_cluster: str
+    ecs_run_task_definition: str
+    ecs_subnets: tuple[str, ...]
+    ecs_security_groups: tuple[str, ...]
     top_k: int
     rules: Rules
     catalog_cron: str
@@ -338,6 +371,8 @@ class Settings:
                 value = json.dumps(value.to_json()) if value != Rules() else ""
             elif isinstance(value, dict):
                 value = json.dumps(value) if value else ""
+            elif isinstance(value, tuple):
+                value = ",".join(value)
             if value not in ("", None):
                 out[var.name] = str(value)
         return out

@@ -55,7 +55,8 @@ def test_a_planted_violation_breaks_its_contract(tmp_path, module, planted, cont
 ENVIRONMENT_READERS = {
     "recsys_platform/settings.py": "Settings.from_env: the one parse",
     "recsys_platform/cli/demo.py": "sets Dagster's own switch while it creates a run",
-    "recsys_platform/deploy/dagster_instance.py": "the webserver's and daemon's environment: this one's plus the settings",
+    "recsys_platform/deploy/dagster_instance.py": "the webserver's and daemon's environment: this one's plus the "
+                                                  "settings; on ECS, DAGSTER_HOME and the credentials ECS injects",
     "recsys_platform/deploy/local_glue.py": "the Glue script's process inherits this one's environment, as Glue's role",
     "recsys_platform/batch/engines/spark_config.py": "PYSPARK_PYTHON: the one way to name a local worker's Python",
 }

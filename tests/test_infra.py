@@ -10,6 +10,8 @@ import sys
 import time
 import zipfile
 
+import pytest
+
 from recsys_platform.streaming import firehose
 from tests.conftest import REPO
 from tests.terraform import TOOLS, terraform, terraform_env, tool
@@ -44,9 +46,9 @@ def test_checkov_finds_no_failure(tmp_path):
     assert set(summaries) == {"terraform", "dockerfile"}, summaries
     for kind, summary in summaries.items():
         assert summary["failed"] == 0 and summary["parsing_errors"] == 0, (kind, run.stdout[-4000:])
-    assert summaries["terraform"]["passed"] > 100 and summaries["dockerfile"]["skipped"] == 2
-    dockerfile = (INFRA / "lambda.Dockerfile").read_text()
-    skips = re.findall(r"#checkov:skip=(CKV2?_(?:AWS|DOCKER)_\d+):(.*)", TF_TEXT + "\n" + dockerfile)
+    assert summaries["terraform"]["passed"] > 100 and summaries["dockerfile"]["skipped"] == 3
+    dockerfiles = (INFRA / "lambda.Dockerfile").read_text() + (INFRA / "platform.Dockerfile").read_text()
+    skips = re.findall(r"#checkov:skip=(CKV2?_(?:AWS|DOCKER)_\d+):(.*)", TF_TEXT + "\n" + dockerfiles)
     assert {"CKV_DOCKER_2", "CKV_DOCKER_3"} <= {check for check, _ in skips}
     assert all(reason.strip() for _, reason in skips), "every skip states a reason"
 
@@ -250,3 +252,48 @@ def test_the_vector_database_from_a_secret_is_resolved_where_used(s3_endpoint, t
     assert dsn == {"host": "vectors.example", "port": "6543", "dbname": "recsys", "user": "recsys",
                    "password": "p@ss", "sslmode": "require"}
     assert not (tmp_path / "pgdata").exists(), "no embedded server when a secret names the database"
+
+
+@pytest.mark.production
+def test_the_platform_image_contents_run_every_role(tmp_path):
+    """What infra/platform.Dockerfile installs (the project, as pyproject.toml pins it) in a clean
+    venv, run without Docker: each role's program starts, the definitions load, and
+    `ecs-instance` renders the instance the ECS containers write at start."""
+    import shutil
+    import venv
+
+    # What the Dockerfile copies, and nothing else (pip builds in the tree it is given: not this one).
+    src = tmp_path / "src"
+    copies = re.findall(r"^COPY (.+) /opt/recsys/", (INFRA / "platform.Dockerfile").read_text(), flags=re.M)
+    src.mkdir()
+    for item in (name.rstrip("/") for line in copies for name in line.split()):
+        if (REPO / item).is_dir():
+            shutil.copytree(REPO / item, src / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / item, src / item)
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    bin_dir = env_dir / "bin"
+    pip = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          str(src)], capture_output=True, text=True, timeout=1500)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "home"),
+           "RECSYS_HOME": str(tmp_path / "recsys"), "RECSYS_DAGSTER_PG_HOST": "db.internal:5432",
+           "RECSYS_ECS_CLUSTER": "recsys-dagster",
+           "RECSYS_ECS_RUN_TASK_DEFINITION": "arn:aws:ecs:us-east-1:123456789012:task-definition/recsys-dagster-run",
+           "RECSYS_ECS_SUBNETS": "subnet-0a,subnet-0b", "RECSYS_ECS_SECURITY_GROUPS": "sg-0c"}
+
+    (tmp_path / "home").mkdir()  # the image's DAGSTER_HOME
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(list(argv), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (argv, done.stdout[-2000:], done.stderr[-3000:])
+        return done
+
+    rendered = run("recsys-platform", "ecs-instance", "--out", "-").stdout
+    assert "class: EcsRunLauncher" in rendered and "sslmode: require" in rendered and "subnet-0b" in rendered
+    run("dagster", "definitions", "validate", "-m", "recsys_platform.definitions")
+    for argv in (["dagster-webserver", "--help"], ["dagster-daemon", "run", "--help"],
+                 ["dagster", "code-server", "start", "--help"], ["dagster", "api", "execute_run", "--help"]):
+        run(*argv)
+    run("python", "-c", "import dagster_aws.ecs, dagster_postgres, recsys_platform.definitions")

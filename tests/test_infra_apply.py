@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -50,10 +51,12 @@ def _client(service: str, endpoint: str):
 
 
 def _existing_network(endpoint: str, mysql_url: str) -> dict:
-    """What infra/ expects to exist already: a VPC with two private subnets and their route table,
+    """What infra/ expects to exist already: a VPC (DNS hostnames on) with two private subnets and their route table,
     the source database's security group, and the source's secret (here: MariaDB's credentials)."""
     ec2 = _client("ec2", endpoint)
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    # Interface endpoints with private DNS and the Cloud Map namespace need the VPC's DNS names.
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")
                ["Subnet"]["SubnetId"] for i, zone in ((1, "a"), (2, "b"))]
     route_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
@@ -62,9 +65,11 @@ def _existing_network(endpoint: str, mysql_url: str) -> dict:
     url = sa.engine.make_url(mysql_url)
     secret = _client("secretsmanager", endpoint).create_secret(
         Name="recsys/source", SecretString=json.dumps({"username": url.username, "password": url.password}))
+    certificate = _client("acm", endpoint).request_certificate(DomainName="dagster.recsys.internal")
     return {"vpc_id": vpc, "private_subnet_ids": subnets, "private_route_table_ids": [route_table],
             "source_security_group_id": source_group, "source_secret_arn": secret["ARN"],
-            "source_jdbc_url": f"jdbc:mysql://{url.host}:{url.port}/{url.database}"}
+            "source_jdbc_url": f"jdbc:mysql://{url.host}:{url.port}/{url.database}",
+            "webserver_certificate_arn": certificate["CertificateArn"], "webserver_allowed_cidrs": ["10.42.0.0/16"]}
 
 
 def _empty_bucket(s3, bucket: str) -> None:
@@ -85,6 +90,88 @@ def _run_partitions(settings: Settings, keys: list[str]):
             tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
 
 
+def _launch_a_run_on_ecs(outputs: dict, endpoint: str, tmp_path: Path) -> None:
+    """The instance `recsys-platform ecs-instance` renders from the orchestration module's outputs
+    (what its containers carry), over a local PostgreSQL (the RDS endpoint is moto's), launches a
+    run through the daemon's queue and EcsRunLauncher; the emulated ECS recorded the task with the
+    run task definition, the run worker's command, the private subnets and the tasks' group."""
+    import os
+    import subprocess
+    import sys
+
+    from recsys_platform.deploy.dagster_instance import ecs_instance_yaml
+    from recsys_platform.vectors.embedded import embedded_dsn, stop_embedded
+
+    ecs, ec2 = _client("ecs", endpoint), _client("ec2", endpoint)
+    environment = outputs["dagster_instance_environment"]
+    for service in ("webserver", "daemon", "code"):  # every Dagster container carries these settings
+        family = f"recsys-dagster-{service}"
+        (container,) = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]["containerDefinitions"]
+        assert {e["name"]: e["value"] for e in container["environment"]}.items() >= environment.items(), family
+        assert container["command"][-1].startswith("recsys-platform ecs-instance >/dev/null && exec ")
+        assert {s["name"] for s in container["secrets"]} == {"RECSYS_DAGSTER_PG_USER", "RECSYS_DAGSTER_PG_PASSWORD"}
+    services = ecs.describe_services(cluster=outputs["ecs_cluster"], services=["webserver", "daemon", "code"])
+    assert {s["serviceName"]: s["launchType"] for s in services["services"]} == dict.fromkeys(
+        ["webserver", "daemon", "code"], "FARGATE")
+    balancer = _client("elbv2", endpoint).describe_load_balancers(Names=["recsys-dagster-web"])["LoadBalancers"][0]
+    assert balancer["Scheme"] == "internal" and outputs["dagster_url"] == f"https://{balancer['DNSName']}"
+
+    pgdata = Path(tempfile.mkdtemp(prefix="recsys-ecs-instance-")) / "pgdata"  # outside basetemp (see conftest)
+    try:
+        import psycopg
+
+        socket_dir = psycopg.conninfo.conninfo_to_dict(embedded_dsn(pgdata))["host"]
+        home = tmp_path / "dagster-ecs"
+        # The outputs as the containers carry them, with what ECS injects; only the database is
+        # this machine's (and without TLS).
+        env = {**os.environ, **environment, "RECSYS_DAGSTER_PG_HOST": socket_dir, "RECSYS_DAGSTER_PG_SSLMODE": "disable",
+               "RECSYS_DAGSTER_PG_USER": "postgres", "RECSYS_DAGSTER_PG_PASSWORD": "", "DAGSTER_HOME": str(home),
+               "RECSYS_HOME": str(tmp_path / "ecs-home"), "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION,
+               "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        first = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "ecs-instance"], env=env,
+                               capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert "created the database of the Dagster instance" in first.stdout and (home / "dagster.yaml").exists()
+        again = subprocess.run([sys.executable, "-m", "recsys_platform.cli", "ecs-instance"], env=env,
+                               capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert again.returncode == 0 and "created" not in again.stdout, "the next start finds it"
+        settings = Settings.from_env(env)
+        assert (home / "dagster.yaml").read_text() == ecs_instance_yaml(settings)
+        code = ["-w", str(REPO / "workspace.yaml")]
+        launch = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-j", "item_attributes_job", *code],
+                                env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-3000:]
+        daemon_bin = Path(sys.executable).parent / "dagster-daemon"
+        daemon = subprocess.Popen([str(daemon_bin), "run", *code], env=env, cwd=REPO, stderr=subprocess.STDOUT,
+                                  stdout=open(tmp_path / "daemon.log", "w"), start_new_session=True)  # noqa: SIM115
+        try:
+            deadline, tasks = time.monotonic() + 120, []
+            while not tasks and time.monotonic() < deadline:
+                time.sleep(2)
+                tasks = ecs.list_tasks(cluster=outputs["ecs_cluster"])["taskArns"]
+        finally:
+            os.killpg(daemon.pid, 15)
+            daemon.wait(timeout=30)
+        assert tasks, "no task started; daemon log:\n" + (tmp_path / "daemon.log").read_text()[-4000:]
+        (task,) = ecs.describe_tasks(cluster=outputs["ecs_cluster"], tasks=tasks)["tasks"]
+        assert task["taskDefinitionArn"].startswith(outputs["ecs_run_task_definition"] + ":")
+        (override,) = task["overrides"]["containerOverrides"]
+        assert override["name"] == "run" and override["command"][:3] == ["dagster", "api", "execute_run"]
+        details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
+        assert details["subnetId"] in settings.ecs_subnets
+        (eni,) = ec2.describe_network_interfaces(NetworkInterfaceIds=[details["networkInterfaceId"]])["NetworkInterfaces"]
+        assert [g["GroupId"] for g in eni["Groups"]] == list(settings.ecs_security_groups)
+        from unittest import mock
+
+        with mock.patch.dict(os.environ, env), dg.DagsterInstance.from_config(str(home)) as instance:
+            (run,) = instance.get_runs()
+            assert run.job_name == "item_attributes_job" and run.tags["ecs/task_arn"] == task["taskArn"]
+        ecs.stop_task(cluster=outputs["ecs_cluster"], task=task["taskArn"])  # (the emulation never ends it)
+    finally:
+        stop_embedded(pgdata)
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
 def test_infra_applies_drives_the_platform_and_destroys(tmp_path, package_dir, aws_endpoint, mysql_url, jdbc_jar):
     seed(sa.create_engine(mysql_url))
     work = tmp_path / "infra"
@@ -95,6 +182,7 @@ def test_infra_applies_drives_the_platform_and_destroys(tmp_path, package_dir, a
     variables = {**_existing_network(aws_endpoint, mysql_url), "test_aws_endpoint": aws_endpoint,
                  "package_dir": str(package_dir), "db_deletion_protection": False,
                  "lambda_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/recsys-lambda:v1",
+                 "platform_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/recsys-platform:v1",
                  "serving_rules": json.dumps({"exclude_bought": True, "max_price": 150})}
     (work / "test.auto.tfvars.json").write_text(json.dumps(variables))
     env = {**terraform_env(tmp_path), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -180,6 +268,11 @@ def test_infra_applies_drives_the_platform_and_destroys(tmp_path, package_dir, a
         assert parameters["BufferSizeInMBs"] == "0.6"
         assert firehose["Source"]["KinesisStreamSourceDescription"]["KinesisStreamARN"] == stream.arn
         timings["platform"] = round(time.monotonic() - started, 1)
+
+        # -- the orchestrator: its instance, rendered from the outputs, launches a run on ECS ------
+        started = time.monotonic()
+        _launch_a_run_on_ecs(outputs, aws_endpoint, tmp_path)
+        timings["orchestration"] = round(time.monotonic() - started, 1)
     finally:
         if applied:
             for url in (v for k, v in outputs.items() if k.endswith("_url") and str(v).startswith("s3://")):
@@ -198,4 +291,9 @@ def test_infra_applies_drives_the_platform_and_destroys(tmp_path, package_dir, a
     assert _client("kinesis", aws_endpoint).list_streams()["StreamNames"] == []
     assert _client("lambda", aws_endpoint).list_functions()["Functions"] == []
     assert _client("rds", aws_endpoint).describe_db_instances()["DBInstances"] == []
+    ecs = _client("ecs", aws_endpoint)
+    clusters = ecs.list_clusters()["clusterArns"]  # a deleted cluster stays listed, INACTIVE
+    assert not [c for c in (ecs.describe_clusters(clusters=clusters)["clusters"] if clusters else [])
+                if c["status"] != "INACTIVE"]
+    assert _client("elbv2", aws_endpoint).describe_load_balancers()["LoadBalancers"] == []
     assert not json.loads(Path(work / "terraform.tfstate").read_text())["resources"]

@@ -182,6 +182,20 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ecs_instance(args: argparse.Namespace) -> int:
+    from recsys_platform.deploy.dagster_instance import ecs_instance_yaml, write_ecs_instance
+
+    settings = _settings(args)
+    if args.out == "-":
+        print(ecs_instance_yaml(settings), end="")
+        return 0
+    path, created = write_ecs_instance(settings, args.out)
+    if created:
+        print(f"created the database of the Dagster instance on {settings.dagster_pg_host}")
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from recsys_platform.vectors.embedded import stop_embedded
 
@@ -254,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("package", help="build the Lambda zips and the Glue script (reproducibly) for infra/")
     p.add_argument("--out", default="dist", help="output folder (default dist/, which infra/ reads)")
     p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("ecs-instance", help="write the Dagster instance of the ECS deployment (dagster.yaml: "
+                       "RDS storage, EcsRunLauncher, run queue, retries) from RECSYS_ECS_* and RECSYS_DAGSTER_PG_*")
+    p.add_argument("--out", help="the file to write (default $DAGSTER_HOME/dagster.yaml; - prints it)")
+    p.set_defaults(func=cmd_ecs_instance)
 
     p = sub.add_parser("stop", help="stop the embedded PostgreSQL (vector store) under RECSYS_HOME")
     p.set_defaults(func=cmd_stop)

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from recsys_platform.errors import ConfigError
 from recsys_platform.settings import VARIABLES, Settings
 
 MAX_CONCURRENT_RUNS = 4
@@ -35,31 +36,108 @@ QUEUE_KEY = "recsys/queue"
 BATCH_QUEUE, MODEL_QUEUE = "batch-engine", "model-and-vectors"
 QUEUE_LIMITS = {BATCH_QUEUE: 1, MODEL_QUEUE: 1}
 PG_URL_VAR = VARIABLES["dagster_pg_url"].name
+# On ECS the instance's database credentials are two variables ECS injects from the RDS secret
+# (the task definitions' `secrets`); dagster.yaml names them.
+PG_USER_VAR, PG_PASSWORD_VAR = "RECSYS_DAGSTER_PG_USER", "RECSYS_DAGSTER_PG_PASSWORD"
+RUN_CONTAINER = "run"  # the container of the run task definition that EcsRunLauncher overrides
 DATABASE = "dagster"
 
 
+def _coordination(max_concurrent_runs: int, max_retries: int) -> dict:
+    """The run queue (with its one-slot queues) and run retries: the same wherever Dagster runs."""
+    return {
+        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator", "config": {
+            "max_concurrent_runs": max_concurrent_runs,
+            "tag_concurrency_limits": [{"key": QUEUE_KEY, "value": name, "limit": limit}
+                                       for name, limit in QUEUE_LIMITS.items()]}},
+        "run_retries": {"enabled": True, "max_retries": max_retries},
+        "telemetry": {"enabled": False},
+    }
+
+
+def _yaml(config: dict, writer: str) -> str:
+    import yaml
+
+    return f"# Written by {writer} (deploy/dagster_instance.py); see docs/deploy.md.\n" + \
+        yaml.safe_dump(config, sort_keys=False)
+
+
 def instance_yaml(max_concurrent_runs: int = MAX_CONCURRENT_RUNS, max_retries: int = MAX_RETRIES) -> str:
-    limits = "".join(f"""
-      - key: "{QUEUE_KEY}"
-        value: "{name}"
-        limit: {limit}""" for name, limit in QUEUE_LIMITS.items())
-    return f"""# Written by recsys-platform (deploy/dagster_instance.py); see docs/deploy.md.
-storage:
-  postgres:
-    postgres_url:
-      env: {PG_URL_VAR}
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: {max_concurrent_runs}
-    tag_concurrency_limits:{limits}
-run_retries:
-  enabled: true
-  max_retries: {max_retries}
-telemetry:
-  enabled: false
-"""
+    """One machine (`serve-dagster`): PostgreSQL storage from RECSYS_DAGSTER_PG_URL, runs as processes."""
+    return _yaml({"storage": {"postgres": {"postgres_url": {"env": PG_URL_VAR}}},
+                  **_coordination(max_concurrent_runs, max_retries)}, "recsys-platform serve-dagster")
+
+
+def ecs_instance_yaml(settings: Settings, max_concurrent_runs: int = MAX_CONCURRENT_RUNS,
+                      max_retries: int = MAX_RETRIES) -> str:
+    """On ECS (infra/modules/orchestration): the instance on RDS PostgreSQL over TLS, its user and
+    password named by the variables ECS injects from the RDS secret (never written here), and
+    every run an ECS task of the run task definition, in the private subnets, started by
+    dagster-aws's `EcsRunLauncher`. Raises ConfigError naming the settings that are missing."""
+    needed = {"dagster_pg_host": settings.dagster_pg_host, "ecs_cluster": settings.ecs_cluster,
+              "ecs_run_task_definition": settings.ecs_run_task_definition, "ecs_subnets": settings.ecs_subnets,
+              "ecs_security_groups": settings.ecs_security_groups}
+    missing = [VARIABLES[field].name for field, value in needed.items() if not value]
+    if missing:
+        raise ConfigError(f"the ECS instance needs {', '.join(missing)} (infra/'s outputs, which the "
+                          "orchestration module sets on its containers)")
+    host, _, port = settings.dagster_pg_host.partition(":")
+    params = {"sslmode": settings.dagster_pg_sslmode}
+    if host.startswith("/"):  # a Unix socket directory: libpq takes it as the `host` parameter
+        host, params["host"] = "localhost", host
+    storage = {"postgres": {"postgres_db": {
+        "username": {"env": PG_USER_VAR}, "password": {"env": PG_PASSWORD_VAR}, "hostname": host,
+        "port": int(port or 5432), "db_name": DATABASE, "params": params,
+        "scheme": "postgresql+psycopg2"}}}  # dagster-postgres binds client-side: psycopg2 (see _database_url)
+    launcher = {
+        "task_definition": settings.ecs_run_task_definition, "container_name": RUN_CONTAINER,
+        "secrets_tag": None,  # the runs' secrets are in their task definition: no listing by tag
+        # Where runs go is said here, not copied from the daemon's own task (a daemon outside ECS
+        # launches the same runs).
+        "use_current_ecs_task_config": False,
+        "run_task_kwargs": {"cluster": settings.ecs_cluster, "launchType": "FARGATE", "networkConfiguration": {
+            "awsvpcConfiguration": {"subnets": list(settings.ecs_subnets),
+                                    "securityGroups": list(settings.ecs_security_groups),
+                                    "assignPublicIp": "DISABLED"}}}}
+    return _yaml({"storage": storage,
+                  "run_launcher": {"module": "dagster_aws.ecs", "class": "EcsRunLauncher", "config": launcher},
+                  **_coordination(max_concurrent_runs, max_retries)}, "recsys-platform ecs-instance")
+
+
+def ensure_ecs_database(settings: Settings, user: str, password: str) -> bool:
+    """Create the instance's database (`dagster`) on the platform's PostgreSQL when it is missing,
+    as the orchestrator's first start does; True when this call created it. The three services
+    start together: a concurrent creation by another one counts as done."""
+    import psycopg
+    from psycopg import sql
+
+    host, _, port = settings.dagster_pg_host.partition(":")
+    try:
+        with psycopg.connect(host=host, port=port or "5432", dbname="postgres", user=user, password=password,
+                             sslmode=settings.dagster_pg_sslmode, connect_timeout=10, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
+                return False
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+            except psycopg.errors.DuplicateDatabase:
+                return False
+            return True
+    except psycopg.OperationalError as e:
+        raise ConfigError(f"cannot reach the Dagster instance's PostgreSQL at {settings.dagster_pg_host} as {user}: "
+                          f"{str(e).strip().splitlines()[0]}") from None
+
+
+def write_ecs_instance(settings: Settings, out: str | None = None) -> tuple[Path, bool]:
+    """What each Dagster container on ECS does first: create the instance's database when the
+    credentials ECS injected are there and it is missing, then write `dagster.yaml` (to `out`, or
+    `$DAGSTER_HOME/dagster.yaml`). Returns the file and whether the database was created."""
+    text = ecs_instance_yaml(settings)
+    created = PG_PASSWORD_VAR in os.environ and ensure_ecs_database(
+        settings, os.environ.get(PG_USER_VAR, ""), os.environ[PG_PASSWORD_VAR])
+    path = Path(out) if out else Path(os.environ.get("DAGSTER_HOME") or ".") / "dagster.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path, created
 
 
 def dagster_home(settings: Settings) -> Path:

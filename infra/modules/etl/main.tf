@@ -239,3 +239,7 @@ resource "aws_glue_job" "ratings_ml_training" {
 output "job_name" {
   value = aws_glue_job.ratings_ml_training.name
 }
+
+output "job_arn" {
+  value = aws_glue_job.ratings_ml_training.arn
+}

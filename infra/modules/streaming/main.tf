@@ -489,3 +489,12 @@ output "lambda_security_group_id" {
 output "delivery_stream_name" {
   value = aws_kinesis_firehose_delivery_stream.recommendations.name
 }
+
+output "endpoints_security_group_id" {
+  description = "The interface endpoints' group (Secrets Manager, Lambda): other tasks may be let in on 443."
+  value       = aws_security_group.endpoints.id
+}
+
+output "s3_prefix_list_id" {
+  value = aws_vpc_endpoint.s3.prefix_list_id
+}

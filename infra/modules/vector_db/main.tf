@@ -1,5 +1,7 @@
 # RDS PostgreSQL 16 (pgvector 0.7+ is available as an extension), private, encrypted, with the
-# master password managed by RDS in Secrets Manager (never in Terraform state or variables).
+# master password managed by RDS in Secrets Manager (never in Terraform state or variables). It
+# holds the vectors (database `recsys`) and the Dagster instance (database `dagster`, created by
+# `recsys-platform ecs-instance` when the orchestrator first starts).
 
 variable "project" {
   type = string
@@ -26,7 +28,7 @@ variable "kms_key_arn" {
 }
 
 variable "allowed_security_group_ids" {
-  description = "Only these groups (the Lambdas') may connect."
+  description = "Only these groups (the Lambdas', the Dagster tasks') may connect."
   type        = list(string)
 }
 
@@ -37,13 +39,13 @@ resource "aws_db_subnet_group" "this" {
 
 resource "aws_security_group" "db" {
   name        = "${var.project}-vector-db"
-  description = "PostgreSQL + pgvector, reachable from the Lambdas only"
+  description = "PostgreSQL + pgvector and the Dagster instance, reachable from the Lambdas and the Dagster tasks only"
   vpc_id      = var.vpc_id
 }
 
 resource "aws_security_group_rule" "from_lambdas" {
   count                    = length(var.allowed_security_group_ids)
-  description              = "PostgreSQL from the inference Lambdas"
+  description              = "PostgreSQL from an allowed group (the Lambdas, the Dagster tasks)"
   type                     = "ingress"
   from_port                = 5432
   to_port                  = 5432
