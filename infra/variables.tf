@@ -26,7 +26,7 @@ variable "private_route_table_ids" {
 }
 
 variable "processor_buffer_mb" {
-  description = "Firehose's buffer for the transformation Lambda (0.2-3 MB). 0.6: the worst case (the smallest valid events, 7.8x expansion at top-k 5) answers within Lambda's 6 MB; see docs/streaming.md before raising it or RECSYS_TOP_K."
+  description = "Firehose's buffer for the transformation Lambda (0.2-3 MB). 0.6: the worst case (the smallest valid events, 8.4x expansion at top-k 5) answers within Lambda's 6 MB; see docs/streaming.md before raising it or RECSYS_TOP_K."
   type        = number
   default     = 0.6
 }

@@ -68,6 +68,8 @@ def test_sensor_requests_the_hour_once_and_the_asset_compacts_it(catalog, settin
         table = pq.read_table(path)
         assert table.num_rows == meta["dagster/row_count"].value
         assert {"recommended_items", "similar_items", "model_version", "processed_at"} <= set(table.column_names)
+        ids = table.column("recommendation_id").to_pylist()
+        assert None not in ids and len(set(ids)) == len(ids), "each delivered answer's own id, in the lake"
         preview = meta["preview"].value.records  # a table a person reads: what was recommended to whom
         assert preview and all(r.data["recommended_items"].count(", ") == 4 for r in preview)
         assert set(preview[0].data["recommended_items"].split(", ")) <= set(catalog["products"])

@@ -17,7 +17,13 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hsettings
 
 from recsys_platform.serving.handlers import ModelInference
-from recsys_platform.serving.http import MAX_BODY_BYTES, VERSION_HEADER, create_app, serving
+from recsys_platform.serving.http import (
+    MAX_BODY_BYTES,
+    RECOMMENDATION_HEADER,
+    VERSION_HEADER,
+    create_app,
+    serving,
+)
 from recsys_platform.serving.service import InferenceService, ModelCache
 from recsys_platform.vectors.store import VectorStore
 from tests.lambda_events import function_url_event
@@ -45,6 +51,7 @@ def test_the_lab_client_flow_works_unchanged(catalog, base_url):
                                      json.dumps([{"city": "Paris", "country": "France", "creditlimit": 5000}]).encode())
     assert status == 200 and len(vectors) == 1 and len(vectors[0]) == 32
     assert headers[VERSION_HEADER] == catalog["version"], "every answer carries its model version"
+    assert len(headers[RECOMMENDATION_HEADER]) == 32, "and its own recommendation id"
     status, _, items = _call(base_url, "POST", "/items_from_user?limit=2", json.dumps(vectors[0]).encode())
     assert status == 200 and len(items) == 2 and set(items[0]) == {"id", "score"}
     status, _, similar = _call(base_url, "GET", f"/items_from_item?item_id={catalog['products'][0]}&limit=3")

@@ -96,9 +96,15 @@ def test_inference_is_called_once_per_batch_and_the_lambdas_json_changes_nothing
     assert len(calls) == 1 and len(calls[0]["requests"]) == 20
     assert all(r["result"] == "Ok" for r in response["records"])
     in_process = catalog["transform"](request)
-    strip = [{k: v for k, v in decode_output(r).items() if k != "processed_at"} for r in response["records"]]
-    assert strip == [{k: v for k, v in decode_output(r).items() if k != "processed_at"}
-                     for r in in_process["records"]], "in-process and through lambda:Invoke give the same records"
+    per_answer = ("processed_at", "recommendation_id")  # each answer's own
+
+    def strip(records):
+        return [{k: v for k, v in decode_output(r).items() if k not in per_answer} for r in records]
+
+    assert strip(response["records"]) == strip(in_process["records"]), \
+        "in-process and through lambda:Invoke give the same records"
+    ids = [decode_output(r)["recommendation_id"] for r in response["records"] + in_process["records"]]
+    assert len(set(ids)) == 40 and all(len(i) == 32 for i in ids), "every answer its own id"
 
 
 def test_vector_database_down_fails_the_whole_batch_for_a_retry(catalog):

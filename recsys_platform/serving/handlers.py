@@ -30,6 +30,7 @@ from recsys_platform.serving.messages import (
     RecommendationBatch,
     RecommendationRequest,
     Refusal,
+    new_recommendation_id,
     recommend_payload,
 )
 from recsys_platform.serving.service import InferenceService
@@ -190,7 +191,7 @@ class StreamTransformation:
                 else:
                     out[rid] = {"recordId": rid, "result": OK, "data": encode({
                         **decoded[rid], **result.record_fields(), "model_version": answer.model_version,
-                        "processed_at": processed_at})}
+                        "recommendation_id": new_recommendation_id(), "processed_at": processed_at})}
         return {"records": within_budget([out[r["recordId"]] for r in event["records"]], event["records"])}
 
 

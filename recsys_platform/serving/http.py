@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from recsys_platform.errors import RecsysError
-from recsys_platform.serving.messages import CustomerFeatures
+from recsys_platform.serving.messages import CustomerFeatures, new_recommendation_id
 from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.events import MAX_CREDIT_LIMIT, MAX_INT32, TEXT_LIMITS
 from recsys_platform.vectors.rules import (
@@ -60,6 +60,7 @@ REQUEST_TIMEOUT_S = 30.0
 EMBEDDING_VALUE_LIMIT = 1e6
 VERSION_HEADER = "X-Model-Version"
 NOTE_HEADER = "X-Recommendations-Note"
+RECOMMENDATION_HEADER = "X-Recommendation-Id"  # the answer's id (the body keeps the lab's shape)
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or other control characters
 Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_LIMITS["city"], pattern=_PRINTABLE)]
@@ -164,6 +165,7 @@ def create_app(service: InferenceService, request_timeout_s: float = REQUEST_TIM
         with anyio.fail_after(request_timeout_s):
             version, body, *note = await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
         response.headers[VERSION_HEADER] = version
+        response.headers[RECOMMENDATION_HEADER] = new_recommendation_id()
         if note and note[0]:
             response.headers[NOTE_HEADER] = note[0]
         return body

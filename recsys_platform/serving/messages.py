@@ -9,6 +9,7 @@ between the two Lambdas (`{"action": "recommend", "k": 5, "requests": [...]}` an
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from recsys_platform.streaming.events import Event
@@ -74,6 +75,12 @@ class RecommendationRequest:
                        frozenset(str(p) for p in obj["products"]), str(obj["anchor"]), Rules.from_json(obj.get("rules")))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed inference request: {type(e).__name__}: {e}") from None
+
+
+def new_recommendation_id() -> str:
+    """A unique id for one answer (a stream record, an HTTP response), beside its model version:
+    what a later event names to say which list the customer acted on."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ OK, DROPPED, FAILED = "Ok", "Dropped", "ProcessingFailed"
 # Lambda's synchronous invocation payload limit, for the request and for the response (6 MB).
 REQUEST_LIMIT = RESPONSE_LIMIT = 6 * 1024 * 1024
 # The processor's buffer (Firehose's BufferSizeInMBs for the Lambda, "0.6" in infra/): the worst
-# case, the smallest valid event (125 bytes) answered with k=5 recommended and 5 similar items,
-# takes 972 bytes of response (7.8x), so 0.6 MiB of them answer in 4.9 MB, within RESPONSE_LIMIT
-# (1 MiB would need 8.2 MB). tests/test_streaming_edge.py measures it; docs/streaming.md explains.
+# case, the smallest valid event (125 bytes) answered with k=5 recommended and 5 similar items
+# and its recommendation id, takes 1,044 bytes of response (8.4x), so 0.6 MiB of them answer in
+# 5.3 MB, within RESPONSE_LIMIT (1 MiB would need 8.8 MB). tests/test_streaming_edge.py measures
+# it; docs/streaming.md explains.
 PROCESSOR_BUFFER_MB = 0.6
 PROCESSOR_BUFFER_BYTES = int(PROCESSOR_BUFFER_MB * 1024 * 1024)
 RESULTS = (OK, DROPPED, FAILED)

@@ -34,6 +34,7 @@ SCHEMA = pa.schema([
     ("similar_product_code", pa.string()),
     ("similar_items", pa.list_(pa.struct([("id", pa.string()), ("score", pa.float64())]))),
     ("model_version", pa.string()), ("processed_at", pa.timestamp("us", tz="UTC")), ("source_object", pa.string()),
+    ("recommendation_id", pa.string()),  # null for records delivered before answers carried one
 ])
 
 
@@ -113,7 +114,7 @@ def to_row(rec, key: str) -> dict:
         "similar_items": _neighbours(similar.get("similar_items", []), "similar_items.similar_items"),
         "model_version": rec["model_version"],
         "processed_at": processed if processed.tzinfo else processed.replace(tzinfo=dt.timezone.utc),
-        "source_object": key,
+        "source_object": key, "recommendation_id": _optional(rec, "recommendation_id", str),
     }
 
 
