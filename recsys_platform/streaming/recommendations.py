@@ -43,6 +43,15 @@ def hour_of(partition_key: str) -> dt.datetime:
     return dt.datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.timezone.utc)
 
 
+def _partition_key(hour: dt.datetime) -> str:
+    return hour.strftime("%Y-%m-%d-%H")
+
+
+def hour_folder(dataset: str, hour: dt.datetime) -> str:
+    """The lake folder of one hour of `dataset` (DATASET or REJECTED): `<dataset>/hour=YYYY-MM-DD-HH`."""
+    return f"{dataset}/{lake.partition_dir(COLUMN, _partition_key(hour))}"
+
+
 @dataclass(frozen=True)
 class HourObjects:
     """One hour's objects: delivered, processing-failed, and ignored (writers' temporaries, hidden
@@ -207,9 +216,8 @@ def compact_hour(recs: ObjectStore, lake_store: ObjectStore, hour: dt.datetime) 
         rejected += lines.rejected
         failed += len(lines.values)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    stamp = hour.strftime("%Y-%m-%d-%H")
-    lake_store.write_bytes(lake.partition_file(DATASET, COLUMN, stamp), lake.encode_parquet(table))
-    rejected_key = f"{REJECTED}/{lake.partition_dir(COLUMN, stamp)}/{REJECTED_FILE}"
+    lake_store.write_bytes(lake.partition_file(DATASET, COLUMN, _partition_key(hour)), lake.encode_parquet(table))
+    rejected_key = f"{hour_folder(REJECTED, hour)}/{REJECTED_FILE}"
     if rejected:
         lake_store.write_bytes(rejected_key, "".join(json.dumps(r) + "\n" for r in rejected).encode())
     else:

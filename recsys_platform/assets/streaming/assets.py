@@ -9,10 +9,10 @@ from recsys_platform.assets.vectors.assets import ITEM_KEY
 from recsys_platform.ml import artifacts
 from recsys_platform.resources import ObjectStoreResource
 from recsys_platform.streaming.recommendations import (
-    COLUMN,
     DATASET,
     REJECTED,
     compact_hour,
+    hour_folder,
     hour_of,
 )
 
@@ -65,7 +65,7 @@ def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Ass
             except artifacts.ArtifactError as e:
                 unknown.add(f"<model version {version} unreadable: {e}>")
         rate = result.failure_rate
-        stamp = hour.strftime("%Y-%m-%d-%H")
+        rejected_at = hour_folder(REJECTED, hour)
         preview = [dg.TableRecord({
             "session_id": r["session_id"], "customer_number": r["customer_number"],
             "cart": ", ".join(b.get("product_code", "?") if isinstance(b, dict) else "?"
@@ -77,7 +77,7 @@ def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Ass
         bad = result.rejected_objects()
         if bad:
             context.log.warning(f"{len(result.rejected)} line(s) rejected in {len(bad)} object(s), kept at "
-                                f"{lake_store.store.uri(f'{REJECTED}/{COLUMN}={stamp}')}: "
+                                f"{lake_store.store.uri(rejected_at)}: "
                                 + "; ".join(f"{k}: {v}" for k, v in list(bad.items())[:3]))
         return dg.MaterializeResult(
             metadata={"dagster/row_count": table.num_rows, "events": result.events, "failed": result.failed,
@@ -92,12 +92,12 @@ def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Ass
                       "ignored_objects": dg.MetadataValue.json(result.objects.ignored[:MAX_NAMED]),
                       "preview": dg.MetadataValue.table(preview, schema=dg.TableSchema(columns=[
                           dg.TableColumn(c, "int" if c == "customer_number" else "string") for c in PREVIEW_COLUMNS])),
-                      "location": lake_store.store.uri(f"{DATASET}/{COLUMN}={stamp}")},
+                      "location": lake_store.store.uri(hour_folder(DATASET, hour))},
             check_results=[
                 dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=not result.rejected,
                                     description=f"{len(result.rejected)} line(s) rejected in {len(bad)} object(s)"
                                     + (f", e.g. {next(iter(bad))}: {next(iter(bad.values()))}; all kept in "
-                                       f"{REJECTED}/{COLUMN}={stamp}/" if bad else "")),
+                                       f"{rejected_at}/" if bad else "")),
                 dg.AssetCheckResult(check_name=CATALOG_CHECK, passed=not unknown,
                                     description=f"{len(unknown)} unknown id(s)" + (f", e.g. {sorted(unknown)[:3]}" if unknown else "")),
                 dg.AssetCheckResult(check_name=FAILURE_CHECK, passed=rate <= config.max_failure_rate,
