@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class RecsysError(Exception):
     """Base class for errors a user can act on; the message is meant to be shown as is."""
@@ -35,7 +37,7 @@ class DiskFullError(RecsysError):
     """A write found no space left on its disk; what was being written was removed, not half-written."""
 
 
-FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT (a quota counts as full)
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a quota counts as full
 
 
 def disk_full_in(error: BaseException) -> OSError | None:

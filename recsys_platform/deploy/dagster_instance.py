@@ -81,13 +81,13 @@ def ecs_instance_yaml(settings: Settings, max_concurrent_runs: int = MAX_CONCURR
     if missing:
         raise ConfigError(f"the ECS instance needs {', '.join(missing)} (infra/'s outputs, which the "
                           "orchestration module sets on its containers)")
-    host, _, port = settings.dagster_pg_host.partition(":")
+    host, port = _pg_host(settings)
     params = {"sslmode": settings.dagster_pg_sslmode}
     if host.startswith("/"):  # a Unix socket directory: libpq takes it as the `host` parameter
         host, params["host"] = "localhost", host
     storage = {"postgres": {"postgres_db": {
         "username": {"env": PG_USER_VAR}, "password": {"env": PG_PASSWORD_VAR}, "hostname": host,
-        "port": int(port or 5432), "db_name": DATABASE, "params": params,
+        "port": port, "db_name": DATABASE, "params": params,
         "scheme": "postgresql+psycopg2"}}}  # dagster-postgres binds client-side: psycopg2 (see _database_url)
     launcher = {
         "task_definition": settings.ecs_run_task_definition, "container_name": RUN_CONTAINER,
@@ -104,24 +104,38 @@ def ecs_instance_yaml(settings: Settings, max_concurrent_runs: int = MAX_CONCURR
                   **_coordination(max_concurrent_runs, max_retries)}, "recsys-platform ecs-instance")
 
 
-def ensure_ecs_database(settings: Settings, user: str, password: str) -> bool:
-    """Create the instance's database (`dagster`) on the platform's PostgreSQL when it is missing,
-    as the orchestrator's first start does; True when this call created it. The three services
-    start together: a concurrent creation by another one counts as done."""
+def _create_database(conn) -> bool:
+    """Create the instance's database (`dagster`) through an autocommit connection to the same
+    server when it is missing; True when this call created it. Processes that start together may
+    race: a concurrent creation by another one counts as done."""
     import psycopg
     from psycopg import sql
 
-    host, _, port = settings.dagster_pg_host.partition(":")
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
+        return False
     try:
-        with psycopg.connect(host=host, port=port or "5432", dbname="postgres", user=user, password=password,
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    except psycopg.errors.DuplicateDatabase:
+        return False
+    return True
+
+
+def _pg_host(settings: Settings) -> tuple[str, int]:
+    """RECSYS_DAGSTER_PG_HOST as (host, port); a host may be a Unix socket directory."""
+    host, _, port = settings.dagster_pg_host.partition(":")
+    return host, int(port or 5432)
+
+
+def ensure_ecs_database(settings: Settings, user: str, password: str) -> bool:
+    """Create the instance's database on the platform's PostgreSQL when it is missing, as the
+    orchestrator's first start does (the three services start together); True when created."""
+    import psycopg
+
+    host, port = _pg_host(settings)
+    try:
+        with psycopg.connect(host=host, port=port, dbname="postgres", user=user, password=password,
                              sslmode=settings.dagster_pg_sslmode, connect_timeout=10, autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
-                return False
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-            except psycopg.errors.DuplicateDatabase:
-                return False
-            return True
+            return _create_database(conn)
     except psycopg.OperationalError as e:
         raise ConfigError(f"cannot reach the Dagster instance's PostgreSQL at {settings.dagster_pg_host} as {user}: "
                           f"{str(e).strip().splitlines()[0]}") from None
@@ -152,14 +166,12 @@ def _database_url(settings: Settings) -> str:
     if settings.dagster_pg_url:
         return _psycopg2(settings.dagster_pg_url)
     import psycopg
-    from psycopg import sql
 
     from recsys_platform.vectors.embedded import embedded_dsn
 
     server = embedded_dsn(settings.pgdata)
     with psycopg.connect(server, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        _create_database(conn)
     # embedded_dsn: postgresql://user:@/postgres?host=<socket dir>; the same server, database `dagster`
     head, _, tail = server.partition("/postgres?")
     return _psycopg2(f"{head}/{DATABASE}?{tail}")
