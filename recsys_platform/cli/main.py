@@ -60,10 +60,9 @@ def cmd_produce_events(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.from_file is not None:
         from recsys_platform.streaming.producer import recorded
-        from recsys_platform.streaming.stream import MAX_RECORD_BYTES
 
         try:
-            events = iter(recorded(args.from_file, MAX_RECORD_BYTES))
+            events = iter(recorded(args.from_file))
         except OSError as e:
             raise RecsysError(f"cannot read {args.from_file}: {e.strerror}") from None
         except ValueError as e:

@@ -14,6 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from recsys_platform.batch.seed import PLACES
+from recsys_platform.streaming.stream import MAX_KEY_CHARS, MAX_RECORD_BYTES, record_size
 
 MALFORMED_KINDS = ("invalid_json", "missing_field", "wrong_type", "empty_history", "unknown_product",
                    "unknown_customer_without_features")
@@ -65,7 +66,7 @@ def sessions(customers: list[dict], products: list[str], count: int, malformed_s
         yield str(event.get("customer_number", n)), data, kind
 
 
-def recorded(path: str, max_record_bytes: int) -> list[tuple[str, bytes, str]]:
+def recorded(path: str) -> list[tuple[str, bytes, str]]:
     """(partition key, record bytes, "recorded") for every non-empty line of a JSON-lines log, as it
     is (a malformed line too: the transformation judges it, as it would the live one). The key is
     the event's customer number when it has one (as the producer's), else `line-<n>`. Read whole
@@ -81,11 +82,11 @@ def recorded(path: str, max_record_bytes: int) -> list[tuple[str, bytes, str]]:
                 key = str(event["customer_number"]) if isinstance(event, dict) and "customer_number" in event else ""
             except ValueError:
                 key = ""
-            key = key[:256] or f"line-{n}"
-            if len(key.encode()) + len(data) > max_record_bytes:
+            key = key[:MAX_KEY_CHARS] or f"line-{n}"
+            if record_size(key, data) > MAX_RECORD_BYTES:
                 too_big.append(f"line {n} ({len(data):,} bytes)")
             out.append((key, data, "recorded"))
     if too_big:
-        raise ValueError(f"{len(too_big)} line(s) over Kinesis's {max_record_bytes:,}-byte record limit, nothing "
+        raise ValueError(f"{len(too_big)} line(s) over Kinesis's {MAX_RECORD_BYTES:,}-byte record limit, nothing "
                          f"sent: {', '.join(too_big[:5])}")
     return out

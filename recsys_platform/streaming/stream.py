@@ -29,13 +29,18 @@ class StreamError(RecsysError):
     """A stream refuses records, or its log cannot be read in order; the message says which and why."""
 
 
+def record_size(key: str, data: bytes) -> int:
+    """What Kinesis counts against MAX_RECORD_BYTES: the data and the partition key together."""
+    return len(key.encode()) + len(data)
+
+
 def check_records(records: Sequence[tuple[str, bytes]]) -> None:
     """Refuse, before anything is written, a batch holding a record Kinesis would refuse: each
     one named with its size and the limit (the local log keeps the same limits, so what works
     locally works on AWS)."""
     bad = []
     for i, (key, data) in enumerate(records):
-        size = len(key.encode()) + len(data)
+        size = record_size(key, data)
         if not 1 <= len(key) <= MAX_KEY_CHARS:
             bad.append(f"record {i}: a partition key of {len(key)} characters (1 to {MAX_KEY_CHARS})")
         elif size > MAX_RECORD_BYTES:
