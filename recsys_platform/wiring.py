@@ -20,6 +20,7 @@ from recsys_platform.settings import Settings
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime
 from recsys_platform.streaming.stream import Stream
+from recsys_platform.vectors.store import VectorStore
 
 
 def aws_client(settings: Settings, service: str):
@@ -57,16 +58,20 @@ def vector_database(dsn: str, secret_arn: str, host: str, database: str, pgdata:
     return embedded_dsn(pgdata)
 
 
-def embedded_revive(dsn: str, secret_arn: str, pgdata: str) -> Callable[[], object] | None:
-    """What starts the embedded server again after a crash, for the vector store to call when a
-    connection fails; None when the database is configured (RDS restarts itself)."""
-    if dsn or secret_arn:
-        return None
-    from functools import partial
+def vector_store(dsn: str, secret_arn: str, host: str, database: str, pgdata: str, endpoint_url: str = "",
+                 region: str = "", **options) -> VectorStore:
+    """The vector database (`vector_database` says which) as a store. The embedded server's store
+    starts it again when a connection finds it down (after a crash); a configured database (RDS)
+    restarts itself. `options`: VectorStore's own (timeouts)."""
+    revive = None
+    if not (dsn or secret_arn):
+        from functools import partial
 
-    from recsys_platform.vectors.embedded import embedded_dsn
+        from recsys_platform.vectors.embedded import embedded_dsn
 
-    return partial(embedded_dsn, pgdata)
+        revive = partial(embedded_dsn, pgdata)
+    return VectorStore(vector_database(dsn, secret_arn, host, database, pgdata, endpoint_url, region),
+                       revive=revive, **options)
 
 
 def vector_dsn(settings: Settings) -> str:
@@ -100,10 +105,10 @@ def stream(settings: Settings) -> Stream:
 
 def inference_service(settings: Settings) -> InferenceService:
     """The one inference service of a process: the active vectors and their model version."""
-    return build_inference_service(settings.artifacts_url, vector_dsn(settings), settings.aws_endpoint_url,
-                                   settings.aws_region, k=settings.top_k, rules=settings.rules,
-                                   revive=embedded_revive(settings.vector_dsn, settings.vector_secret_arn,
-                                                          settings.pgdata))
+    vectors = vector_store(settings.vector_dsn, settings.vector_secret_arn, settings.vector_host, settings.vector_db,
+                           settings.pgdata, settings.aws_endpoint_url, settings.aws_region)
+    return build_inference_service(settings.artifacts_url, vectors, settings.aws_endpoint_url, settings.aws_region,
+                                   k=settings.top_k, rules=settings.rules)
 
 
 def in_process_transformation(service: InferenceService) -> StreamTransformation:

@@ -477,12 +477,11 @@ def test_a_crashed_or_stale_embedded_server_is_started_by_whoever_needs_it(catal
     from recsys_platform.ml import artifacts
     from recsys_platform.serving.messages import RecommendationRequest
     from recsys_platform.serving.service import InferenceService, ModelCache
-    from recsys_platform.vectors.embedded import PID_FILE, embedded_dsn, stop_embedded
-    from recsys_platform.vectors.store import VectorStore
+    from recsys_platform.vectors.embedded import PID_FILE, stop_embedded
     from tests.conftest import load_serving_catalog
 
     pgdata = Path(tempfile.mkdtemp(prefix="recsys-revive-")) / "pgdata"  # outside basetemp (see conftest)
-    vectors = VectorStore(embedded_dsn(pgdata), connect_timeout=2, revive=wiring.embedded_revive("", "", str(pgdata)))
+    vectors = wiring.vector_store("", "", "", "recsys", str(pgdata), connect_timeout=2)  # as serve builds it
     sleeper = subprocess.Popen(["sleep", "120"])  # a live process that is not PostgreSQL
     try:
         version, manifest, emb = artifacts.load_embeddings(catalog["store"], catalog["version"])

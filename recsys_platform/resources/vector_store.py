@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from recsys_platform.vectors.store import VectorStore
-from recsys_platform.wiring import embedded_revive, vector_database
+from recsys_platform.wiring import vector_store
 
 
 class VectorStoreResource(dg.ConfigurableResource):
@@ -27,7 +27,6 @@ class VectorStoreResource(dg.ConfigurableResource):
     @property
     def store(self) -> VectorStore:
         if self._store is None:
-            self._store = VectorStore(vector_database(self.dsn, self.secret_arn, self.host, self.database,
-                                                      self.data_dir, self.endpoint_url, self.region),
-                                      revive=embedded_revive(self.dsn, self.secret_arn, self.data_dir))
+            self._store = vector_store(self.dsn, self.secret_arn, self.host, self.database, self.data_dir,
+                                       self.endpoint_url, self.region)
         return self._store

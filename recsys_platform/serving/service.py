@@ -219,11 +219,8 @@ class InferenceService:
         return RecommendationBatch(version, [results[n] for n in range(len(requests))])
 
 
-def build_inference_service(artifacts_url: str, vector_dsn: str, endpoint_url: str = "", region: str = "",
-                            k: int = 5, rules: Rules = Rules(),
-                            revive: Callable[[], object] | None = None) -> InferenceService:
-    """The one constructor of the service: the model from the artifacts bucket, vectors from pgvector
-    (`revive`: VectorStore's, for the embedded server)."""
+def build_inference_service(artifacts_url: str, vectors: VectorStore, endpoint_url: str = "", region: str = "",
+                            k: int = 5, rules: Rules = Rules()) -> InferenceService:
+    """The one constructor of the service: the model from the artifacts bucket, vectors from pgvector."""
     store = ObjectStore.from_url(artifacts_url, endpoint_url=endpoint_url, region=region)
-    vectors = VectorStore(vector_dsn, revive=revive)
     return InferenceService(ModelCache(store, vectors), vectors, k=k, rules=rules)

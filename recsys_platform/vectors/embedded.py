@@ -5,7 +5,7 @@ unless started with `cleanup_mode=None`; the CLI, Dagster runs and tests on one 
 share one server, and `recsys-platform stop` stops it.
 
 Whoever needs the server starts it again after a crash (`embedded_dsn`; the vector store calls it
-when a connection fails, see `wiring.embedded_revive`). A `postmaster.pid` left by an unclean stop
+when a connection fails, see `wiring.vector_store`). A `postmaster.pid` left by an unclean stop
 is recognised as stale when the PID it names is gone or belongs to another process (PIDs are
 reused), and removed: PostgreSQL itself refuses to start while the PID in that file is alive,
 whoever it is. The check and the start hold one lock per data folder, so two processes never

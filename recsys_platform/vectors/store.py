@@ -135,7 +135,7 @@ class VectorStore:
     def __init__(self, dsn: str, connect_timeout: int = 10, query_timeout_s: float = 10.0,
                  revive: Callable[[], object] | None = None):
         """`revive`: what starts the server again when a connection fails (the embedded server's
-        start, `wiring.embedded_revive`); None for a managed database, which restarts itself."""
+        start, given by `wiring.vector_store`); None for a managed database, which restarts itself."""
         self.dsn = dsn
         self.connect_timeout = connect_timeout
         self.query_timeout_s = query_timeout_s  # statement_timeout of the query connections
