@@ -124,21 +124,21 @@ locals {
   services = {
     webserver = {
       command = ["sh", "-c", "${local.instance} && exec dagster-webserver -h 0.0.0.0 -p ${local.web_port} ${join(" ", local.grpc)}"]
-      role    = aws_iam_role.webserver.arn
+      role    = aws_iam_role.this["webserver"].arn
       cpu     = 512
       memory  = 1024
       port    = local.web_port
     }
     daemon = {
       command = ["sh", "-c", "${local.instance} && exec dagster-daemon run ${join(" ", local.grpc)}"]
-      role    = aws_iam_role.daemon.arn
+      role    = aws_iam_role.this["daemon"].arn
       cpu     = 512
       memory  = 1024
       port    = null
     }
     code = {
       command = ["sh", "-c", "${local.instance} && exec dagster code-server start -h 0.0.0.0 -p ${local.code_port} -m recsys_platform.definitions --location-name recsys_platform"]
-      role    = aws_iam_role.run.arn # sensors and schedules evaluate here: they read what the runs read
+      role    = aws_iam_role.this["run"].arn # sensors and schedules evaluate here: they read what the runs read
       cpu     = 1024
       memory  = 2048
       port    = local.code_port
@@ -484,52 +484,33 @@ data "aws_iam_policy_document" "daemon" {
   statement {
     sid       = "PassOnlyTheRunRoles"
     actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.run.arn, aws_iam_role.execution.arn]
+    resources = [aws_iam_role.this["run"].arn, aws_iam_role.this["execution"].arn]
   }
 }
 
-resource "aws_iam_role" "execution" {
-  name               = "${local.name}-execution"
+# One role per part, each with its own policy: execution (ECS itself), run (the runs and the code
+# server), daemon and webserver.
+locals {
+  role_policies = {
+    execution = data.aws_iam_policy_document.execution.json
+    run       = data.aws_iam_policy_document.run.json
+    daemon    = data.aws_iam_policy_document.daemon.json
+    webserver = data.aws_iam_policy_document.watch_runs.json
+  }
+}
+
+resource "aws_iam_role" "this" {
+  # The names, not keys(local.role_policies): the daemon's policy names the run roles' ARNs.
+  for_each           = toset(["execution", "run", "daemon", "webserver"])
+  name               = "${local.name}-${each.key}"
   assume_role_policy = data.aws_iam_policy_document.tasks_assume.json
 }
 
-resource "aws_iam_role_policy" "execution" {
-  name   = "${local.name}-execution"
-  role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.execution.json
-}
-
-resource "aws_iam_role" "run" {
-  name               = "${local.name}-run"
-  assume_role_policy = data.aws_iam_policy_document.tasks_assume.json
-}
-
-resource "aws_iam_role_policy" "run" {
-  name   = "${local.name}-run"
-  role   = aws_iam_role.run.id
-  policy = data.aws_iam_policy_document.run.json
-}
-
-resource "aws_iam_role" "daemon" {
-  name               = "${local.name}-daemon"
-  assume_role_policy = data.aws_iam_policy_document.tasks_assume.json
-}
-
-resource "aws_iam_role_policy" "daemon" {
-  name   = "${local.name}-daemon"
-  role   = aws_iam_role.daemon.id
-  policy = data.aws_iam_policy_document.daemon.json
-}
-
-resource "aws_iam_role" "webserver" {
-  name               = "${local.name}-webserver"
-  assume_role_policy = data.aws_iam_policy_document.tasks_assume.json
-}
-
-resource "aws_iam_role_policy" "webserver" {
-  name   = "${local.name}-webserver"
-  role   = aws_iam_role.webserver.id
-  policy = data.aws_iam_policy_document.watch_runs.json
+resource "aws_iam_role_policy" "this" {
+  for_each = local.role_policies
+  name     = "${local.name}-${each.key}"
+  role     = aws_iam_role.this[each.key].id
+  policy   = each.value
 }
 
 # -- task definitions and services ---------------------------------------------------------------
@@ -557,8 +538,8 @@ resource "aws_ecs_task_definition" "run" {
   network_mode             = "awsvpc"
   cpu                      = 1024
   memory                   = 4096
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.run.arn
+  execution_role_arn       = aws_iam_role.this["execution"].arn
+  task_role_arn            = aws_iam_role.this["run"].arn
   container_definitions = jsonencode([merge(local.container_common, {
     name   = "run" # EcsRunLauncher overrides its command with `dagster api execute_run ...`
     cpu    = 1024  # the container has the whole task (stated, not left to the task's size)
@@ -576,7 +557,7 @@ resource "aws_ecs_task_definition" "service" {
   network_mode             = "awsvpc"
   cpu                      = each.value.cpu
   memory                   = each.value.memory
-  execution_role_arn       = aws_iam_role.execution.arn
+  execution_role_arn       = aws_iam_role.this["execution"].arn
   task_role_arn            = each.value.role
   container_definitions = jsonencode([merge(local.container_common, {
     name         = each.key
