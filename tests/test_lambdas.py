@@ -1,6 +1,7 @@
 """The two Lambda handlers against a real published model and the embedded pgvector."""
 
 import base64
+import datetime as dt
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from recsys_platform.serving.handlers import ModelInference, StreamTransformatio
 from recsys_platform.serving.messages import RecommendationBatch, recommend_payload
 from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.firehose import StreamRecord, check_response, transformation_request
+from recsys_platform.streaming.records import event_of
 from recsys_platform.vectors.store import VectorStore
 from tests.lambda_events import function_url_event
 
@@ -43,6 +45,8 @@ def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
         _event(2, customer_number=999_999, browse_history=cart),                            # new customer
         {k: v for k, v in _event(3, customer_number=int(c[1]), browse_history=cart).items()
          if k not in ("city", "country", "credit_limit")},                                  # known, no features
+        _event(10, customer_number=int(c[0]), browse_history=cart, event_time="2026-12-03T10:15:00",
+               recommendation_id="a" * 32),                                                 # a sales platform's
     ]
     bad = {
         "data is not valid base64": None,
@@ -55,6 +59,10 @@ def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
         "unknown customer 424242 without features": _payload({k: v for k, v in _event(
             8, customer_number=424242, browse_history=cart).items() if k not in ("city", "country", "credit_limit")}),
         "bytes, more than 65536": _payload(_event(9, session_id="x" * 70_000, browse_history=cart)),
+        "field event_time 'yesterday' is not an ISO 8601 time": _payload(_event(11, event_time="yesterday")),
+        "field event_time '1970-01-01T00:00:00' is before 2000-01-01": _payload(_event(12, event_time="1970-01-01T00:00:00")),
+        "field recommendation_id must be str, got int": _payload(_event(13, recommendation_id=7)),
+        "field recommendation_id has 65 characters": _payload(_event(14, recommendation_id="r" * 65)),
     }
     payloads = [_payload(e) for e in good] + [b or b"" for b in bad.values()]
     request = _request(payloads)
@@ -62,8 +70,8 @@ def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
     response = catalog["transform"](request)
     answered = check_response(request, response)  # each recordId exactly once, valid results
     results = [answered[r["recordId"]] for r in request["records"]]
-    assert [r["result"] for r in results] == ["Ok"] * 3 + ["ProcessingFailed"] * len(bad)
-    for expected, r in zip(bad, results[3:]):
+    assert [r["result"] for r in results] == ["Ok"] * len(good) + ["ProcessingFailed"] * len(bad)
+    for expected, r in zip(bad, results[len(good):]):
         assert expected in r["errorMessage"]
     out = decode_output(results[0])
     assert out["session_id"] == "s1" and out["model_version"] == catalog["version"]
@@ -72,6 +80,13 @@ def test_every_kind_of_record_gets_exactly_one_answer_with_its_reason(catalog):
     assert out["similar_items"]["product_code"] == p[0]
     assert len(out["similar_items"]["similar_items"]) == 5
     assert "processed_at" in out and out["browse_history"] == cart
+    arrived = dt.datetime.fromisoformat(out["arrived_at"])
+    assert int(arrived.timestamp() * 1000) == request["records"][0]["approximateArrivalTimestamp"]
+    acted = decode_output(results[3])
+    assert acted["event_time"] == "2026-12-03T10:15:00", "the event as received"
+    assert acted["acted_on_recommendation_id"] == "a" * 32 != acted["recommendation_id"], \
+        "the list acted on is kept beside the answer's own id"
+    assert event_of(acted) == good[3], "the record gives its event back"
     assert base64.b64decode(results[0]["data"]).endswith(b"\n")
 
 

@@ -36,6 +36,7 @@ from recsys_platform.serving.messages import (
 from recsys_platform.serving.service import InferenceService
 from recsys_platform.streaming.events import EventError, decode_record
 from recsys_platform.streaming.firehose import FAILED, OK, RESPONSE_LIMIT, encode
+from recsys_platform.streaming.records import answer_record
 from recsys_platform.vectors.rules import Rules
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,11 @@ class StreamTransformation:
                 elif isinstance(result, Refusal):
                     out[rid] = _failed(record, result.reason)
                 else:
-                    out[rid] = {"recordId": rid, "result": OK, "data": encode({
-                        **decoded[rid], **result.record_fields(), "model_version": answer.model_version,
-                        "recommendation_id": new_recommendation_id(), "processed_at": processed_at})}
+                    stamp = record.get("approximateArrivalTimestamp")  # Firehose's, in ms
+                    arrived = None if stamp is None else dt.datetime.fromtimestamp(stamp / 1000, dt.timezone.utc)
+                    out[rid] = {"recordId": rid, "result": OK, "data": encode(answer_record(decoded[rid], {
+                        **result.record_fields(), "model_version": answer.model_version,
+                        "recommendation_id": new_recommendation_id(), "processed_at": processed_at}, arrived))}
         return {"records": within_budget([out[r["recordId"]] for r in event["records"]], event["records"])}
 
 

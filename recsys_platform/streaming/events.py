@@ -8,6 +8,8 @@ value can never fail a later step shared by the whole batch:
 - JSON: no `NaN`/`Infinity` literals, no number that overflows a double, bounded nesting;
 - an optional `rules` object (`vectors.rules`: exclude what the customer bought, product lines, a
   price range) is checked here too, so a bad rule fails its record with the reason;
+- `event_time` (optional): an ISO 8601 time (UTC when it names no zone), when the customer acted;
+  `recommendation_id` (optional): the id of the answer whose list the customer acted on;
 - the source schema and the vector database: `customerNumber` is an `int` (32-bit, positive),
   `productCode` a `varchar(15)`, `city`/`country` `varchar(50)`, `creditLimit` a
   `decimal(10,2)`; PostgreSQL text holds no NUL, and UTF-8 has no lone surrogates.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import math
 import re
@@ -29,7 +32,9 @@ MAX_BROWSE_ITEMS = 200
 MAX_INT32 = 2**31 - 1          # customerNumber int(11) in MySQL, integer in PostgreSQL (user_emb.id)
 MAX_CREDIT_LIMIT = 99_999_999.99  # customers.creditLimit decimal(10,2)
 MAX_QUANTITY = 1_000_000
-TEXT_LIMITS = {"session_id": 128, "city": 50, "country": 50, "product_code": 15}
+TEXT_LIMITS = {"session_id": 128, "city": 50, "country": 50, "product_code": 15, "recommendation_id": 64,
+               "event_time": 40}
+EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)  # an event_time before this is a client's bug
 
 
 class EventError(ValueError):
@@ -52,6 +57,8 @@ class Event:
     credit_limit: float | None
     browse_history: list[BrowseItem] = field(default_factory=list)
     rules: dict = field(default_factory=dict)  # the session's changes to the serving rules (`vectors.rules`)
+    event_time: dt.datetime | None = None  # when the customer acted (UTC), if the sales platform says
+    acted_on: str | None = None  # the `recommendation_id` of the list the customer acted on, if any
 
     @property
     def has_features(self) -> bool:
@@ -108,6 +115,17 @@ def _require(obj: dict, name: str, types: tuple, optional: bool = False):
     return value
 
 
+def _event_time(value: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(_text("event_time", value))
+    except ValueError:
+        raise EventError(f"field event_time {value[:40]!r} is not an ISO 8601 time") from None
+    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    if when < EARLIEST_EVENT:
+        raise EventError(f"field event_time {value!r} is before {EARLIEST_EVENT:%Y-%m-%d}")
+    return when.astimezone(dt.timezone.utc)
+
+
 def parse_event(obj) -> Event:
     """Validate a decoded JSON object against the event contract."""
     if not isinstance(obj, dict):
@@ -141,7 +159,11 @@ def parse_event(obj) -> Event:
         rules = parse_overrides(obj.get("rules"))
     except RuleError as e:
         raise EventError(str(e)) from None
-    return Event(session_id, customer, city, country, None if credit is None else float(credit), items, rules)
+    when = _require(obj, "event_time", (str,), optional=True)
+    acted_on = _require(obj, "recommendation_id", (str,), optional=True)
+    return Event(session_id, customer, city, country, None if credit is None else float(credit), items, rules,
+                 None if when is None else _event_time(when),
+                 None if acted_on is None else _text("recommendation_id", acted_on))
 
 
 def decode_record(data_b64: str) -> tuple[dict, Event]:

@@ -19,6 +19,7 @@ import pyarrow as pa
 from recsys_platform.storage import lake
 from recsys_platform.storage.object_store import ObjectStore
 from recsys_platform.streaming import firehose
+from recsys_platform.streaming.records import ACTED_ON
 
 DATASET = "recommendations"
 REJECTED = "recommendations_rejected"  # the hour's bad lines: object, line number, reason, text
@@ -35,7 +36,23 @@ SCHEMA = pa.schema([
     ("similar_items", pa.list_(pa.struct([("id", pa.string()), ("score", pa.float64())]))),
     ("model_version", pa.string()), ("processed_at", pa.timestamp("us", tz="UTC")), ("source_object", pa.string()),
     ("recommendation_id", pa.string()),  # null for records delivered before answers carried one
+    # Null where the event or an older record does not say: when the customer acted, the list they
+    # acted on, when the stream received the event, when the object holding the answer was written.
+    ("event_time", pa.timestamp("us", tz="UTC")), (ACTED_ON, pa.string()),
+    ("arrived_at", pa.timestamp("us", tz="UTC")), ("written_at", pa.timestamp("us", tz="UTC")),
 ])
+
+
+def _time(rec: dict, name: str) -> dt.datetime | None:
+    """An optional ISO time field (UTC when it names no zone); ValueError when it is not one."""
+    value = _optional(rec, name, str)
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} {value[:40]!r} is not an ISO time") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def hour_of(partition_key: str) -> dt.datetime:
@@ -60,6 +77,7 @@ class HourObjects:
     delivered: list[str]
     failed: list[str]
     ignored: list[str]
+    written: dict[str, dt.datetime] = field(default_factory=dict)  # each read object's write time, as listed
 
     @property
     def read(self) -> list[str]:
@@ -70,11 +88,17 @@ def hour_keys(store: ObjectStore, hour: dt.datetime) -> HourObjects:
     prefix = firehose.hour_prefix(hour)
     found: dict[bool, list[str]] = {False: [], True: []}
     ignored: list[str] = []
+    written: dict[str, dt.datetime] = {}
     for failed, folder in ((False, prefix), (True, f"{firehose.FAILED_PREFIX}/{prefix}")):
         for obj in store.list(folder):
             name = obj.key[len(folder) + 1:]
-            (ignored if "/" in name or name.startswith(".") else found[failed]).append(obj.key)
-    return HourObjects(found[False], found[True], ignored)
+            if "/" in name or name.startswith("."):
+                ignored.append(obj.key)
+                continue
+            found[failed].append(obj.key)
+            if obj.mtime_ns is not None:
+                written[obj.key] = dt.datetime.fromtimestamp(obj.mtime_ns / 1e9, dt.timezone.utc)
+    return HourObjects(found[False], found[True], ignored, written)
 
 
 def _neighbours(value, name: str) -> list[dict]:
@@ -92,8 +116,9 @@ def _optional(rec: dict, name: str, kind: type | tuple[type, ...]):
     return value
 
 
-def to_row(rec, key: str) -> dict:
-    """One record of the contract as a row of SCHEMA; ValueError names what is wrong."""
+def to_row(rec, key: str, written_at: dt.datetime | None = None) -> dict:
+    """One record of the contract (in object `key`, written at `written_at`) as a row of SCHEMA;
+    ValueError names what is wrong."""
     if not isinstance(rec, dict):
         raise ValueError(f"a JSON {type(rec).__name__}, not an object")
     missing = [f for f in REQUIRED if f not in rec]
@@ -110,10 +135,7 @@ def to_row(rec, key: str) -> dict:
     if not isinstance(similar, dict):
         raise ValueError(f"similar_items is {type(similar).__name__}, not an object")
     anchor = _optional(similar, "product_code", str)
-    try:
-        processed = dt.datetime.fromisoformat(rec["processed_at"])
-    except ValueError:
-        raise ValueError(f"processed_at {rec['processed_at'][:40]!r} is not an ISO time") from None
+    processed = _time(rec, "processed_at")
     return {
         "session_id": rec["session_id"], "customer_number": rec["customer_number"],
         "city": _optional(rec, "city", str), "country": _optional(rec, "country", str),
@@ -122,8 +144,9 @@ def to_row(rec, key: str) -> dict:
         "similar_product_code": anchor,
         "similar_items": _neighbours(similar.get("similar_items", []), "similar_items.similar_items"),
         "model_version": rec["model_version"],
-        "processed_at": processed if processed.tzinfo else processed.replace(tzinfo=dt.timezone.utc),
-        "source_object": key, "recommendation_id": _optional(rec, "recommendation_id", str),
+        "processed_at": processed, "source_object": key, "recommendation_id": _optional(rec, "recommendation_id", str),
+        "event_time": _time(rec, "event_time"), ACTED_ON: _optional(rec, ACTED_ON, str),
+        "arrived_at": _time(rec, "arrived_at"), "written_at": written_at,
     }
 
 
@@ -207,7 +230,7 @@ def compact_hour(recs: ObjectStore, lake_store: ObjectStore, hour: dt.datetime) 
         rejected += lines.rejected
         for number, value in lines.values:
             try:
-                rows.append(to_row(value, key))
+                rows.append(to_row(value, key, objects.written.get(key)))
             except ValueError as e:
                 rejected.append(rejection(key, number, str(e), json.dumps(value)))
     failed = 0
