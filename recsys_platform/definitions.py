@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from recsys_platform.assets.batch import build_batch_defs
+from recsys_platform.assets.feedback import build_feedback_defs
 from recsys_platform.assets.ml import build_ml_defs
 from recsys_platform.assets.shared import LOGGERS
 from recsys_platform.assets.streaming import build_streaming_defs
@@ -59,6 +60,7 @@ def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Defini
         build_ml_defs(layout),
         build_vector_defs(settings.catalog_cron),
         build_streaming_defs(settings.stream_start),
+        build_feedback_defs(settings.stream_start),
         dg.Definitions(resources=build_resources(settings, keep_spark=keep_spark), loggers=LOGGERS),
     )
 

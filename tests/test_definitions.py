@@ -44,7 +44,8 @@ def test_loading_the_definitions_opens_no_connection_and_writes_nothing(tmp_path
     dg.Definitions.validate_loadable(defs)
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} == {
         "classicmodels_ratings", "ratings_ml_training", "recommender_model", "item_emb", "user_emb",
-        "item_attributes", "customer_purchases", "customer_recommendations", "recommendations"}
+        "item_attributes", "customer_purchases", "customer_recommendations", "recommendations", "interactions",
+        "online_metrics"}
     assert not attempts
     assert not home.exists(), "nothing written under RECSYS_HOME"
 

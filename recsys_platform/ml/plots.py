@@ -72,3 +72,23 @@ def _tradeoff(ax, tried: dict[str, dict], min_coverage: float) -> None:
     ax.axvline(min_coverage, linestyle="--", color="grey", linewidth=1, label=f"coverage floor {min_coverage:.0%}")
     ax.set(xscale="log", xlabel="top-10 catalog coverage", ylabel="NDCG@10", title="settings tried (validation)")
     ax.legend(fontsize=7, loc="lower left")
+
+
+def hit_rate_by_hour(rows: list[dict]) -> str:
+    """Online hit rate per hour (`hour`: a datetime), one line per model version (`model_version`,
+    `hit_rate`; hours without judged answers left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
+    for version in sorted({r["model_version"] for r in rows}):
+        points = sorted((r["hour"], r["hit_rate"]) for r in rows
+                        if r["model_version"] == version and r["hit_rate"] is not None)
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=4, label=version)
+    ax.set(xlabel="hour (UTC)", ylabel="hit rate at k", title="online hit rate by model version", ylim=(0, None))
+    ax.legend(fontsize=7, loc="lower left")
+    fig.autofmt_xdate()
+    return _markdown(fig)

@@ -60,13 +60,14 @@ def hour_of(partition_key: str) -> dt.datetime:
     return dt.datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.timezone.utc)
 
 
-def _partition_key(hour: dt.datetime) -> str:
+def lake_key(hour: dt.datetime) -> str:
+    """An hour's partition key in the lake's folders: `YYYY-MM-DD-HH`."""
     return hour.strftime("%Y-%m-%d-%H")
 
 
 def hour_folder(dataset: str, hour: dt.datetime) -> str:
     """The lake folder of one hour of `dataset` (DATASET or REJECTED): `<dataset>/hour=YYYY-MM-DD-HH`."""
-    return f"{dataset}/{lake.partition_dir(COLUMN, _partition_key(hour))}"
+    return f"{dataset}/{lake.partition_dir(COLUMN, lake_key(hour))}"
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,16 @@ def read_lines(data: bytes, key: str, seen: set[str] | None = None) -> ObjectLin
     return out
 
 
+def failed_lines(store: ObjectStore, objects: HourObjects) -> ObjectLines:
+    """The hour's processing-failed records (Firehose's error records), and its lines that are not JSON."""
+    out = ObjectLines()
+    for key in objects.failed:
+        lines = read_lines(store.read_bytes(key), key)
+        out.values += lines.values
+        out.rejected += lines.rejected
+    return out
+
+
 def records(data: bytes, key: str) -> list[dict]:
     """The valid records of one delivered object (bad lines left out), for readers like the demo."""
     rows = []
@@ -233,13 +244,11 @@ def compact_hour(recs: ObjectStore, lake_store: ObjectStore, hour: dt.datetime) 
                 rows.append(to_row(value, key, objects.written.get(key)))
             except ValueError as e:
                 rejected.append(rejection(key, number, str(e), json.dumps(value)))
-    failed = 0
-    for key in objects.failed:
-        lines = read_lines(recs.read_bytes(key), key)
-        rejected += lines.rejected
-        failed += len(lines.values)
+    failures = failed_lines(recs, objects)
+    rejected += failures.rejected
+    failed = len(failures.values)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    lake_store.write_bytes(lake.partition_file(DATASET, COLUMN, _partition_key(hour)), lake.encode_parquet(table))
+    lake_store.write_bytes(lake.partition_file(DATASET, COLUMN, lake_key(hour)), lake.encode_parquet(table))
     rejected_key = f"{hour_folder(REJECTED, hour)}/{REJECTED_FILE}"
     if rejected:
         lake_store.write_bytes(rejected_key, "".join(json.dumps(r) + "\n" for r in rejected).encode())

@@ -1,0 +1,91 @@
+"""The feedback loop's hourly assets on a real delivery: interactions exactly once, online metrics that
+attribute what customers did next to what they were shown."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from recsys_platform.definitions import build_definitions
+from recsys_platform.feedback.interactions import read_window
+from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.streaming.delivery import BufferHints, DeliveryRuntime
+from recsys_platform.streaming.stream import LocalStream
+
+
+def _event(session, customer, items, when, **extra):
+    return {"session_id": session, "customer_number": customer, "city": "Nantes", "country": "France",
+            "credit_limit": 21000.0, "event_time": when.isoformat(),
+            "browse_history": [{"product_code": p, "quantity": 1, "in_shopping_cart": cart} for p, cart in items],
+            **extra}
+
+
+def _deliver(settings, transform, events: list) -> list[dict]:
+    """Put `events` (dicts or raw bytes) on the local stream, deliver them, return the records written."""
+    stream = LocalStream(f"{settings.home}/stream", "activity")
+    stream.put_records([("k", e if isinstance(e, bytes) else json.dumps(e).encode()) for e in events])
+    store = ObjectStore.from_url(settings.recommendations_url)
+    before = {o.key for o in store.list()}
+    DeliveryRuntime(stream, transform, store, f"{settings.home}/delivery", hints=BufferHints(records=100),
+                    log=lambda *_: None).run(once=True)
+    new = [o.key for o in store.list() if o.key not in before and not o.key.startswith("processing-failed/")]
+    return [json.loads(line) for key in new for line in store.read_bytes(key).decode().splitlines()]
+
+
+def test_an_hour_becomes_interactions_once_and_metrics_that_credit_the_list_shown(catalog, settings):
+    settings = settings.with_(artifacts_url=catalog["store"].url)
+    defs = build_definitions(settings, keep_spark=True)
+    p, c = catalog["products"], [int(x) for x in catalog["customers"]]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    first = _event("s1", c[0], [(p[0], False)], now)
+    (answer,) = _deliver(settings, catalog["transform"], [first])
+    shown = [i["id"] for i in answer["recommended_items"]]
+    # Later in the session the customer carts the second product shown, from that list, and
+    # something else; another session carts nothing shown; one event's inference fails (an
+    # unknown product); one record is no event; and the first event is delivered again.
+    later = _event("s1", c[0], [(shown[1], True), (p[0], True)], now + dt.timedelta(seconds=30),
+                   recommendation_id=answer["recommendation_id"])
+    other = [_event("s2", c[1], [(p[2], False)], now), _event("s2", c[1], [(p[2], True)], now + dt.timedelta(seconds=5))]
+    unknown = _event("s3", 999_999, [("S00_NONE", True)], now)
+    _deliver(settings, catalog["transform"], [later, *other, unknown, b"{not json", json.dumps(first).encode()])
+    hour = now.strftime("%Y-%m-%d-%H:00")
+    with dg.instance_for_test() as instance:
+        run = defs.resolve_job_def("recommendations_job").execute_in_process(instance=instance, partition_key=hour)
+        checks = {(e.asset_key.path[-1], e.check_name): e for e in run.get_asset_check_evaluations()}
+        interactions = run.asset_materializations_for_node("interactions")[0].metadata
+        metrics = run.asset_materializations_for_node("online_metrics")[0].metadata
+        rerun = defs.resolve_job_def("recommendations_job").execute_in_process(instance=instance, partition_key=hour)
+        again = rerun.asset_materializations_for_node("interactions")[0].metadata
+
+    lake = ObjectStore.from_url(settings.lake_url)
+    table = read_window(lake, [hour[:13]])
+    rows = table.to_pylist()
+    # 1 + 2 + 1 + 1 + 1 items of 6 distinct events; the repeated first event counts once
+    assert table.num_rows == 6 and interactions["dagster/row_count"].value == 6
+    assert again["dagster/row_count"].value == 6, "a rerun rewrites the same hour"
+    assert interactions["repeated_records"].value == 1 and interactions["invalid_records"].value == 1
+    assert interactions["events_without_answer"].value == 1
+    failed = next(r for r in rows if r["product_code"] == "S00_NONE")
+    assert failed["model_version"] is None and failed["kind"] == "cart", "feedback even when the answer failed"
+    assert interactions["unknown_product_rows"].value == 1
+    acted = next(r for r in rows if r["product_code"] == shown[1])
+    assert acted["acted_on_recommendation_id"] == answer["recommendation_id"]
+    assert acted["event_time"] == now + dt.timedelta(seconds=30)
+    assert checks[("interactions", "keys_present_and_unique")].passed
+    assert not checks[("interactions", "unknown_products_under_threshold")].passed, "1 of 6 is over 5%"
+
+    (by_version,) = pq.read_table(lake.path(f"online_metrics/hour={hour[:13]}/part-00000.snappy.parquet")).to_pylist()
+    assert by_version["model_version"] == catalog["version"]
+    assert by_version["recommendations"] == 5, "s1 twice, s2 twice, and the one re-delivered (its own answer)"
+    # Judged: the answers with a later event in their session: s1's first (both deliveries) and s2's
+    # first. Hits: s1's (the product carted later was shown); not s2's (what it carted later was in
+    # the session already, so it was never recommended).
+    assert (by_version["judged"], by_version["hits"]) == (3, 2)
+    assert by_version["attributed_cart_adds"] == 1, "the cart naming the list that showed the product"
+    assert by_version["failed"] == 2 and by_version["records"] == 7
+    assert 0 < by_version["latency_p50_s"] <= by_version["latency_p99_s"] < 600
+    assert 0 < by_version["coverage"] <= 1
+    assert metrics["judged"].value == by_version["judged"] and metrics["hit_rate_plot"].value.startswith("![plot]")
+    assert checks[("online_metrics", "new_version_not_worse")].passed
+    assert "not compared" in checks[("online_metrics", "new_version_not_worse")].description
