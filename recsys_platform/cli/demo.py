@@ -9,6 +9,7 @@ wrong and the fix.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from recsys_platform import wiring
 from recsys_platform.assets.batch.assets import TRAINING_KEY
 from recsys_platform.assets.batch.jobs import OBSERVE_JOB, TRAINING_JOB
 from recsys_platform.assets.batch.partitions import CUSTOMERS
+from recsys_platform.assets.feedback import INTERACTIONS_KEY, METRICS_KEY
 from recsys_platform.assets.streaming.jobs import RECOMMENDATIONS_JOB
 from recsys_platform.assets.vectors.jobs import MODEL_AND_VECTORS_JOB
 from recsys_platform.batch.contract import DATASET, Layout
@@ -32,9 +34,14 @@ from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.cli.runs import execute_as_location_run
 from recsys_platform.definitions import build_definitions
 from recsys_platform.errors import RunFailedError, SourceUnavailableError
+from recsys_platform.feedback.metrics import K as ONLINE_K
 from recsys_platform.settings import Settings
 from recsys_platform.storage.locks import ProcessLock
 from recsys_platform.streaming import recommendations
+
+# The demo's own source: collaborative mode, so that its learnable sessions (which follow that
+# mode's latent tastes) are what the model learned from the ratings, and the online hit rate means something.
+DEMO_SEED = {"scale": 1.0, "seed": 42, "mode": "collaborative"}
 
 
 @dataclass
@@ -109,7 +116,7 @@ class Demo:
                 raise SourceUnavailableError(
                     f"the source {db.masked_url} holds no ratings: the demo seeds only its own embedded source; "
                     f"run `recsys-platform seed --source-url '{db.masked_url}'` (with the password) to fill it")
-            self.report.add(f"  seeded {db.masked_url}: {seed(db.engine)}")
+            self.report.add(f"  seeded {db.masked_url} ({DEMO_SEED['mode']} mode): {seed(db.engine, **DEMO_SEED)}")
         db.validate_schema()
         return db
 
@@ -152,18 +159,32 @@ class Demo:
                         f"{campaign['customers'].value} customers ({campaign['customers_short'].value} with fewer, "
                         f"and the reason) at {campaign['location'].value}")
 
-    def streaming(self, events: int = 500) -> None:
-        """Activity events into the stream, the delivery runtime until drained, two samples shown."""
-        from recsys_platform.streaming.producer import load_catalog, sessions
+    def streaming(self, count: int = 150) -> None:
+        """Activity sessions into the stream (several events each, following the seed's tastes when
+        the source is the demo's seed), the delivery runtime until drained, two samples shown."""
+        from recsys_platform.streaming.producer import (
+            SessionTastes,
+            learnable_sessions,
+            load_catalog,
+            sessions,
+        )
 
         settings = self.settings
         db = SourceDatabase(settings.source_url)
         customers, products = load_catalog(db.engine)
         db.dispose()
         runtime = wiring.delivery_runtime(settings, wiring.inference_service(settings), log=lambda *_: None)
-        produced = list(sessions(customers, products, events, malformed_share=0.05, seed=int(time.time())))
+        now, seed = dt.datetime.now(dt.timezone.utc), int(time.time())
+        try:
+            tastes = SessionTastes.of_seed(DEMO_SEED["scale"], DEMO_SEED["seed"], customers, products)
+            produced = list(learnable_sessions(customers, tastes, count, now - dt.timedelta(minutes=count),
+                                               malformed_share=0.05, seed=seed))
+        except ValueError as e:  # a source seeded otherwise: one-event sessions, nothing to learn
+            self.report.add(f"  {e}; one-event sessions instead")
+            produced = list(sessions(customers, products, count * 3, malformed_share=0.05, seed=seed))
         runtime.stream.put_records([(k, d) for k, d, _ in produced])
         counters = runtime.run(once=True)
+        events = len(produced)
         self.report.add(f"  {events} events: delivered {counters.delivered}, failed {counters.failed} "
                         f"({len(counters.reasons)} kinds of reason), dropped {counters.dropped}, balanced: "
                         f"{counters.balanced}")
@@ -192,9 +213,14 @@ class Demo:
                                partition_key=request.partition_key,
                                tags={**request.tags, "dagster/run_key": request.run_key})
             meta = run.asset_materializations_for_node("recommendations")[0].metadata
+            online = run.asset_materializations_for_node(METRICS_KEY.path[-1])[0].metadata
+            interactions = run.asset_materializations_for_node(INTERACTIONS_KEY.path[-1])[0].metadata
+            hit_rate = (f"online hit rate@{ONLINE_K} {online['hit_rate'].value:.1%} of {online['judged'].value} "
+                        "answers" if "hit_rate" in online else "no answer judged yet (no later event in a session)")
             self.report.add(f"  hour {request.partition_key}: {meta['dagster/row_count'].value} rows, "
                             f"{meta['failed'].value} failed ({meta['failure_rate'].value:.1%}), "
-                            f"{meta['users'].value} users")
+                            f"{meta['users'].value} users, {interactions['dagster/row_count'].value} interactions; "
+                            f"{hit_rate}")
         if not result.run_requests:
             self.report.add(f"  recommendations_sensor: {result.skip_message}")
 

@@ -76,7 +76,19 @@ def cmd_produce_events(args: argparse.Namespace) -> int:
         customers, products = load_catalog(db.engine)
         if not customers or not products:
             raise RecsysError(f"{db.masked_url} has no customers or products: run `recsys-platform seed` first")
-        events = sessions(customers, products, args.count, args.malformed, seed=args.seed)
+        if args.learnable:
+            import datetime as dt
+
+            from recsys_platform.streaming.producer import SessionTastes, learnable_sessions
+
+            try:
+                tastes = SessionTastes.of_seed(args.source_scale, args.source_seed, customers, products)
+            except ValueError as e:
+                raise RecsysError(f"{e}: pass the --source-scale and --source-seed it was seeded with") from None
+            events = learnable_sessions(customers, tastes, args.count, dt.datetime.now(dt.timezone.utc),
+                                        malformed_share=args.malformed, shift=args.shift, seed=args.seed)
+        else:
+            events = sessions(customers, products, args.count, args.malformed, seed=args.seed)
     stream = wiring.stream(settings)
     kinds: Counter = Counter()
     batch, sent, started = [], 0, time.monotonic()
@@ -236,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0, help="events per second (0: as fast as possible)")
     p.add_argument("--malformed", type=float, default=0.05, help="share of malformed events (default 0.05)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--learnable", action="store_true",
+                   help="sessions of 2-5 timed events whose carts follow the customers' latent tastes (those of "
+                   "the seeded source: see --source-scale, --source-seed), for the feedback loop to learn from")
+    p.add_argument("--source-scale", type=float, default=1.0, help="with --learnable: the scale the source was seeded at")
+    p.add_argument("--source-seed", type=int, default=42, help="with --learnable: the seed the source was seeded with")
+    p.add_argument("--shift", type=float, default=0.0,
+                   help="with --learnable: how far tastes move half way through (0 none, 1 all new)")
     p.set_defaults(func=cmd_produce_events)
 
     p = sub.add_parser("deliver", help="the local delivery runtime (Firehose): stream -> transformation -> bucket")

@@ -102,4 +102,4 @@ def version_comparison(history: pd.DataFrame, min_judged: int) -> tuple[str, str
     (prev, p), (new, n) = list(totals.iloc[-2:].iterrows())
     if n["judged"] < min_judged or p["judged"] < min_judged:
         return None
-    return new, prev, n["hits"] / n["judged"], p["hits"] / p["judged"]
+    return str(new), str(prev), float(n["hits"] / n["judged"]), float(p["hits"] / p["judged"])

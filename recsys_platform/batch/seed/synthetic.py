@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -84,14 +84,45 @@ MODES = ("features", "collaborative")
 LATENT_DIM = 8
 
 
-def _latent_tastes(seed: int, n_customers: int, n_products: int, country_of: list[str], line_of: np.ndarray,
-                   credit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class LatentTastes:
     """The collaborative mode's hidden structure: user and item factors that the features explain
     only in part (country and credit for users, product line for items: about a fifth of each
     factor's variance), and a long-tailed popularity over the whole catalog (Zipf, exponent 1.1,
-    in a random order: unrelated to any feature). Drawn from their own generator, so the other
-    tables are those of the features mode."""
+    in a random order: unrelated to any feature). `appeal(c)` is how likely customer `c` buys
+    each product: what the collaborative mode's orders are drawn from, and what the producer's
+    learnable sessions cart."""
+
+    users: np.ndarray       # (customers, LATENT_DIM), in the order of the generated customers
+    items: np.ndarray       # (products, LATENT_DIM), in the order of the generated products
+    popularity: np.ndarray  # (products,), sums to 1
+    by_country: dict[str, np.ndarray]
+    credit_dir: np.ndarray
+    credit_mean: float
+    credit_std: float
+
+    def appeal(self, user: np.ndarray) -> np.ndarray:
+        """Purchase probabilities over the products for one user factor (a row of `users`)."""
+        weights = self.popularity * np.exp(1.5 * (self.items @ user))
+        return weights / weights.sum()
+
+    def new_user(self, country: str, credit: float, rng: np.random.Generator) -> np.ndarray:
+        """The factor of a customer the tables do not hold, drawn as the known ones were."""
+        explained = self.by_country.get(country, np.zeros(LATENT_DIM)) * 0.4 \
+            + (credit - self.credit_mean) / (self.credit_std + 1e-9) * self.credit_dir * 0.2
+        return (explained + rng.normal(0, 0.9, LATENT_DIM)) / np.sqrt(LATENT_DIM)
+
+    def shifted(self, strength: float, seed: int) -> LatentTastes:
+        """Tastes that moved: each user's factor blended with a new draw (`strength` 1: all new)."""
+        rng = np.random.default_rng(seed)
+        fresh = rng.normal(0, 0.9, self.users.shape) / np.sqrt(LATENT_DIM)
+        return replace(self, users=np.sqrt(1 - strength ** 2) * self.users + strength * fresh)
+
+
+def _latent_tastes(seed: int, country_of: list[str], line_of: np.ndarray, credit: np.ndarray) -> LatentTastes:
+    """Drawn from their own generator, so the other tables are those of the features mode."""
     rng = np.random.default_rng(seed + 1_000_003)
+    n_customers, n_products = len(country_of), len(line_of)
     countries = sorted(set(country_of))
     by_country = {k: rng.normal(0, 1, LATENT_DIM) for k in countries}
     by_line = rng.normal(0, 1, (int(line_of.max()) + 1, LATENT_DIM))
@@ -101,7 +132,19 @@ def _latent_tastes(seed: int, n_customers: int, n_products: int, country_of: lis
     users = explained_u + rng.normal(0, 0.9, (n_customers, LATENT_DIM))
     items = by_line[line_of] * 0.45 + rng.normal(0, 0.9, (n_products, LATENT_DIM))
     popularity = 1.0 / rng.permutation(np.arange(1, n_products + 1)) ** 1.1
-    return users / np.sqrt(LATENT_DIM), items, popularity / popularity.sum()
+    return LatentTastes(users / np.sqrt(LATENT_DIM), items, popularity / popularity.sum(), by_country, credit_dir,
+                        float(credit.mean()), float(credit.std()))
+
+
+def latent_tastes(data: dict[str, list[dict]], seed: int = 42) -> tuple[LatentTastes, list[int], list[str]]:
+    """The collaborative latent tastes of generated tables (`generate(..., seed=seed)`), with the
+    customer numbers and product codes their rows stand for."""
+    lines = [name for name, _ in PRODUCT_LINES]
+    customers, products = data["customers"], data["products"]
+    tastes = _latent_tastes(seed, [c["country"] for c in customers],
+                            np.array([lines.index(p["productLine"]) for p in products]),
+                            np.array([c["creditLimit"] for c in customers], dtype=float))
+    return tastes, [c["customerNumber"] for c in customers], [p["productCode"] for p in products]
 
 
 def generate(scale: float = 1.0, seed: int = 42, mode: str = "features") -> dict[str, list[dict]]:
@@ -200,7 +243,7 @@ def generate(scale: float = 1.0, seed: int = 42, mode: str = "features") -> dict
     # (features mode), or by latent affinity times a long-tailed popularity (collaborative).
     latent = None
     if mode == "collaborative":
-        latent = _latent_tastes(seed, n_customers, n_products, [PLACES[i][3] for i in place_idx], line_idx, credit)
+        latent = _latent_tastes(seed, [PLACES[i][3] for i in place_idx], line_idx, credit)
     orders_per_customer = rng.poisson(ORDERS_PER_CUSTOMER, n_customers) + 1
     products_by_line = [np.flatnonzero(line_idx == k) for k in range(n_lines)]
     popularity = [1.0 / np.arange(1, len(p) + 1) ** 0.8 for p in products_by_line]
@@ -211,8 +254,7 @@ def generate(scale: float = 1.0, seed: int = 42, mode: str = "features") -> dict
     order_number = 10100
     for c in range(n_customers):
         if latent is not None:
-            appeal = latent[2] * np.exp(1.5 * (latent[1] @ latent[0][c]))
-            appeal /= appeal.sum()
+            appeal = latent.appeal(latent.users[c])
         for _ in range(int(orders_per_customer[c])):
             day = start + dt.timedelta(days=int(rng.integers(0, 880)))
             shipped = rng.random() < 0.93
@@ -256,7 +298,7 @@ def generate(scale: float = 1.0, seed: int = 42, mode: str = "features") -> dict
     credit_z = (credit[c_idx] - credit.mean()) / (credit.std() + 1e-9)
     repeat = np.log1p([bought[(int(c), int(p))] - 1 for c, p in pairs])
     if latent is not None:  # the latent affinity, standardised, plus quality and repeat purchases
-        affinity = np.einsum("nd,nd->n", latent[0][c_idx], latent[1][p_idx])
+        affinity = np.einsum("nd,nd->n", latent.users[c_idx], latent.items[p_idx])
         line_affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-9) * 1.2
         price_z = credit_z = np.zeros(len(pairs))
     score = 3.1 + 0.55 * line_affinity + 0.45 * price_z * credit_z + quality[p_idx] + 0.5 * repeat
