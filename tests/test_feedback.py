@@ -131,3 +131,37 @@ def test_learnable_sessions_follow_the_seeds_tastes_and_can_shift():
     assert top_share(after, tastes) < top_share(before, tastes) - 0.2, "... and less the old"
     with pytest.raises(ValueError, match="not those of `seed --scale 2"):
         SessionTastes.of_seed(2, 42, customers, products)
+
+
+def test_the_next_training_learns_from_the_stream_and_embeds_a_customer_seen_only_there(catalog, settings, pg_dsn):
+    from recsys_platform.batch.engines.arrow import build
+    from recsys_platform.batch.source import SourceDatabase
+    from recsys_platform.vectors.store import SessionQuery, VectorStore
+
+    db = SourceDatabase(settings.source_url)
+    lake = ObjectStore.from_url(settings.lake_url)
+    build(db, lake, [str(c) for c in db.customer_numbers()])
+    stranger = 900_777  # never in the source: only its events know it
+    p = catalog["products"]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    _deliver(settings.with_(artifacts_url=catalog["store"].url), catalog["transform"],
+             [_event(f"n{n}", stranger, [(p[n], True), (p[n + 10], False)], now + dt.timedelta(seconds=n))
+              for n in range(3)])
+    defs = build_definitions(settings.with_(vector_dsn=pg_dsn), keep_spark=True)
+    with dg.instance_for_test() as instance:
+        defs.resolve_job_def("recommendations_job").execute_in_process(
+            instance=instance, partition_key=now.strftime("%Y-%m-%d-%H:00"))
+        run = defs.resolve_job_def("model_and_vectors_job").execute_in_process(
+            instance=instance, run_config={"ops": {"recommender_model": {"config": {"require_built_lake": False}}}})
+    meta = run.asset_materializations_for_node("recommender_model")[0].metadata
+    assert meta["interactions_read"].value == 6 and meta["implied_ratings"].value == 6
+    assert meta["stream_only_customers"].value == 1 and meta["published"].value
+    assert meta["training_data_version"].value.endswith(f"+6-interactions-to-{now:%Y-%m-%d-%H}")
+    served = VectorStore(pg_dsn)
+    try:
+        assert served.counts()["user"] == len(db.customer_numbers()) + 1, "every rating customer, and the stranger"
+        query = SessionQuery(None, stranger, None, frozenset(), catalog["service"].rules)
+        (found,) = served.recommend_batch([query], k=5, version=served.active_version())
+        assert found.user_found and len(found.recommended) == 5, "looked up by number, as a known customer"
+    finally:
+        served.close()

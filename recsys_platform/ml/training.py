@@ -25,12 +25,21 @@ class TrainingRun:
 
 def train_and_evaluate(frame: pd.DataFrame, model: HybridRecommender, test_share: float = 0.2,
                        valid_share: float = 0.1, seed: int = 0, als: bool = True,
-                       min_coverage: float = MIN_COVERAGE, l2_grid=None) -> TrainingRun:
+                       min_coverage: float = MIN_COVERAGE, l2_grid=None,
+                       extra_train: pd.DataFrame | None = None) -> TrainingRun:
     """Split train/valid/test, fit `model`'s settings on train (with `l2_grid`: once per L2,
     keeping the lowest validation RMSE), choose the ranking weights on valid, score on test; with
-    `als`, implicit ALS tuned on the same validation split is scored on the same test."""
+    `als`, implicit ALS tuned on the same validation split is scored on the same test.
+    `extra_train`: rows of (at least the spec's) columns of `frame` that join the training split only (implied ratings
+    of the stream's interactions, `feedback.training`), so validation and test stay `frame`'s."""
     rest, test = split(frame, test_share, seed)
     train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
+    if extra_train is not None and len(extra_train):
+        # A pair held out for validation or test stays held out: its implied rating would leak it.
+        s = model.spec
+        held = pd.MultiIndex.from_frame(pd.concat([valid, test])[[s.user_id, s.item_id]])
+        kept = ~pd.MultiIndex.from_frame(extra_train[[s.user_id, s.item_id]]).isin(held)
+        train = pd.concat([train, extra_train.loc[kept].reindex(columns=frame.columns)], ignore_index=True)
     l2_tried: dict[float, float] = {}
     if l2_grid:
         choice = choose_l2(model, train, valid, l2_grid)

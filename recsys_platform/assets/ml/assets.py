@@ -1,5 +1,6 @@
 """`recommender_model`: train, evaluate against baselines, and publish only a model that wins."""
 
+import datetime as dt
 import hashlib
 
 import dagster as dg
@@ -7,8 +8,9 @@ import pandas as pd
 
 from recsys_platform.assets.batch.assets import TRAINING_KEY
 from recsys_platform.assets.batch.partitions import lake_differences, latest_partition_metadata
-from recsys_platform.assets.shared import OWNERS
+from recsys_platform.assets.shared import INTERACTIONS_KEY, OWNERS
 from recsys_platform.batch.contract import DATASET, Layout
+from recsys_platform.feedback.training import FeedbackWeights, window_ratings
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.collaborative import CollaborativeSettings
 from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
@@ -41,6 +43,11 @@ class ModelConfig(dg.Config):
     test_share: float = 0.2
     valid_share: float = 0.1
     seed: int = 0
+    # The stream's interactions of the last hours join the training split as implied ratings by
+    # kind (feedback.training); 0 hours: the ratings alone.
+    interaction_hours: int = 168
+    cart_rating: float = 5.0
+    browse_rating: float = 3.0
     # Train only when every partition of the lake is what its last successful build wrote (a
     # failed or interrupted build never feeds a model). False: train on the lake as it is (a lake
     # written outside Dagster, e.g. by a benchmark); the metadata says so.
@@ -83,7 +90,7 @@ def built_rows(instance: dg.DagsterInstance) -> dict[str, int]:
 def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
     @dg.asset(
         key=MODEL_KEY,
-        deps=[TRAINING_KEY],
+        deps=[TRAINING_KEY, INTERACTIONS_KEY],
         group_name="ml",
         kinds={"scikitlearn", "numpy"},
         owners=OWNERS,
@@ -104,7 +111,8 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             "seen in training gets them from its features by ridge regression), so that the inner "
             "product is the ranking score: predicted rating + weighted collaborative score + a "
             "popularity prior, both weights chosen on a validation split. Trained on "
-            "`ratings_ml_training`, evaluated on a held-out split against "
+            "`ratings_ml_training` and the last week's `interactions` (implied ratings by kind in the training split "
+            "only; a customer seen only in the stream gets vectors), evaluated on a held-out split against "
             "global-mean, bias, popularity and implicit-ALS (tuned on the validation split) baselines, "
             "and published as `<artifacts>/<version>/{model,scalers,embeddings}/` with a manifest and a "
             "`LATEST` pointer written last (`CURRENT` moves when its vectors serve). A model that does not "
@@ -133,9 +141,16 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "successful builds wrote: " + "; ".join(differences) + ". Rebuild those partitions (a backfill "
                 f"of {DATASET}, or the stale-partition schedule), or set require_built_lake: false to train on "
                 "the lake as it is", metadata={"differences": dg.MetadataValue.json(differences)})
+        spec = config.model().spec
+        implied, hours = window_ratings(lake_store.store, dt.datetime.now(dt.timezone.utc), config.interaction_hours,
+                                        frame, spec, FeedbackWeights(config.cart_rating, config.browse_rating))
+        if hours:
+            context.log.info(f"{implied.interactions} interactions of {len(hours)} hour(s) give {len(implied.rows)} "
+                             f"implied ratings ({implied.stream_only_customers} customers seen only in the stream)")
+            data_version = f"{data_version}+{len(implied.rows)}-interactions-to-{hours[-1]}"
         run = train_and_evaluate(
             frame, config.model(), test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
-            min_coverage=config.min_coverage, l2_grid=L2_GRID if config.l2 is None else None)
+            min_coverage=config.min_coverage, l2_grid=L2_GRID if config.l2 is None else None, extra_train=implied.rows)
         model, test, metrics = run.model, run.test, run.metrics
         context.log.info(f"validation NDCG@10 and coverage by setting: "
                          f"{run.blend_ndcg_by_weight or run.popularity_ndcg_by_weight}; chose popularity "
@@ -145,10 +160,10 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
         rmse_wins = metrics["rmse"] < metrics["rmse_bias"]
         ndcg_wins = metrics["ndcg@10"] > metrics["ndcg@10_popularity"]
         wins = rmse_wins and ndcg_wins
-        spec = model.spec
         published = None
         if wins:
-            users = frame[spec.user_columns()].drop_duplicates(spec.user_id)
+            everything = pd.concat([frame, implied.rows], ignore_index=True)  # stream-only customers too
+            users = everything[spec.user_columns()].drop_duplicates(spec.user_id)
             items = frame[spec.item_columns()].drop_duplicates(spec.item_id)
             published = artifacts.publish(artifacts_store.store, model, users, items, metrics, data_version)
             context.log.info(f"published model version {published.version}")
@@ -179,6 +194,11 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "published": bool(published),
                 "training_data_version": data_version,
                 "training_rows": len(frame),
+                "interaction_hours": len(hours), "interactions_read": implied.interactions,
+                "implied_ratings": len(implied.rows), "stream_only_customers": implied.stream_only_customers,
+                "interactions_left_out": dg.MetadataValue.json({
+                    "unknown_product_pairs": implied.unknown_products,
+                    "customers_without_features": implied.featureless_customers}),
                 "lake_matches_builds": not differences,
                 "train_ratings": int(metrics["train_ratings"]),
                 "held_out_ratings": int(metrics["test_ratings"]),
