@@ -58,7 +58,7 @@ def build_definitions(settings: Settings, keep_spark: bool = False) -> dg.Defini
     return dg.Definitions.merge(
         build_batch_defs(layout, settings.batch_engine, settings.stale_cron),
         build_ml_defs(layout),
-        build_vector_defs(settings.catalog_cron),
+        build_vector_defs(settings.catalog_cron, settings.retrain_interactions, settings.retrain_min_minutes),
         build_streaming_defs(settings.stream_start),
         build_feedback_defs(settings.stream_start),
         dg.Definitions(resources=build_resources(settings, keep_spark=keep_spark), loggers=LOGGERS),

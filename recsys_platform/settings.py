@@ -254,6 +254,12 @@ VARIABLES: dict[str, Variable] = {
     "catalog_cron": Variable("RECSYS_CATALOG_CRON", "`0 * * * *`",
                              "when `item_attributes` (stock, lines, prices) and `customer_purchases` are refreshed from "
                              "the source (five cron fields, UTC)", _cron),
+    "retrain_interactions": Variable("RECSYS_RETRAIN_INTERACTIONS", "`5000`",
+                                     "`retrain_sensor` trains a new model once this many interactions were ingested "
+                                     "since the last training (besides a change of the training data); `0`: never "
+                                     "for interactions", _whole(0)),
+    "retrain_min_minutes": Variable("RECSYS_RETRAIN_MIN_MINUTES", "`60`",
+                                    "`retrain_sensor` trains at most once in this many minutes", _whole(0)),
     "inference_function": Variable("RECSYS_INFERENCE_FUNCTION", "empty: in-process",
                                    "the stream transformation Lambda calls this model inference Lambda "
                                    "(`lambda:Invoke`); empty: inference runs in the same process"),
@@ -297,6 +303,8 @@ class Settings:
     top_k: int
     rules: Rules
     catalog_cron: str
+    retrain_interactions: int
+    retrain_min_minutes: int
     inference_function: str
 
     # -- construction -----------------------------------------------------------------------------

@@ -383,14 +383,16 @@ def test_a_partial_build_never_feeds_a_model(arrow_defs, settings, instance):
     assert "trained anyway" in lake_check.description
 
 
-def test_the_retrain_sensor_asks_once_per_change_after_every_build_finished(arrow_defs, settings, instance):
+def test_the_retrain_sensor_asks_once_per_change_after_every_build_finished(settings, instance):
     """No model yet and no build: nothing; a build: one request, whose run key names that build;
-    a build still running: wait; a model newer than the data: nothing."""
-    sensor = arrow_defs.resolve_sensor_def("retrain_sensor")
+    a build still running: wait; a model newer than the data: nothing; enough new interactions:
+    one request; at most once per period."""
+    arrow_defs = build_definitions(settings.with_(engine="arrow", retrain_min_minutes=0, retrain_interactions=1000),
+                                   keep_spark=True)
 
-    def tick():
-        with dg.build_sensor_context(instance=instance, definitions=arrow_defs) as ctx:
-            return sensor.evaluate_tick(ctx)
+    def tick(defs=arrow_defs):
+        with dg.build_sensor_context(instance=instance, definitions=defs) as ctx:
+            return defs.resolve_sensor_def("retrain_sensor").evaluate_tick(ctx)
 
     assert "never built" in tick().skip_message
     keys = _keys(settings)
@@ -410,3 +412,16 @@ def test_the_retrain_sensor_asks_once_per_change_after_every_build_finished(arro
     assert _run(arrow_defs, instance, keys[3], keys[3]).success  # one partition rebuilt: a new change
     (again,) = tick().run_requests
     assert again.run_key != request.run_key
+    hourly = settings.with_(retrain_min_minutes=60)
+    assert "the model was trained 0 min ago (at most once in 60 min)" in tick(build_definitions(hourly)).skip_message
+
+    assert _train(arrow_defs, instance).success
+    for hour, rows in (("2026-12-01-10:00", 400), ("2026-12-01-11:00", 500), ("2026-12-01-10:00", 450)):
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "interactions", partition=hour, metadata={"dagster/row_count": rows}))
+    assert "fewer than 1,000 interactions arrived since" in tick().skip_message, "an hour ingested again counts once"
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "interactions", partition="2026-12-01-12:00", metadata={"dagster/row_count": 60}))
+    (fed,) = tick().run_requests
+    assert fed.tags["recsys/trigger"] == "1,010 new interactions" and fed.run_key not in (request.run_key,
+                                                                                            again.run_key)

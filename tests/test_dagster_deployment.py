@@ -62,8 +62,9 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
 
     # The retraining publishes a model: into a copy of the session's artifacts, never into them.
     shutil.copytree(Path(catalog["store"].root), tmp_path / "ml-artifacts")
+    # (retrain_min_minutes=0: the model below is recorded just before the change it must answer)
     settings = settings.with_(artifacts_url=(tmp_path / "ml-artifacts").as_uri(), stale_cron="* * * * *",
-                              engine="arrow")
+                              engine="arrow", retrain_min_minutes=0)
     request.addfinalizer(lambda: stop_embedded(settings.pgdata))  # prepare() starts the instance's PostgreSQL
     env = prepare(settings)
     assert env[PG_URL_VAR].startswith("postgresql+psycopg2://") and "/dagster?" in env[PG_URL_VAR]

@@ -1,4 +1,4 @@
-"""What every domain's definitions share: the owning team, the interactions' key, the unfinished run states, and a logger that writes a run's events to a file."""
+"""What every domain's definitions share: the owning team, the unfinished run states, and a logger that writes a run's events to a file."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from pathlib import Path
 import dagster as dg
 
 OWNERS = ["team:data-platform"]
-# Written by the feedback domain, read by the model: declared here since feedback already depends
-# (through the stream) on the model's domain.
-INTERACTIONS_KEY = dg.AssetKey("interactions")
 # A run in one of these states may still write: a schedule or sensor that must not overlap it waits.
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]

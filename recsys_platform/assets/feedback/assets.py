@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from recsys_platform.assets.shared import INTERACTIONS_KEY, OWNERS
+from recsys_platform.assets.shared import OWNERS
 from recsys_platform.assets.streaming.assets import RECS_KEY
 from recsys_platform.feedback import interactions as fb
 from recsys_platform.feedback import metrics as om
@@ -17,6 +17,7 @@ from recsys_platform.storage import lake
 from recsys_platform.streaming import recommendations as recs
 from recsys_platform.streaming.recommendations import hour_folder, hour_of, lake_key
 
+INTERACTIONS_KEY = dg.AssetKey("interactions")
 METRICS_KEY = dg.AssetKey("online_metrics")
 KEYS_CHECK = "keys_present_and_unique"
 UNKNOWN_CHECK = "unknown_products_under_threshold"

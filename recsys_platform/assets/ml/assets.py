@@ -8,7 +8,8 @@ import pandas as pd
 
 from recsys_platform.assets.batch.assets import TRAINING_KEY
 from recsys_platform.assets.batch.partitions import lake_differences, latest_partition_metadata
-from recsys_platform.assets.shared import INTERACTIONS_KEY, OWNERS
+from recsys_platform.assets.feedback import INTERACTIONS_KEY
+from recsys_platform.assets.shared import OWNERS
 from recsys_platform.batch.contract import DATASET, Layout
 from recsys_platform.feedback.training import FeedbackWeights, window_ratings
 from recsys_platform.ml import artifacts

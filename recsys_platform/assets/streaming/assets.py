@@ -5,7 +5,6 @@ import json
 import dagster as dg
 
 from recsys_platform.assets.shared import OWNERS
-from recsys_platform.assets.vectors.assets import ITEM_KEY
 from recsys_platform.ml import artifacts
 from recsys_platform.resources import ObjectStoreResource
 from recsys_platform.streaming.recommendations import (
@@ -32,8 +31,10 @@ class RecommendationsConfig(dg.Config):
 
 def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
+        # No dependency on the vectors that answered: the loop (answers -> interactions -> model ->
+        # vectors -> answers) is closed by the stream at run time; the asset graph must stay acyclic,
+        # and this asset reads the bucket, not the vector tables.
         key=RECS_KEY, partitions_def=hourly, group_name="streaming", owners=OWNERS, kinds={"parquet", "kinesis"},
-        deps=[ITEM_KEY],
         description="One hour of recommendations delivered by the stream (Firehose or the local delivery "
         "runtime) under `<recommendations>/YYYY/MM/DD/HH/`, compacted into one Parquet file at "
         "`<lake>/recommendations/hour=YYYY-MM-DD-HH/`, with the hour's failures counted from "

@@ -19,9 +19,10 @@ from recsys_platform.assets.vectors.sensors import build_retrain_sensor
 __all__ = ["ITEM_KEY", "USER_KEY", "build_vector_defs"]
 
 
-def build_vector_defs(catalog_cron: str) -> dg.Definitions:
-    """`catalog_cron`: RECSYS_CATALOG_CRON, when the serving rules' catalog is refreshed."""
+def build_vector_defs(catalog_cron: str, retrain_interactions: int, retrain_min_minutes: int) -> dg.Definitions:
+    """`catalog_cron`: RECSYS_CATALOG_CRON, when the serving rules' catalog is refreshed; the
+    retrain sensor's RECSYS_RETRAIN_INTERACTIONS and RECSYS_RETRAIN_MIN_MINUTES."""
     return dg.Definitions(
         assets=[build_vector_assets(), build_catalog_assets(), build_customer_recommendations()],
         jobs=[model_and_vectors_job, catalog_job, customer_recommendations_job],
-        schedules=[build_catalog_schedule(catalog_cron)], sensors=[build_retrain_sensor()])
+        schedules=[build_catalog_schedule(catalog_cron)], sensors=[build_retrain_sensor(retrain_interactions, retrain_min_minutes)])
