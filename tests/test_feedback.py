@@ -144,24 +144,45 @@ def test_the_next_training_learns_from_the_stream_and_embeds_a_customer_seen_onl
     stranger = 900_777  # never in the source: only its events know it
     p = catalog["products"]
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    # Three sessions of two events: a browse, then two carts.
     _deliver(settings.with_(artifacts_url=catalog["store"].url), catalog["transform"],
-             [_event(f"n{n}", stranger, [(p[n], True), (p[n + 10], False)], now + dt.timedelta(seconds=n))
-              for n in range(3)])
+             [_event(f"n{n}", stranger, items, now + dt.timedelta(seconds=10 * n + e))
+              for n in range(3) for e, items in enumerate([[(p[n], False)], [(p[n], True), (p[n + 10], True)]])])
     defs = build_definitions(settings.with_(vector_dsn=pg_dsn), keep_spark=True)
+
+    def train(**config):
+        return defs.resolve_job_def("model_and_vectors_job").execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {"recommender_model": {"config": {"require_built_lake": False, **config}}}})
+
+    served = VectorStore(pg_dsn)
     with dg.instance_for_test() as instance:
         defs.resolve_job_def("recommendations_job").execute_in_process(
             instance=instance, partition_key=now.strftime("%Y-%m-%d-%H:00"))
-        run = defs.resolve_job_def("model_and_vectors_job").execute_in_process(
-            instance=instance, run_config={"ops": {"recommender_model": {"config": {"require_built_lake": False}}}})
+        run = train(held_out_sessions=0.0)
+        first = served.active_version()
+        counts = served.counts()
+        query = SessionQuery(None, stranger, None, frozenset(), catalog["service"].rules)
+        (found,) = served.recommend_batch([query], k=5, version=first)
+        # Every session held out, and a challenger that must beat the serving model by a whole hit rate.
+        strict = train(held_out_sessions=1.0, replay_min_events=1, replay_margin=-1.01)
+        fair = train(held_out_sessions=1.0, replay_min_events=4)
     meta = run.asset_materializations_for_node("recommender_model")[0].metadata
-    assert meta["interactions_read"].value == 6 and meta["implied_ratings"].value == 6
+    assert meta["interactions_read"].value == 9 and meta["implied_ratings"].value == 6, "pairs, strongest kind"
     assert meta["stream_only_customers"].value == 1 and meta["published"].value
     assert meta["training_data_version"].value.endswith(f"+6-interactions-to-{now:%Y-%m-%d-%H}")
-    served = VectorStore(pg_dsn)
     try:
-        assert served.counts()["user"] == len(db.customer_numbers()) + 1, "every rating customer, and the stranger"
-        query = SessionQuery(None, stranger, None, frozenset(), catalog["service"].rules)
-        (found,) = served.recommend_batch([query], k=5, version=served.active_version())
+        assert counts["user"] == len(db.customer_numbers()) + 1, "every rating customer, and the stranger"
         assert found.user_found and len(found.recommended) == 5, "looked up by number, as a known customer"
+        challenge = {e.check_name: e for e in strict.get_asset_check_evaluations()}["challenger_not_worse_than_serving"]
+        assert not challenge.passed and f"{first} keeps serving" in challenge.description
+        assert "replayed on 3 held-out events" in challenge.description
+        assert served.active_version() != strict.asset_materializations_for_node("recommender_model")[0] \
+            .metadata["model_version"].value
+        assert not strict.asset_materializations_for_node("item_emb"), "blocked: the serving pair stays"
+        judged = {e.check_name: e for e in fair.get_asset_check_evaluations()}["challenger_not_worse_than_serving"]
+        assert judged.passed and "too few held-out events to judge (3 answered by both, 4 needed)" in judged.description
+        assert served.active_version() == fair.asset_materializations_for_node("recommender_model")[0] \
+            .metadata["model_version"].value != first
     finally:
         served.close()

@@ -1,24 +1,29 @@
 """What the stream taught: interactions as training rows beside the explicit ratings.
 
 Each (customer, product) pair of the window's interactions becomes one row of the training
-table's columns that the spec reads, with an implied rating by its strongest kind (a cart a 5, a browse a 3 by
-default: `FeedbackWeights`). The rows join the *training* split only (`ml.training`): validation
+table's columns that the spec reads, with an implied rating by its strongest kind (a cart a 5,
+a browse a 3 by default: `FeedbackWeights`). The rows join the *training* split only (`ml.training`): validation
 and test stay the explicit ratings, so the blocking checks judge the model on what customers
 rated. A product's features come from the ratings table (a product no one rated has no
 features: left out, counted); a customer's from the ratings table when it is known there, else
 from its events (a customer seen only in the stream: embedded, with its own id, by this training;
-without features in any event: left out, counted).
+without features in any event: left out, counted). Sessions held out for replay
+(`feedback.replay.held_out`) are never training rows, nor are the events of a customer deleted
+from the source.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_platform.feedback.interactions import BROWSE, CART, DATASET, read_window
+from recsys_platform.feedback.replay import held_out_mask
 from recsys_platform.ml.spec import RecommenderSpec
 from recsys_platform.serving.service import USER_FEATURE_COLUMNS
 from recsys_platform.storage import lake
@@ -85,7 +90,16 @@ def implied_ratings(interactions: pa.Table, ratings: pd.DataFrame, spec: Recomme
 
 
 def window_ratings(store: ObjectStore, now: dt.datetime, hours: int, ratings: pd.DataFrame, spec: RecommenderSpec,
-                   weights: FeedbackWeights = FeedbackWeights()) -> tuple[ImpliedRatings, list[str]]:
-    """The implied ratings of the lake's interactions within `hours` before `now`, and the hours read."""
+                   weights: FeedbackWeights = FeedbackWeights(),
+                   held_out_share: float = 0.0,
+                   deleted: Collection[int] = ()) -> tuple[ImpliedRatings, list[str]]:
+    """The implied ratings of the lake's interactions within `hours` before `now`, and the hours
+    read; but the sessions held out for replay (`feedback.replay.held_out`), and the customers
+    `deleted` from the source (their events must not bring them back)."""
     keys = window_hours(store, now, hours)
-    return implied_ratings(read_window(store, keys), ratings, spec, weights), keys
+    table = read_window(store, keys)
+    if held_out_share:
+        table = table.filter(pa.array(~held_out_mask(table, held_out_share)))
+    if deleted:
+        table = table.filter(pc.invert(pc.is_in(table.column("customer_number"), pa.array(sorted(deleted), pa.int64()))))
+    return implied_ratings(table, ratings, spec, weights), keys

@@ -7,11 +7,16 @@ import dagster as dg
 import pandas as pd
 
 from recsys_platform.assets.batch.assets import TRAINING_KEY
-from recsys_platform.assets.batch.partitions import lake_differences, latest_partition_metadata
+from recsys_platform.assets.batch.partitions import (
+    CUSTOMERS,
+    lake_differences,
+    latest_partition_metadata,
+)
 from recsys_platform.assets.feedback import INTERACTIONS_KEY
 from recsys_platform.assets.shared import OWNERS
 from recsys_platform.batch.contract import DATASET, Layout
-from recsys_platform.feedback.training import FeedbackWeights, window_ratings
+from recsys_platform.feedback import replay
+from recsys_platform.feedback.training import FeedbackWeights, window_hours, window_ratings
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.collaborative import CollaborativeSettings
 from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
@@ -25,6 +30,7 @@ MODEL_KEY = dg.AssetKey("recommender_model")
 BEATS_BIAS = "beats_bias_baseline"
 BEATS_POPULARITY = "beats_popularity_ndcg"
 LAKE_MATCHES_BUILDS = "lake_matches_its_last_builds"
+NOT_WORSE_THAN_SERVING = "challenger_not_worse_than_serving"
 
 
 class ModelConfig(dg.Config):
@@ -49,6 +55,13 @@ class ModelConfig(dg.Config):
     interaction_hours: int = 168
     cart_rating: float = 5.0
     browse_rating: float = 3.0
+    # Champion and challenger (feedback.replay): a share of sessions no training reads; the new model
+    # and the serving one are replayed on those of the last replay_hours before the vectors switch.
+    held_out_sessions: float = 0.1
+    replay_hours: int = 24
+    replay_k: int = 5
+    replay_min_events: int = 50  # fewer held-out events answered by both: not judged, the challenger goes through
+    replay_margin: float = 0.02  # the challenger may trail the serving model's hit rate by this much
     # Train only when every partition of the lake is what its last successful build wrote (a
     # failed or interrupted build never feeds a model). False: train on the lake as it is (a lake
     # written outside Dagster, e.g. by a benchmark); the metadata says so.
@@ -88,6 +101,32 @@ def built_rows(instance: dg.DagsterInstance) -> dict[str, int]:
             if "dagster/row_count" in m}
 
 
+def _challenge(store, lake_store, published: artifacts.Publication | None, now: dt.datetime,
+               config: ModelConfig) -> tuple[dg.AssetCheckResult, dict]:
+    """The champion/challenger check of a newly published model, and the figures for the page."""
+    def result(passed: bool, description: str, figures: dict) -> tuple[dg.AssetCheckResult, dict]:
+        return dg.AssetCheckResult(check_name=NOT_WORSE_THAN_SERVING, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                                   description=description, metadata={"replay": dg.MetadataValue.json(figures)}), figures
+
+    if published is None:
+        return result(False, "nothing published: nothing may switch", {})
+    try:
+        serving = artifacts.current_version(store)
+    except artifacts.ArtifactError:
+        serving = None
+    table = replay.read_held_out(lake_store, window_hours(lake_store, now, config.replay_hours),
+                                 config.held_out_sessions)
+    moments = replay.moments(table)
+    challenger = replay.replay(store, published.version, moments, config.replay_k)
+    champion = replay.replay(store, serving, moments, config.replay_k) if serving else None
+    passed, description = replay.verdict(challenger, champion, config.replay_min_events, config.replay_margin)
+    figures = {"held_out_events": len(moments), "k": config.replay_k,
+               **{f"{role}": {"version": r.version, "answered": r.judged, "hits": r.hits,
+                              "hit_rate": None if r.hit_rate is None else round(r.hit_rate, 4)}
+                  for role, r in (("challenger", challenger), ("serving", champion)) if r is not None}}
+    return result(passed, description, figures)
+
+
 def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
     @dg.asset(
         key=MODEL_KEY,
@@ -104,6 +143,10 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                               description="Held-out RMSE below the user/item-bias baseline's; otherwise nothing is published."),
             dg.AssetCheckSpec(BEATS_POPULARITY, asset=MODEL_KEY, blocking=True,
                               description="Held-out NDCG@10 above the popularity baseline's; otherwise nothing is published."),
+            dg.AssetCheckSpec(NOT_WORSE_THAN_SERVING, asset=MODEL_KEY, blocking=True,
+                              description="Replayed on the last hours' held-out sessions, the new model's hit rate is "
+                              "not below the serving model's by more than a margin; otherwise its vectors do not "
+                              "switch and the serving pair stays (too few events to judge: it says so and passes)."),
         ],
         description=(
             "A hybrid recommender: a two-tower model of the ratings (scikit-learn one-hot encoders and "
@@ -143,8 +186,14 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 f"of {DATASET}, or the stale-partition schedule), or set require_built_lake: false to train on "
                 "the lake as it is", metadata={"differences": dg.MetadataValue.json(differences)})
         spec = config.model().spec
-        implied, hours = window_ratings(lake_store.store, dt.datetime.now(dt.timezone.utc), config.interaction_hours,
-                                        frame, spec, FeedbackWeights(config.cart_rating, config.browse_rating))
+        now = dt.datetime.now(dt.timezone.utc)
+        # A customer once registered as a partition and now without ratings left the source: its
+        # events must not bring it back (the hash-bucket layout registers buckets, not customers).
+        deleted = set() if layout.buckets else (
+            {int(k) for k in context.instance.get_dynamic_partitions(CUSTOMERS.name)} - set(frame["customerNumber"]))
+        implied, hours = window_ratings(lake_store.store, now, config.interaction_hours, frame, spec,
+                                        FeedbackWeights(config.cart_rating, config.browse_rating),
+                                        config.held_out_sessions, deleted)
         if hours:
             context.log.info(f"{implied.interactions} interactions of {len(hours)} hour(s) give {len(implied.rows)} "
                              f"implied ratings ({implied.stream_only_customers} customers seen only in the stream)")
@@ -168,6 +217,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             items = frame[spec.item_columns()].drop_duplicates(spec.item_id)
             published = artifacts.publish(artifacts_store.store, model, users, items, metrics, data_version)
             context.log.info(f"published model version {published.version}")
+        replay_check, replayed = _challenge(artifacts_store.store, lake_store.store, published, now, config)
         report = model_report(test[spec.rating].to_numpy(), model.predict(test), model.training_log,
                               "sweep" if model.settings.solver == "alternating" else "L-BFGS evaluation")
         rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
@@ -198,7 +248,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "interaction_hours": len(hours), "interactions_read": implied.interactions,
                 "implied_ratings": len(implied.rows), "stream_only_customers": implied.stream_only_customers,
                 "interactions_left_out": dg.MetadataValue.json({
-                    "unknown_product_pairs": implied.unknown_products,
+                    "deleted_customers": len(deleted), "unknown_product_pairs": implied.unknown_products,
                     "customers_without_features": implied.featureless_customers}),
                 "lake_matches_builds": not differences,
                 "train_ratings": int(metrics["train_ratings"]),
@@ -207,11 +257,12 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "training_iterations": int(metrics["training_iterations"]),
                 "training_converged": bool(metrics["training_converged"]),
                 "metrics": dg.MetadataValue.json(rounded),
+                "replay": dg.MetadataValue.json(replayed),
                 "location": dg.MetadataValue.path(artifacts_store.store.uri(published.version)) if published else "",
                 **{k: dg.MetadataValue.float(float(v)) for k, v in rounded.items() if isinstance(v, float)},
             },
             check_results=[
-                lake_check,
+                lake_check, replay_check,
                 dg.AssetCheckResult(
                     check_name=BEATS_BIAS, passed=rmse_wins, severity=dg.AssetCheckSeverity.ERROR,
                     description=f"held-out RMSE {rounded['rmse']} is " + ("below" if rmse_wins else "not below")
