@@ -22,10 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The lineage graph's groups and one asset of each, to know when a group is expanded.
 GROUPS = {"batch": "ratings_ml_training", "ml": "recommender_model", "vectors": "item_emb",
-          "streaming": "recommendations"}
+          "streaming": "recommendations", "feedback": "interactions"}
 LINEAGE_VIEWPORT = (2600, 1600)  # the whole lineage, every group expanded, at full detail
 ASSETS = ("classicmodels_ratings", "ratings_ml_training", "recommender_model", "item_emb", "user_emb",
-          "item_attributes", "customer_purchases", "customer_recommendations", "recommendations")
+          "item_attributes", "customer_purchases", "customer_recommendations", "recommendations", "interactions",
+          "online_metrics")
 
 
 def demo_env(home: Path) -> dict:
