@@ -10,9 +10,9 @@ customers the source does not hold), one stream is split in time:
 
 Methods, side by side on the same moments: the model trained without interactions (ratings
 only), with interactions (the asset's training), popularity (the most carted products of the
-earlier hours) and random. With a taste shift part way through the earlier hours: the model
-trained before the shift, judged after it, and the same model retrained once on the hours that
-include the shift (what `retrain_sensor` starts). Then the hour's feedback assets' code on an hour
+earlier hours) and random. With a taste shift: the model trained on sessions before it, judged on
+later sessions before it and on sessions after it, and the model retrained once on the hours
+that include the shift (what `retrain_sensor` starts), judged on the same sessions after it. Then the hour's feedback assets' code on an hour
 of 10,000 delivered events: compaction, interactions, and the online metrics.
 
     python benchmarks/feedback.py                      # scale 10
@@ -56,7 +56,7 @@ from recsys_platform.streaming.recommendations import compact_hour  # noqa: E402
 from recsys_platform.streaming.records import answer_record  # noqa: E402
 
 K = 5
-SHIFT = 0.8  # how far tastes move (LatentTastes.shifted)
+SHIFT = 1.0  # how far tastes move (LatentTastes.shifted): 1, every customer's tastes drawn anew
 
 
 def events_of(produced) -> list[dict]:
@@ -124,23 +124,26 @@ def hit_rates(scale: float, sessions: int, later: int) -> dict:
             "with_interactions": replay.replay(store, with_, moments, K).hit_rate,
             "popularity": baseline_rate(moments, popularity_pick(earlier)),
             "random": baseline_rate(moments, random_pick(products))}
-        # The same with a taste shift half way through the earlier sessions: the model of the hours
-        # before it, then retrained once on the hours that include it.
-        total = 2 * sessions + later
+        # A stream whose tastes shift: sessions A (trained on) and B (judged) before the shift, C
+        # (trained on by the retraining) and D (judged) after it. The model of A is judged on B and
+        # on D; retrained once on A and C (the asset's window holds both), it is judged on D again.
+        total = 3 * sessions + later
         shifted = events_of(learnable_sessions(customers, tastes, total, start, shift=SHIFT,
-                                               shift_at=sessions / total, seed=2))
-        before_cut, later_cut = f"sess-2-{sessions:08d}", f"sess-2-{2 * sessions:08d}"
-        before = [e for e in shifted if e["session_id"] < before_cut]
-        through = [e for e in shifted if e["session_id"] < later_cut]
-        after_moments = replay.moments(interactions([e for e in shifted if e["session_id"] >= later_cut]))
-        old = train(frame, interactions(before), store)
-        retrained = train(frame, interactions(through), store)
+                                               shift_at=2 * sessions / total, seed=2))
+
+        def part(lo: int, hi: int) -> list[dict]:
+            return [e for e in shifted if f"sess-2-{lo:08d}" <= e["session_id"] < f"sess-2-{hi:08d}"]
+
+        a, b, c, d = part(0, sessions), part(sessions, 2 * sessions), part(2 * sessions, 3 * sessions), part(3 * sessions, total)
+        old = train(frame, interactions(a), store)
+        retrained = train(frame, interactions(a + c), store)
+        b_moments, d_moments = replay.moments(interactions(b)), replay.moments(interactions(d))
         out["taste_shift"] = {
             "strength": SHIFT,
-            "before_shift": out["hit_rate"]["with_interactions"],  # the unshifted stream, same training
-            "after_shift_not_retrained": replay.replay(store, old, after_moments, K).hit_rate,
-            "after_shift_retrained": replay.replay(store, retrained, after_moments, K).hit_rate,
-            "popularity_after_shift": baseline_rate(after_moments, popularity_pick(through))}
+            "before_shift": replay.replay(store, old, b_moments, K).hit_rate,
+            "after_shift_not_retrained": replay.replay(store, old, d_moments, K).hit_rate,
+            "after_shift_retrained": replay.replay(store, retrained, d_moments, K).hit_rate,
+            "popularity_after_shift": baseline_rate(d_moments, popularity_pick(a + c))}
         t = out["taste_shift"]
         lost = t["before_shift"] - t["after_shift_not_retrained"]
         t["recovered_share"] = (t["after_shift_retrained"] - t["after_shift_not_retrained"]) / lost if lost > 0 else None
