@@ -423,5 +423,4 @@ def test_the_retrain_sensor_asks_once_per_change_after_every_build_finished(sett
     instance.report_runless_asset_event(dg.AssetMaterialization(
         "interactions", partition="2026-12-01-12:00", metadata={"dagster/row_count": 60}))
     (fed,) = tick().run_requests
-    assert fed.tags["recsys/trigger"] == "1,010 new interactions" and fed.run_key not in (request.run_key,
-                                                                                            again.run_key)
+    assert fed.tags["recsys/trigger"] == "1,010 new interactions" and fed.run_key.startswith("retrain-after-interactions-")

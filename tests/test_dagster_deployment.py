@@ -37,12 +37,14 @@ from tests.test_dagster_streaming import _deliver, _hours
 pytestmark = pytest.mark.production
 
 
-def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str], timeout: float, logs) -> dg.DagsterRun:
-    """The first run with these tags to finish, launched by the daemon within `timeout` seconds."""
+def _finished_run(instance: dg.DagsterInstance, tags: dict[str, str], timeout: float, logs,
+                  which=lambda run: True) -> dg.DagsterRun:
+    """The first run with these tags (and `which` true of it) to finish, launched by the daemon
+    within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = instance.get_runs(dg.RunsFilter(tags=tags))
-        done = [r for r in runs if r.is_finished]
+        done = [r for r in runs if r.is_finished and which(r)]
         if done:
             return done[0]
         time.sleep(2)
@@ -62,9 +64,10 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
 
     # The retraining publishes a model: into a copy of the session's artifacts, never into them.
     shutil.copytree(Path(catalog["store"].root), tmp_path / "ml-artifacts")
-    # (retrain_min_minutes=0: the model below is recorded just before the change it must answer)
+    # (retrain_min_minutes=0: the model below is recorded just before the change it must answer;
+    # retrain_interactions=100: the hour delivered after the retraining is enough for another)
     settings = settings.with_(artifacts_url=(tmp_path / "ml-artifacts").as_uri(), stale_cron="* * * * *",
-                              engine="arrow", retrain_min_minutes=0)
+                              engine="arrow", retrain_min_minutes=0, retrain_interactions=100)
     request.addfinalizer(lambda: stop_embedded(settings.pgdata))  # prepare() starts the instance's PostgreSQL
     env = prepare(settings)
     assert env[PG_URL_VAR].startswith("postgresql+psycopg2://") and "/dagster?" in env[PG_URL_VAR]
@@ -97,6 +100,11 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
             rebuild = _finished_run(instance, {"dagster/schedule_name": STALE_SCHEDULE}, 200, logs)
             ingest = _finished_run(instance, {"dagster/sensor_name": "recommendations_sensor"}, 120, logs)
             retrain = _finished_run(instance, {"dagster/sensor_name": RETRAIN_SENSOR}, 300, logs)
+            # What customers do next: new events into the hour, ingested, then a retraining on them.
+            _deliver(settings, catalog["transform"], 120, 0.0, seed=12)
+            fed = _finished_run(instance, {"dagster/sensor_name": RETRAIN_SENSOR}, 300, logs,
+                                lambda r: r.tags.get("recsys/trigger", "").endswith("new interactions")
+                                and "training data" not in r.tags["recsys/trigger"])
             seen = graphql(port, "{ runsOrError { ... on Runs { results { runId status } } } }")
             assert all(p.poll() is None for p in processes.values()), "webserver and daemon still running"
 
@@ -115,8 +123,9 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
         assert latest.asset_materialization.metadata[SOURCE_VERSION].value == current[changed]
         # The new hour, ingested by the run the sensor asked for.
         assert ingest.status == dg.DagsterRunStatus.SUCCESS and ingest.tags["dagster/partition"] == hour
-        (ingested,) = instance.fetch_materializations(dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("recommendations"), asset_partitions=[hour]), limit=1).records
+        (ingested,) = [r for r in instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("recommendations"), asset_partitions=[hour]), limit=10).records
+            if r.run_id == ingest.run_id]
         assert ingested.asset_materialization.metadata["events"].value == counters.records_in
         # The webserver reads the same PostgreSQL instance.
         statuses = {r["runId"]: r["status"] for r in seen["runsOrError"]["results"]}
@@ -128,3 +137,12 @@ def test_the_daemon_rebuilds_the_changed_partition_and_ingests_the_new_hour(cata
         store = ObjectStore.from_url(settings.artifacts_url)
         assert artifacts.current_version(store) != catalog["version"]
         assert VectorStore(vector_dsn(settings)).active_version() == artifacts.current_version(store)
+        # And again on what the stream taught: the retraining's model read the hour's interactions.
+        assert fed.status == dg.DagsterRunStatus.SUCCESS, fed.run_id
+        assert fed.tags["dagster/run_key"].startswith("retrain-after-interactions-")
+        (model,) = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=MODEL_KEY), limit=1,
+                                                   ascending=False).records
+        assert model.run_id == fed.run_id
+        assert model.asset_materialization.metadata["interactions_read"].value > 100
+        assert VectorStore(vector_dsn(settings)).active_version() == artifacts.current_version(store) \
+            == model.asset_materialization.metadata["model_version"].value

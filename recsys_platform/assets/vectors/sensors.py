@@ -60,14 +60,15 @@ def build_retrain_sensor(min_interactions: int, min_minutes: int) -> dg.SensorDe
             return dg.SkipReason("ratings_ml_training was never built")
         model = _latest(instance, MODEL_KEY)
         model_id = model.storage_id if model else None
-        triggers, newest = [], data.storage_id
+        triggers, change = [], None  # why, and the run key's name for the change (the data's first)
         if model_id is None or data.storage_id > model_id:
             triggers.append("training data changed")
+            change = str(data.storage_id)
         if min_interactions:
             new, latest = interactions_since(instance, model_id)
             if new >= min_interactions:
                 triggers.append(f"{new:,} new interactions")
-                newest = max(newest, latest)
+                change = change or f"interactions-{latest}"
         if not triggers:
             return dg.SkipReason("the model is newer than the training data"
                                  + (f", and fewer than {min_interactions:,} interactions arrived since" if min_interactions
@@ -79,6 +80,6 @@ def build_retrain_sensor(min_interactions: int, min_minutes: int) -> dg.SensorDe
             busy = instance.get_runs(dg.RunsFilter(job_name=job, statuses=UNFINISHED), limit=1)
             if busy:
                 return dg.SkipReason(f"run {busy[0].run_id} of {job} is not finished: the next tick looks again")
-        return dg.RunRequest(run_key=f"retrain-after-{newest}", tags={"recsys/trigger": " and ".join(triggers)})
+        return dg.RunRequest(run_key=f"retrain-after-{change}", tags={"recsys/trigger": " and ".join(triggers)})
 
     return retrain_sensor
