@@ -79,15 +79,15 @@ def build_interactions_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Assets
             serving = None
         catalog = _catalogs(artifacts_store.store, [serving] if serving else []).get(serving)
         products = written.column("product_code").to_pylist()
-        unknown = sorted({p for p in products if p not in catalog}) if catalog is not None else []
-        unknown_rows = sum(p in set(unknown) for p in products)
+        unknown = {p for p in products if p not in catalog} if catalog is not None else set()
+        unknown_rows = sum(p in unknown for p in products)
+        unknown = sorted(unknown)
         share = unknown_rows / len(products) if products else 0.0
         kinds = pd.Series(written.column("kind").to_pylist(), dtype=object).value_counts()
-        frame = written.slice(0, PREVIEW_ROWS).to_pylist()
         preview = [dg.TableRecord({"customer_number": r["customer_number"], "product_code": r["product_code"],
                                    "kind": r["kind"], "quantity": r["quantity"], "session_id": r["session_id"],
                                    "event_time": str(r["event_time"]), "model_version": r["model_version"] or ""})
-                   for r in frame]
+                   for r in written.slice(0, PREVIEW_ROWS).to_pylist()]
         ev = built.events
         return dg.MaterializeResult(
             metadata={"dagster/row_count": written.num_rows, "events": len(ev.events),
