@@ -167,6 +167,12 @@ def test_the_next_training_learns_from_the_stream_and_embeds_a_customer_seen_onl
         # Every session held out, and a challenger that must beat the serving model by a whole hit rate.
         strict = train(held_out_sessions=1.0, replay_min_events=1, replay_margin=-1.01)
         fair = train(held_out_sessions=1.0, replay_min_events=4)
+        # A serving pair whose model cannot be read is no reason to keep it.
+        artifacts_store = ObjectStore.from_url(settings.artifacts_url)
+        broken = served.active_version()
+        for obj in artifacts_store.list(f"{broken}/model"):
+            artifacts_store.delete(obj.key)
+        replaced = train(held_out_sessions=1.0, replay_min_events=1, replay_margin=-1.01)
     meta = run.asset_materializations_for_node("recommender_model")[0].metadata
     assert meta["interactions_read"].value == 9 and meta["implied_ratings"].value == 6, "pairs, strongest kind"
     assert meta["stream_only_customers"].value == 1 and meta["published"].value
@@ -182,7 +188,11 @@ def test_the_next_training_learns_from_the_stream_and_embeds_a_customer_seen_onl
         assert not strict.asset_materializations_for_node("item_emb"), "blocked: the serving pair stays"
         judged = {e.check_name: e for e in fair.get_asset_check_evaluations()}["challenger_not_worse_than_serving"]
         assert judged.passed and "too few held-out events to judge (3 answered by both, 4 needed)" in judged.description
-        assert served.active_version() == fair.asset_materializations_for_node("recommender_model")[0] \
+        assert broken == fair.asset_materializations_for_node("recommender_model")[0] \
             .metadata["model_version"].value != first
+        unread = {e.check_name: e for e in replaced.get_asset_check_evaluations()}["challenger_not_worse_than_serving"]
+        assert unread.passed and f"the serving model {broken} cannot be read" in unread.description
+        assert served.active_version() == replaced.asset_materializations_for_node("recommender_model")[0] \
+            .metadata["model_version"].value != broken
     finally:
         served.close()

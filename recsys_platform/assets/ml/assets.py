@@ -118,8 +118,12 @@ def _challenge(store, lake_store, published: artifacts.Publication | None, now: 
                                  config.held_out_sessions)
     moments = replay.moments(table)
     challenger = replay.replay(store, published.version, moments, config.replay_k)
-    champion = replay.replay(store, serving, moments, config.replay_k) if serving else None
-    passed, description = replay.verdict(challenger, champion, config.replay_min_events, config.replay_margin)
+    try:
+        champion = replay.replay(store, serving, moments, config.replay_k) if serving else None
+        passed, description = replay.verdict(challenger, champion, config.replay_min_events, config.replay_margin)
+    except artifacts.ArtifactError as e:  # a broken serving pair is no reason to keep it
+        champion, passed = None, True
+        description = f"the serving model {serving} cannot be read ({e}): {published.version} replaces it"
     figures = {"held_out_events": len(moments), "k": config.replay_k,
                **{f"{role}": {"version": r.version, "answered": r.judged, "hits": r.hits,
                               "hit_rate": None if r.hit_rate is None else round(r.hit_rate, 4)}
