@@ -85,8 +85,7 @@ def implied_ratings(interactions: pa.Table, ratings: pd.DataFrame, spec: Recomme
         rows[columns].astype(ratings[columns].dtypes.to_dict()), interactions.num_rows,
         unknown_products=len(pairs) - len(with_items),
         featureless_customers=with_items[spec.user_id].nunique() - rows[spec.user_id].nunique(),
-        stream_only_customers=int((~rows[spec.user_id].isin(known_users[spec.user_id])).groupby(rows[spec.user_id])
-                                  .first().sum()))
+        stream_only_customers=rows.loc[~rows[spec.user_id].isin(known_users[spec.user_id]), spec.user_id].nunique())
 
 
 def window_ratings(store: ObjectStore, now: dt.datetime, hours: int, ratings: pd.DataFrame, spec: RecommenderSpec,

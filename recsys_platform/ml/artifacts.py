@@ -149,6 +149,15 @@ def current_version(store: ObjectStore) -> str:
     return _pointer(store, CURRENT, "no model version serves yet")
 
 
+def serving_version(store: ObjectStore) -> str | None:
+    """`current_version`, or None when no version serves (or its pointer is unreadable): what a
+    reader that judges against the serving model, if there is one, asks."""
+    try:
+        return current_version(store)
+    except ArtifactError:
+        return None
+
+
 def set_current(store: ObjectStore, version: str) -> None:
     """Record that `version` serves (called after its vectors are activated)."""
     if not store.exists(f"{version}/{MANIFEST}"):
@@ -208,3 +217,15 @@ def load_embeddings(store: ObjectStore, version: str | None = None) -> tuple[str
     for kind, name in (("item", ITEM_EMBEDDINGS), ("user", USER_EMBEDDINGS)):
         out[kind] = read_embeddings_csv(read_verified(store, version, manifest, name), manifest["dim"], name)
     return version, manifest, out
+
+
+def item_catalogs(store: ObjectStore, versions) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """Each version's item ids (from its verified embeddings), and the versions that cannot be
+    read with the reason: what judges recommended or interacted ids against their model."""
+    catalogs, unreadable = {}, {}
+    for version in versions:
+        try:
+            catalogs[version] = set(load_embeddings(store, version)[2]["item"][0])
+        except ArtifactError as e:
+            unreadable[version] = str(e)
+    return catalogs, unreadable

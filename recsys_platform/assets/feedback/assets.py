@@ -30,17 +30,6 @@ def _hours_before(hour: dt.datetime, n: int) -> list[dt.datetime]:
     return [hour - dt.timedelta(hours=b) for b in range(n, 0, -1)]
 
 
-def _catalogs(store, versions) -> dict[str, set[str]]:
-    """Each model version's items (an unreadable version: left out, so nothing is judged by it)."""
-    out = {}
-    for version in versions:
-        try:
-            out[version] = set(artifacts.load_embeddings(store, version)[2]["item"][0])
-        except artifacts.ArtifactError:
-            continue
-    return out
-
-
 class InteractionsConfig(dg.Config):
     max_unknown_share: float = 0.05  # interactions naming a product the serving catalog lacks
 
@@ -73,11 +62,8 @@ def build_interactions_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Assets
         earlier = fb.read_window(lake_store.store, [lake_key(h) for h in _hours_before(hour, LOOKBACK_HOURS)])
         repeated_from_earlier = len(set(written.column("interaction_id").to_pylist())
                                     & set(earlier.column("interaction_id").to_pylist()))
-        try:
-            serving = artifacts.current_version(artifacts_store.store)
-        except artifacts.ArtifactError:
-            serving = None
-        catalog = _catalogs(artifacts_store.store, [serving] if serving else []).get(serving)
+        serving = artifacts.serving_version(artifacts_store.store)
+        catalog = artifacts.item_catalogs(artifacts_store.store, [serving] if serving else [])[0].get(serving)
         products = written.column("product_code").to_pylist()
         unknown = {p for p in products if p not in catalog} if catalog is not None else set()
         unknown_rows = sum(p in unknown for p in products)
@@ -149,7 +135,7 @@ def build_online_metrics_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Asse
         before = lake.read_partitions(store, recs.DATASET, recs.COLUMN, [lake_key(hour - dt.timedelta(hours=1))])
         failed = len(recs.failed_lines(recommendations_store.store,
                                        recs.hour_keys(recommendations_store.store, hour)).values)
-        catalogs = _catalogs(artifacts_store.store, sorted(set(served.column("model_version").to_pylist())))
+        catalogs, _ = artifacts.item_catalogs(artifacts_store.store, sorted(set(served.column("model_version").to_pylist())))
         table = om.hour_metrics(served, fb.read_window(store, [lake_key(hour)]), failed,
                                 {v: len(items) for v, items in catalogs.items()},
                                 before if before.num_rows else None, k=config.k)

@@ -110,10 +110,7 @@ def _challenge(store, lake_store, published: artifacts.Publication | None, now: 
 
     if published is None:
         return result(False, "nothing published: nothing may switch", {})
-    try:
-        serving = artifacts.current_version(store)
-    except artifacts.ArtifactError:
-        serving = None
+    serving = artifacts.serving_version(store)
     table = replay.read_held_out(lake_store, window_hours(lake_store, now, config.replay_hours),
                                  config.held_out_sessions)
     moments = replay.moments(table)

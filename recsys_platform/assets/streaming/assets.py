@@ -56,15 +56,10 @@ def build_recommendations_asset(hourly: dg.HourlyPartitionsDefinition) -> dg.Ass
         result = compact_hour(recommendations_store.store, lake_store.store, hour)
         table = result.table
         versions = sorted(set(table.column("model_version").to_pylist()))
-        unknown: set[str] = set()
-        catalog: set[str] = set()
-        for version in versions:
-            try:
-                _, _, emb = artifacts.load_embeddings(artifacts_store.store, version)
-                catalog |= set(emb["item"][0])
-                unknown |= result.recommended_ids - set(emb["item"][0])
-            except artifacts.ArtifactError as e:
-                unknown.add(f"<model version {version} unreadable: {e}>")
+        catalogs, unreadable = artifacts.item_catalogs(artifacts_store.store, versions)
+        catalog: set[str] = set().union(*catalogs.values())
+        unknown = set().union(*(result.recommended_ids - items for items in catalogs.values())) | {
+            f"<model version {version} unreadable: {reason}>" for version, reason in unreadable.items()}
         rate = result.failure_rate
         rejected_at = hour_folder(REJECTED, hour)
         preview = [dg.TableRecord({
