@@ -1,5 +1,6 @@
 """The console script's own behaviour: clear errors, exit codes, no secrets in messages."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,15 @@ def test_a_second_demo_on_the_same_home_is_refused_naming_the_first(tmp_path, ca
 
     with ProcessLock(tmp_path / "demo.lock", "demo"):
         pass  # the kernel released the killed holder's lock
+
+
+def test_learnable_sessions_from_a_source_of_another_seed_is_one_line_naming_the_flags(settings, capsys):
+    """The embedded source of `settings` was seeded at scale 1 with seed 42: scale 2's tastes are not its own."""
+    home = ["--home", settings.home]
+    assert main([*home, "produce-events", "--count", "3", "--learnable", "--source-scale", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not those of `seed --scale 2 --seed 42`" in err
+    assert "pass the --source-scale and --source-seed it was seeded with" in err
+    assert main([*home, "produce-events", "--count", "3", "--learnable", "--malformed", "0"]) == 0
+    produced = re.search(r"produced (\d+) events .*\{'ok': (\d+)\}", capsys.readouterr().out)
+    assert produced and 6 <= int(produced.group(1)) == int(produced.group(2)) <= 15, "3 sessions of 2-5 events"
