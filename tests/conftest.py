@@ -200,15 +200,16 @@ def catalog(tmp_path_factory, pg_server_dsn):
     from recsys_platform import wiring
     from recsys_platform.batch.seed import training_table
     from recsys_platform.ml import artifacts
-    from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
-    from recsys_platform.ml.training import train_and_evaluate
+    from recsys_platform.ml.hybrid import HybridSettings
+    from recsys_platform.ml.spec import RETAIL
+    from recsys_platform.ml.training import train_recommender
     from recsys_platform.serving.handlers import ModelInference
     from recsys_platform.serving.service import InferenceService, ModelCache
     from recsys_platform.storage.object_store import ObjectStore
     from recsys_platform.vectors.store import VectorStore
 
     frame = training_table()
-    run = train_and_evaluate(frame, HybridRecommender(settings=HybridSettings(max_iter=150)))
+    run = train_recommender(frame, RETAIL, HybridSettings(max_iter=150), l2_grid=None)
     s = run.model.spec
     store = ObjectStore.from_url((tmp_path_factory.mktemp("art") / "ml-artifacts").as_uri())
     published = artifacts.publish(store, run.model, frame[s.user_columns()].drop_duplicates(s.user_id),

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,15 +14,20 @@ from recsys_platform.ml.collaborative import CollaborativeSettings
 from recsys_platform.ml.evaluation import evaluate
 from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
 from recsys_platform.ml.published import RankingWeights
-from recsys_platform.ml.spec import RecommenderSpec
-from recsys_platform.ml.training import train_and_evaluate
+from recsys_platform.ml.spec import RETAIL, RecommenderSpec
+from recsys_platform.ml.training import TrainingRun, train_recommender
 from recsys_platform.ml.tuning import BLEND_POPULARITY, BLEND_WEIGHTS, NORM_POWERS
 from recsys_platform.storage.object_store import ObjectStore
 
 
+def train(frame: pd.DataFrame, model: HybridRecommender, **options) -> TrainingRun:
+    """`train_recommender` at `model`'s spec and settings, its L2 as it is."""
+    return train_recommender(frame, model.spec, model.settings, **{"l2_grid": None, **options})
+
+
 def hybrid_model(spec: RecommenderSpec | None = None, als_factors: int = 0, **settings) -> HybridRecommender:
     """An unfitted model with these settings (`als_factors`: the collaborative part's factors)."""
-    return HybridRecommender(spec, HybridSettings(collaborative=CollaborativeSettings(factors=als_factors), **settings))
+    return HybridRecommender(spec or RETAIL, HybridSettings(collaborative=CollaborativeSettings(factors=als_factors), **settings))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +38,7 @@ def frame():
 @pytest.fixture(scope="module")
 def trained(frame):
     """The pipeline's own procedure: fit on train, popularity prior from valid, test held out."""
-    run = train_and_evaluate(frame, hybrid_model(dim=32))
+    run = train(frame, hybrid_model(dim=32))
     assert run.model.ranking.popularity > 0, "on this data the prior helps ranking"
     return run.model, run.train, run.test
 
@@ -62,7 +68,7 @@ def test_embedding_inner_product_is_the_predicted_rating_plus_the_popularity_pri
 
 def test_popularity_prior_is_chosen_on_validation_and_lifts_ranking():
     frame = training_table(3, seed=5)
-    run = train_and_evaluate(frame, hybrid_model(max_iter=150))
+    run = train(frame, hybrid_model(max_iter=150))
     assert set(run.popularity_ndcg_by_weight) >= {0.0, 0.25, 0.5, 1.0, 2.0, 4.0}
     best = max(run.popularity_ndcg_by_weight.values())
     assert run.popularity_ndcg_by_weight[run.model.ranking.popularity] == best
@@ -103,7 +109,7 @@ def test_training_is_deterministic_for_a_seed(frame):
 ])
 def test_bad_training_data_is_a_clear_error(frame, mutate, message):
     with pytest.raises(ValueError, match=message):
-        HybridRecommender().fit(mutate(frame))
+        HybridRecommender(RETAIL).fit(mutate(frame))
 
 
 # -- artifacts -----------------------------------------------------------------------------------
@@ -203,7 +209,7 @@ def test_recall_is_the_standard_one_and_the_capped_one_is_named():
 def test_validation_items_are_never_test_candidates(frame):
     from recsys_platform.ml.evaluation import ranking_inputs, split
 
-    s = RecommenderSpec()
+    s = RETAIL
     rest, test = split(frame, 0.2, 0)
     train, valid = split(rest, 0.125, 1)
     users, items, seen, _ = ranking_inputs(s, train, test, also_seen=valid)
@@ -220,7 +226,7 @@ def test_the_popularity_grid_grows_while_its_largest_weight_wins(frame):
 
     rest, _ = split(frame, 0.2, 0)
     train, valid = split(rest, 0.125, 1)  # the pipeline's split, where the prior helps (it picks 2)
-    model = HybridRecommender().fit(train)
+    model = HybridRecommender(RETAIL).fit(train)
     chosen, tried = choose_popularity_weight(model, train, valid, weights=(0.0, 0.5))
     assert len(tried) > 2, "0.5 won, so the grid went on"
     assert chosen.popularity < max(tried) or max(tried) >= MAX_POPULARITY_WEIGHT
@@ -251,7 +257,7 @@ def test_a_missing_id_column_is_an_error_unless_asked_for(trained):
 
 
 def test_a_tower_without_numeric_features_trains_and_round_trips(frame, tmp_path):
-    spec = RecommenderSpec(user_numeric=[], item_numeric=[])
+    spec = replace(RETAIL, user_numeric=[], item_numeric=[])
     model = hybrid_model(spec, max_iter=50).fit(frame)
     users = frame[spec.user_columns()].drop_duplicates(spec.user_id)
     items = frame[spec.item_columns()].drop_duplicates(spec.item_id)
@@ -262,7 +268,7 @@ def test_a_tower_without_numeric_features_trains_and_round_trips(frame, tmp_path
 
 
 def test_training_stops_when_the_loss_stops_falling_and_says_so(frame):
-    model = HybridRecommender().fit(frame)  # the alternating solver: each sweep solves a tower exactly
+    model = HybridRecommender(RETAIL).fit(frame)  # the alternating solver: each sweep solves a tower exactly
     log = np.array(model.training_log)
     settings = model.settings
     assert settings.solver == "alternating" and model.converged and 1 < model.iterations < settings.max_iter
@@ -315,7 +321,7 @@ def test_binary_and_multi_valued_features_are_declared_as_such(tmp_path):
     spec = RecommenderSpec(user_id="user", item_id="movie", rating="stars", user_categorical=["country"],
                            user_numeric=[], user_binary=["vip"], item_categorical=[], item_numeric=[],
                            item_multi=["genres"])
-    run = train_and_evaluate(frame, hybrid_model(spec, max_iter=300), als=False)
+    run = train(frame, hybrid_model(spec, max_iter=300), baselines=False)
     assert run.metrics["rmse"] < run.metrics["rmse_bias"]
     users = frame[spec.user_columns()].drop_duplicates("user")
     items = frame[spec.item_columns()].drop_duplicates("movie")
@@ -335,12 +341,12 @@ def hybrid():
     """The asset's default model (16 of the 32 dimensions collaborative) on collaborative data,
     whose ratings come from latent tastes the features explain only in part."""
     frame = training_table(2, mode="collaborative")
-    return frame, train_and_evaluate(frame, hybrid_model(als_factors=16))
+    return frame, train(frame, hybrid_model(als_factors=16))
 
 
 def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     _, run = hybrid
-    m, model = run.metrics, run.model
+    m, model = run.metrics, run.evaluated  # the metrics are the model's fitted on the training split
     assert model.ranking.collaborative > 0 and m["als_weight"] == model.ranking.collaborative
     tried = run.blend_ndcg_by_weight
     # every collaborative x popularity weight at each norm power, but the norm changes nothing
@@ -404,7 +410,9 @@ def test_the_hybrid_inner_product_is_the_ranking_score_and_cold_rows_use_feature
     _, run = hybrid
     model, rows = run.model, run.test.head(30)
     u, i = model.user_embeddings(rows).astype(float), model.item_embeddings(rows).astype(float)
-    assert u.shape == i.shape == (30, 32) and model.tower_width == 14
+    # the towers keep their 14 dimensions; the collaborative part has the factors the search chose
+    assert model.tower_width == 14 and model.dim == 14 + 2 + model.settings.collaborative.factors
+    assert u.shape == i.shape == (30, model.dim)
     prior = model.popularity_prior(rows)
     collaborative = (u[:, 16:] * i[:, 16:]).sum(axis=1)
     np.testing.assert_allclose(model.global_mean + (u * i).sum(axis=1), model.predict(rows) + prior + collaborative,
@@ -432,7 +440,7 @@ def test_the_hybrid_round_trips_through_its_artifacts(hybrid, tmp_path):
     np.testing.assert_array_equal(loaded.user_embeddings(users), model.user_embeddings(users))
     np.testing.assert_array_equal(loaded.item_embeddings(items), model.item_embeddings(items))
     _, _, emb = artifacts.load_embeddings(store)
-    assert emb["user"][1].shape == (len(users), 32)
+    assert emb["user"][1].shape == (len(users), model.dim)
 
 
 def test_too_many_collaborative_dimensions_is_a_clear_error():
@@ -533,7 +541,7 @@ def test_the_compiled_kernels_solve_what_numpy_solves(frame, monkeypatch, with_i
     from recsys_platform.ml import solvers
     from recsys_platform.ml.solvers import TowerSide
 
-    for data, spec in ((frame, RecommenderSpec()),
+    for data, spec in ((frame, RETAIL),
                        (_movies(), RecommenderSpec(user_id="user", item_id="movie", rating="stars",
                                                    user_categorical=["country"], user_numeric=[], user_binary=["vip"],
                                                    item_categorical=[], item_numeric=[], item_multi=["genres"]))):
@@ -558,3 +566,46 @@ def test_the_compiled_kernels_solve_what_numpy_solves(frame, monkeypatch, with_i
         assert fits[0].iterations == fits[1].iterations > 1
         np.testing.assert_allclose(fits[1].user_weights, fits[0].user_weights, rtol=1e-7, atol=1e-10)
         np.testing.assert_allclose(fits[1].item_weights, fits[0].item_weights, rtol=1e-7, atol=1e-10)
+
+
+def test_the_published_model_is_refit_on_every_rating_at_the_settings_chosen(hybrid):
+    """Settings are chosen on validation and quality measured on the test split by the model
+    fitted on the training split; what is published is the same settings refit on every rating."""
+    frame, run = hybrid
+    published, evaluated = run.model, run.evaluated
+    assert sum(published.item_counts.values()) == len(frame) == run.metrics["published_ratings"]
+    assert sum(evaluated.item_counts.values()) == len(run.train) < len(frame)
+    assert published.settings == evaluated.settings
+    assert (published.ranking.popularity, published.ranking.norm_power) == (
+        evaluated.ranking.popularity, evaluated.ranking.norm_power)
+    # the collaborative weight keeps its size relative to the base score's spread
+    from recsys_platform.ml.evaluation import ranking_inputs
+    from recsys_platform.ml.tuning import _WeightedScores
+
+    users, items, _, _ = ranking_inputs(evaluated.spec, run.train, run.valid)
+    relative = []
+    for model in (evaluated, published):
+        base, collaborative = _WeightedScores(model, users, items, model.ranking.norm_power).spreads()
+        relative.append(model.ranking.collaborative * collaborative / base)
+    assert relative[0] == pytest.approx(relative[1])
+    assert not np.allclose(published.item_weights[:10], evaluated.item_weights[:10]), "a new fit, not a copy"
+
+
+def test_the_ranking_baselines_are_tuned_over_a_wide_grid(hybrid):
+    """ALS is searched over factors, regularization to the hundreds, alpha and iterations; the
+    hybrid's collaborative part is the setting that search chose; EASE is tuned over its L2."""
+    from recsys_platform.ml.evaluation import ALS_GRID, coordinate_search
+
+    _, run = hybrid
+    tried = run.als_ndcg_by_setting
+    assert max(ALS_GRID["regularization"]) >= 100
+    assert any("regularization=1000" in k for k in tried) and any("factors=128" in k for k in tried)
+    best = max(tried, key=tried.get)
+    assert run.metrics["als_params"] == best == run.metrics["collaborative"]
+    ease = run.ease_ndcg_by_l2  # climbed to a peak: the L2 chosen beats each neighbour tried
+    assert len(ease) >= 3 and ease[f"l2={run.metrics['ease_l2']:g}"] == max(ease.values())
+    assert run.metrics["ndcg@10"] >= max(run.metrics["ndcg@10_als"], run.metrics["ndcg@10_ease"])
+    # the search climbs one parameter at a time until a pass changes nothing
+    surface = {"a": (0, 1, 2, 3), "b": (0, 1, 2)}
+    best, seen = coordinate_search(surface, {"a": 0, "b": 0}, lambda p: -(p["a"] - 2) ** 2 - (p["b"] - 1) ** 2)
+    assert best == {"a": 2, "b": 1} and len(seen) < 4 * 3 + 1

@@ -18,8 +18,7 @@ from recsys_platform.ml.collaborative import CollaborativeSettings
 from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
 from recsys_platform.ml.published import PublishedModel
 from recsys_platform.ml.spec import RecommenderSpec
-from recsys_platform.ml.training import train_and_evaluate
-from recsys_platform.ml.tuning import L2_GRID
+from recsys_platform.ml.training import train_recommender
 from recsys_platform.storage.object_store import ObjectStore
 from tests.test_model import _movies
 
@@ -44,19 +43,20 @@ def _rows(frame: pd.DataFrame) -> list[dict]:
 def demo_model():
     """The demo's model: the asset's settings and procedure on the demo's data."""
     frame = training_table()
-    return frame, train_and_evaluate(frame, ModelConfig().model(), l2_grid=L2_GRID).model
+    return frame, ModelConfig().train(frame).model
 
 
 def test_every_user_and_item_of_the_demos_model_gets_the_published_vector(demo_model, tmp_path):
     frame, model = demo_model
-    assert model.settings.collaborative.factors == 16 and model.ranking.collaborative > 0
+    assert model.settings.collaborative.factors > 0 and model.ranking.collaborative > 0
     published, users, items, csv = _published(model, frame, tmp_path)
     lean_users, lean_items = published.user_embeddings(_rows(users)), published.item_embeddings(_rows(items))
     np.testing.assert_allclose(lean_users, model.user_embeddings(users), rtol=0, atol=1e-6)
     np.testing.assert_allclose(lean_items, model.item_embeddings(items), rtol=0, atol=1e-6)
     np.testing.assert_allclose(lean_users, csv["user"][1], rtol=0, atol=1e-6)
     np.testing.assert_allclose(lean_items, csv["item"][1], rtol=0, atol=1e-6)
-    assert published.version and published.dim == 32 and published.tower_width == 14
+    assert published.version and published.dim == model.dim == 16 + model.settings.collaborative.factors
+    assert published.tower_width == 14
 
 
 def test_cold_and_odd_rows_are_embedded_as_training_embeds_them(demo_model, tmp_path):
@@ -85,7 +85,7 @@ def test_binary_and_multi_valued_features_agree_too(tmp_path, with_ids):
                            item_multi=["genres"])
     model = HybridRecommender(spec, HybridSettings(with_ids=with_ids, max_iter=50,
                                                    collaborative=CollaborativeSettings(factors=8)))
-    model = train_and_evaluate(frame, model, als=False).model
+    model = train_recommender(frame, model.spec, model.settings, l2_grid=None, baselines=False).model
     published, users, items, _ = _published(model, frame, tmp_path)
     np.testing.assert_allclose(published.user_embeddings(_rows(users)), model.user_embeddings(users), rtol=0, atol=1e-6)
     np.testing.assert_allclose(published.item_embeddings(_rows(items)), model.item_embeddings(items), rtol=0, atol=1e-6)

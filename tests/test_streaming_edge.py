@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from recsys_platform.batch.seed import training_table
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
-from recsys_platform.ml.training import train_and_evaluate
+from recsys_platform.ml.spec import RETAIL
+from recsys_platform.ml.training import train_recommender
 from recsys_platform.serving import handlers
 from recsys_platform.serving.handlers import ModelInference, StreamTransformation, decode_output
 from recsys_platform.serving.messages import CustomerFeatures, RecommendationRequest
@@ -191,7 +192,7 @@ def test_the_local_runtime_refuses_an_oversized_response_like_lambda():
 @pytest.fixture(scope="module")
 def small_model():
     frame = training_table()
-    run = train_and_evaluate(frame, HybridRecommender(settings=HybridSettings(max_iter=30)))
+    run = train_recommender(frame, RETAIL, HybridSettings(max_iter=30), l2_grid=None)
     s = run.model.spec
     return (run.model, frame[s.user_columns()].drop_duplicates(s.user_id),
             frame[s.item_columns()].drop_duplicates(s.item_id), run.metrics)
@@ -235,7 +236,6 @@ def _expected_score(store, version: str, item: str) -> float:
     """The score `version`'s model gives `item` from `version`'s published vectors."""
     import pandas as pd
 
-    from recsys_platform.ml.hybrid import HybridRecommender
 
     _, model = HybridRecommender.load(store, version)
     user = model.user_embeddings(pd.DataFrame([ASKED]))[0]

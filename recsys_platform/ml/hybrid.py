@@ -97,8 +97,8 @@ class HybridSettings:
 class HybridRecommender:
     """Fit on a ratings table; embed users and items; predict ratings; rank by inner product."""
 
-    def __init__(self, spec: RecommenderSpec | None = None, settings: HybridSettings | None = None):
-        self.spec = spec or RecommenderSpec()
+    def __init__(self, spec: RecommenderSpec, settings: HybridSettings | None = None):
+        self.spec = spec
         self.settings = settings or HybridSettings()
         self.ranking = RankingWeights()
         # Fitted state (`fit`, or `load`)

@@ -7,7 +7,7 @@ it was given. The trainer (`training.train_and_evaluate`) applies them.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -172,3 +172,18 @@ def choose_ranking(model: HybridRecommender, train: pd.DataFrame, valid: pd.Data
         return RankingChoice(weights, {}, blend)
     weights, tried = choose_popularity_weight(model, train, valid)
     return RankingChoice(weights, tried, {})
+
+
+def carry_weights(weights: RankingWeights, chosen_on: HybridRecommender, refit: HybridRecommender,
+                  users: pd.DataFrame, items: pd.DataFrame) -> RankingWeights:
+    """The ranking weights chosen on `chosen_on`'s validation, for the same settings `refit` on
+    more data. The collaborative weight was chosen relative to the spread of the base and the
+    collaborative scores (`choose_blend`), and ALS factors fitted on more ratings are spread
+    differently, so it keeps that relative size (both spreads over the same `users` and `items`);
+    the popularity weight and the norm power are kept as they are."""
+    if not weights.collaborative:
+        return weights
+    before = _WeightedScores(chosen_on, users, items, weights.norm_power).spreads()
+    after = _WeightedScores(refit, users, items, weights.norm_power).spreads()
+    ratio = (after[0] / (after[1] or 1.0)) / (before[0] / (before[1] or 1.0))
+    return replace(weights, collaborative=weights.collaborative * ratio)

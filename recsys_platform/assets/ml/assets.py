@@ -19,9 +19,11 @@ from recsys_platform.feedback import replay
 from recsys_platform.feedback.training import FeedbackWeights, window_hours, window_ratings
 from recsys_platform.ml import artifacts
 from recsys_platform.ml.collaborative import CollaborativeSettings
-from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
+from recsys_platform.ml.evaluation import ALS_GRID
+from recsys_platform.ml.hybrid import HybridSettings
 from recsys_platform.ml.plots import model_report, ranking_comparison
-from recsys_platform.ml.training import train_and_evaluate
+from recsys_platform.ml.spec import RETAIL
+from recsys_platform.ml.training import TrainingRun, train_recommender
 from recsys_platform.ml.tuning import L2_GRID
 from recsys_platform.resources import ObjectStoreResource
 from recsys_platform.storage import lake
@@ -36,11 +38,20 @@ NOT_WORSE_THAN_SERVING = "challenger_not_worse_than_serving"
 class ModelConfig(dg.Config):
     """The run's settings of `recommender_model` (the launchpad's config), as `HybridSettings` takes them."""
 
+    # The vectors' dimension before the search: the towers' width is dim - 2 - als_factors, and
+    # the published dimension follows the factors the search chooses (tower width + 2 + factors).
     dim: int = 32
     hybrid: bool = True  # the towers read each side's one-hot id too (HybridSettings.with_ids)
-    als_factors: int = 16  # of the `dim`: implicit ALS factors (0: the two towers alone)
+    als_factors: int = 16  # implicit ALS factors to start the search from (0: the two towers alone)
     als_regularization: float = 0.1
-    als_alpha: float = 10.0  # confidence 1 + alpha * rating: 10 ranked better than 1 and 40 in both seed modes
+    als_alpha: float = 10.0  # confidence 1 + alpha * rating
+    als_iterations: int = 30
+    # Search the ALS settings on validation NDCG@10 over evaluation.ALS_GRID (the ALS baseline
+    # is the same search); false: the als_* settings as they are.
+    tune_collaborative: bool = True
+    # Publish the model refit on every rating at the settings chosen (false: the one evaluated,
+    # fitted on the training split alone).
+    refit: bool = True
     min_coverage: float = 0.2  # the weights are chosen for NDCG among those whose top-10 lists cover this share
     l2: float | None = None  # the towers' L2; None: chosen on validation RMSE from L2_GRID (80, 200, 500)
     bias_l2: float | None = 5.0  # the bias columns' L2 (None: l2); see docs/ml.md on the defaults
@@ -67,13 +78,22 @@ class ModelConfig(dg.Config):
     # written outside Dagster, e.g. by a benchmark); the metadata says so.
     require_built_lake: bool = True
 
-    def model(self) -> HybridRecommender:
-        """The unfitted model these settings describe (L2: the grid's first when it is chosen)."""
+    def settings(self) -> HybridSettings:
+        """The model's settings (L2: the grid's first when it is chosen)."""
         collaborative = CollaborativeSettings(factors=self.als_factors, regularization=self.als_regularization,
-                                              alpha=self.als_alpha)
-        return HybridRecommender(settings=HybridSettings(
+                                              alpha=self.als_alpha, iterations=self.als_iterations)
+        return HybridSettings(
             dim=self.dim, with_ids=self.hybrid, l2=L2_GRID[0] if self.l2 is None else self.l2, bias_l2=self.bias_l2,
-            solver=self.solver, max_iter=self.max_iter, seed=self.seed, collaborative=collaborative))
+            solver=self.solver, max_iter=self.max_iter, seed=self.seed, collaborative=collaborative)
+
+    def train(self, frame: pd.DataFrame, extra_train: pd.DataFrame | None = None, baselines: bool = True) -> TrainingRun:
+        """`train_recommender` on the retail table with these settings (`baselines`: score the ALS and
+        EASE baselines on the test split too, as the asset does)."""
+        return train_recommender(
+            frame, RETAIL, self.settings(), test_share=self.test_share, valid_share=self.valid_share, seed=self.seed,
+            min_coverage=self.min_coverage, l2_grid=L2_GRID if self.l2 is None else None,
+            collaborative_grid=ALS_GRID if self.tune_collaborative else None, refit=self.refit,
+            baselines=baselines, extra_train=extra_train)
 
 
 def training_frame(store, layout: Layout) -> tuple[pd.DataFrame, str]:
@@ -152,13 +172,15 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
         description=(
             "A hybrid recommender: a two-tower model of the ratings (scikit-learn one-hot encoders and "
             "standard scalers, linear towers, biases folded into the vectors) beside implicit-ALS "
-            "factors of the ratings as feedback (16 of the 32 dimensions; a customer or product never "
+            "factors of the ratings as feedback (their settings searched on a validation split over a wide "
+            "grid, the same search that tunes the ALS baseline; a customer or product never "
             "seen in training gets them from its features by ridge regression), so that the inner "
             "product is the ranking score: predicted rating + weighted collaborative score + a "
-            "popularity prior, both weights chosen on a validation split. Trained on "
+            "popularity prior, both weights chosen on a validation split. Published refit on every "
+            "rating at the settings chosen (`ml.training.train_recommender`). Trained on "
             "`ratings_ml_training` and the last week's `interactions` (implied ratings by kind in the training split "
             "only; a customer seen only in the stream gets vectors), evaluated on a held-out split against "
-            "global-mean, bias, popularity and implicit-ALS (tuned on the validation split) baselines, "
+            "global-mean, bias, popularity, implicit-ALS and EASE (tuned on the validation split) baselines, "
             "and published as `<artifacts>/<version>/{model,scalers,embeddings}/` with a manifest and a "
             "`LATEST` pointer written last (`CURRENT` moves when its vectors serve). A model that does not "
             "beat the bias baseline on RMSE and popularity on NDCG@10 is not published. It trains only "
@@ -186,7 +208,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "successful builds wrote: " + "; ".join(differences) + ". Rebuild those partitions (a backfill "
                 f"of {DATASET}, or the stale-partition schedule), or set require_built_lake: false to train on "
                 "the lake as it is", metadata={"differences": dg.MetadataValue.json(differences)})
-        spec = config.model().spec
+        spec = RETAIL
         now = dt.datetime.now(dt.timezone.utc)
         # A customer once registered as a partition and now without ratings left the source: its
         # events must not bring it back (the hash-bucket layout registers buckets, not customers).
@@ -199,9 +221,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             context.log.info(f"{implied.interactions} interactions of {len(hours)} hour(s) give {len(implied.rows)} "
                              f"implied ratings ({implied.stream_only_customers} customers seen only in the stream)")
             data_version = f"{data_version}+{len(implied.rows)}-interactions-to-{hours[-1]}"
-        run = train_and_evaluate(
-            frame, config.model(), test_share=config.test_share, valid_share=config.valid_share, seed=config.seed,
-            min_coverage=config.min_coverage, l2_grid=L2_GRID if config.l2 is None else None, extra_train=implied.rows)
+        run = config.train(frame, extra_train=implied.rows)
         model, test, metrics = run.model, run.test, run.metrics
         context.log.info(f"validation NDCG@10 and coverage by setting: "
                          f"{run.blend_ndcg_by_weight or run.popularity_ndcg_by_weight}; chose popularity "
@@ -219,20 +239,23 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             published = artifacts.publish(artifacts_store.store, model, users, items, metrics, data_version)
             context.log.info(f"published model version {published.version}")
         replay_check, replayed = _challenge(artifacts_store.store, lake_store.store, published, now, config)
-        report = model_report(test[spec.rating].to_numpy(), model.predict(test), model.training_log,
-                              "sweep" if model.settings.solver == "alternating" else "L-BFGS evaluation")
+        evaluated = run.evaluated  # fitted on the training split: the test split is new to it
+        report = model_report(test[spec.rating].to_numpy(), evaluated.predict(test), evaluated.training_log,
+                              "sweep" if evaluated.settings.solver == "alternating" else "L-BFGS evaluation")
         rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+
+        def baselines(metric: str) -> str:
+            names = {"popularity": "popularity", "als": "implicit ALS", "ease": "EASE"}
+            return ", ".join(f"{label} {rounded[f'{metric}_{key}']}" for key, label in names.items()
+                             if f"{metric}_{key}" in rounded)
         evaluation = [
             ("RMSE (lower is better)", rounded["rmse"], f"bias {rounded['rmse_bias']}, global mean {rounded['rmse_global_mean']}"),
             ("MAE (lower is better)", rounded["mae"], f"bias {rounded['mae_bias']}, global mean {rounded['mae_global_mean']}"),
-            ("NDCG@10", rounded["ndcg@10"],
-             f"popularity {rounded['ndcg@10_popularity']}, implicit ALS {rounded['ndcg@10_als']}"),
-            ("Recall@10 (hits / relevant items)", rounded["recall@10"],
-             f"popularity {rounded['recall@10_popularity']}, implicit ALS {rounded['recall@10_als']}"),
+            ("NDCG@10", rounded["ndcg@10"], baselines("ndcg@10")),
+            ("Recall@10 (hits / relevant items)", rounded["recall@10"], baselines("recall@10")),
             ("Recall@10 capped (hits / min(10, relevant))", rounded["recall@10_capped"],
              f"popularity {rounded['recall@10_capped_popularity']}"),
-            ("catalog coverage of the top 10", rounded["coverage"],
-             f"popularity {rounded['coverage_popularity']}, implicit ALS {rounded['coverage_als']}"),
+            ("catalog coverage of the top 10", rounded["coverage"], baselines("coverage")),
         ]
         yield dg.MaterializeResult(
             metadata={
@@ -255,6 +278,9 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "train_ratings": int(metrics["train_ratings"]),
                 "held_out_ratings": int(metrics["test_ratings"]),
                 "als_params": metrics["als_params"],
+                "collaborative_settings": metrics.get("collaborative", "none"),
+                "vector_dim": int(model.dim),
+                "published_ratings": int(metrics["published_ratings"]),
                 "training_iterations": int(metrics["training_iterations"]),
                 "training_converged": bool(metrics["training_converged"]),
                 "metrics": dg.MetadataValue.json(rounded),
