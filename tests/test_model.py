@@ -609,3 +609,14 @@ def test_the_ranking_baselines_are_tuned_over_a_wide_grid(hybrid):
     surface = {"a": (0, 1, 2, 3), "b": (0, 1, 2)}
     best, seen = coordinate_search(surface, {"a": 0, "b": 0}, lambda p: -(p["a"] - 2) ** 2 - (p["b"] - 1) ** 2)
     assert best == {"a": 2, "b": 1} and len(seen) < 4 * 3 + 1
+
+
+def test_a_refit_starts_from_the_evaluated_towers_and_needs_fewer_sweeps(hybrid):
+    frame, run = hybrid
+    evaluated = run.evaluated
+    cold = evaluated.with_settings().fit(frame, collaborative=False)
+    warm = evaluated.with_settings().fit(frame, collaborative=False, start_from=evaluated)
+    assert warm.iterations < cold.iterations
+    assert warm.training_log[-1] == pytest.approx(cold.training_log[-1], rel=5e-3), "the same minimum, to the tolerance"
+    with pytest.raises(ValueError, match="start_from has towers of width 14, this model 12"):
+        evaluated.with_settings(dim=evaluated.dim - 2).fit(frame, start_from=evaluated)

@@ -319,8 +319,8 @@ class EASEBaseline:
     diag(B) = 0, in closed form from P = (X'X + l2 I)^-1: B = -P / diag(P). X is the binary
     user x item matrix of training ratings; a user's score for an item is its row of X times B.
     A strong baseline on explicit-rating data turned into implicit feedback; its cost is a dense
-    inverse of the catalog, so it is only fitted up to EASE_MAX_ITEMS items. A user unseen in
-    training scores by popularity."""
+    inverse of the catalog (`tune_ease` fits it up to `max_items`). A user unseen in training
+    scores by popularity."""
 
     spec: RecommenderSpec
     l2: float = 500.0
@@ -330,9 +330,6 @@ class EASEBaseline:
         s = self.spec
         self.users = pd.Index(train[s.user_id].unique())
         self.items = pd.Index(train[s.item_id].unique())
-        if len(self.items) > EASE_MAX_ITEMS:
-            raise ValueError(f"EASE needs a dense {len(self.items)} x {len(self.items)} inverse: more than "
-                             f"EASE_MAX_ITEMS ({EASE_MAX_ITEMS}) items")
         self.x = _binary_matrix(train, s, self.users, self.items)
         gram = (self.x.T @ self.x).toarray() if gram is None else gram
         p = np.linalg.inv(gram + self.l2 * np.eye(len(self.items)))

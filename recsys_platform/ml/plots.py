@@ -37,7 +37,7 @@ def model_report(actual: np.ndarray, predicted: np.ndarray, training_loss: list[
 
 
 def ranking_comparison(metrics: dict, tried: dict[str, dict] | None = None, min_coverage: float = 0.2) -> str:
-    """NDCG@10 and top-10 catalog coverage of the model beside popularity and implicit ALS, and
+    """NDCG@10 and top-10 catalog coverage of the model beside popularity, implicit ALS and EASE, and
     with `tried` (`tuning.choose_blend`'s grid) a third panel: validation NDCG@10 against
     coverage for every ranking setting tried (a colour per `"norm_power"`), the coverage floor
     and the setting chosen (marked `"chosen"`). One figure: each one costs a draw."""
@@ -46,13 +46,15 @@ def ranking_comparison(metrics: dict, tried: dict[str, dict] | None = None, min_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["this model", "popularity", "implicit ALS"]
-    suffixes = ["", "_popularity", "_als"]
+    names = ["this model", "popularity", "implicit ALS", "EASE"]
+    suffixes = ["", "_popularity", "_als", "_ease"]
+    if "ndcg@10_ease" not in metrics:  # EASE is left out past train_recommender's ease_max_items
+        names, suffixes = names[:3], suffixes[:3]
     fig, axes = plt.subplots(1, 3 if tried else 2, figsize=(14 if tried else 9, 3.2), layout="constrained",
                              width_ratios=[1, 1, 1.4] if tried else None)
     for ax, (key, title) in zip(axes, (("ndcg@10", "NDCG@10 (held out)"), ("coverage", "top-10 catalog coverage"))):
         values = [float(metrics.get(f"{key}{s}", np.nan)) for s in suffixes]
-        bars = ax.bar(names, values, color=["#4c72b0", "#999999", "#dd8452"])
+        bars = ax.bar(names, values, color=["#4c72b0", "#999999", "#dd8452", "#55a868"][:len(names)])
         ax.bar_label(bars, fmt="%.3f")
         ax.set(title=title, ylim=(0, max(np.nanmax(values) * 1.25, 0.01)))
     if tried:

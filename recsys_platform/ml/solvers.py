@@ -210,12 +210,14 @@ def tower_sides(encoded: TrainingEncoding) -> tuple[TowerSide, TowerSide]:
     return encoded.sides
 
 
-def alternate(encoded: TrainingEncoding, s: TowerSettings, start: np.ndarray | None = None) -> TowerFit:
+def alternate(encoded: TrainingEncoding, s: TowerSettings, start: np.ndarray | None = None,
+              start_embeddings: np.ndarray | None = None) -> TowerFit:
     """Alternating exact minimisation of the training objective: with one tower fixed, the other's
     weights solve a linear least-squares problem in closed form, so each sweep (user tower,
     then item tower) lowers the loss and needs no step size. `TowerSide` has the algebra.
     `start`: an item tower to start from (a previous fit on the same encoding, as scikit-learn's
-    warm_start) instead of random weights."""
+    warm_start) instead of random weights; `start_embeddings`: each item row's tower and bias to
+    start from instead (another model's, e.g. fitted on part of the same ratings)."""
     user_side, item_side = tower_sides(encoded)
     xi = encoded.xi
     rng = np.random.default_rng(s.seed)
@@ -223,7 +225,7 @@ def alternate(encoded: TrainingEncoding, s: TowerSettings, start: np.ndarray | N
     wi = rng.normal(0, 0.1, (xi.shape[1], s.width + 1))
     if start is not None and start.shape[0] == xi.shape[1]:
         wi = start[:, : s.width + 1]
-    ei = xi @ wi
+    ei = xi @ wi if start_embeddings is None else np.asarray(start_embeddings, dtype=np.float64)[:, : s.width + 1]
     log: list[float] = []
     previous = np.inf
     for sweep in range(1, s.max_iter + 1):

@@ -146,7 +146,7 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     published = model
     if refit:
         everything = pd.concat([train, valid, test], ignore_index=True)
-        published = model.with_settings().fit(everything)
+        published = model.with_settings().fit(everything, start_from=model)  # from the evaluated towers
         users, items, _, _ = ranking_inputs(spec, train, valid)
         published.ranking = carry_weights(model.ranking, model, published, users, items)
         metrics["published_ratings"] = len(everything)
