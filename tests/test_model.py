@@ -352,8 +352,11 @@ def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     # every collaborative x popularity weight at each norm power, but the norm changes nothing
     # without the collaborative part: 8 x 11 + 2 x 7 x 11
     assert len(tried) == len(BLEND_POPULARITY) * (len(BLEND_WEIGHTS) + (len(NORM_POWERS) - 1) * (len(BLEND_WEIGHTS) - 1))
-    eligible = {k: v["ndcg"] for k, v in tried.items() if v["coverage"] >= 0.2}
-    assert eligible, "on this data some setting covers 20% of the catalog"
+    # the floor is the tuned ALS baseline's validation coverage, at most 20%
+    floor = m["coverage_floor"]
+    assert 0 < floor <= 0.2
+    eligible = {k: v["ndcg"] for k, v in tried.items() if v["coverage"] >= floor}
+    assert eligible, "on this data some setting covers the floor"
     chosen = max(eligible, key=eligible.get)
     assert chosen.endswith(f"popularity={model.ranking.popularity} norm_power={model.ranking.norm_power}")
     assert [k for k, v in tried.items() if v.get("chosen")] == [chosen], "the grid marks its choice, once"
@@ -361,7 +364,7 @@ def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     without = [v for k, v in eligible.items() if k.startswith("collaborative=0.0 ")]
     # the factors help on validation: the towers alone either miss the coverage floor or rank worse
     assert not without or eligible[chosen] > max(without)
-    assert m["coverage"] >= 0.2
+    assert m["coverage"] >= m["coverage_als"], "lists at least as broad as the baseline's"
     assert m["ndcg@10"] > m["ndcg@10_als"] > m["ndcg@10_popularity"]
     assert m["rmse"] < m["rmse_bias"], "its RMSE gate passes on collaborative data too (l2=80, bias_l2=5)"
     towers = copy.copy(model)  # the same fit, ranked without the collaborative part
@@ -574,6 +577,7 @@ def test_the_published_model_is_refit_on_every_rating_at_the_settings_chosen(hyb
     frame, run = hybrid
     published, evaluated = run.model, run.evaluated
     assert sum(published.item_counts.values()) == len(frame) == run.metrics["published_ratings"]
+    assert run.metrics["published_model"].startswith(f"refit on every rating ({len(frame)} ratings)")
     assert sum(evaluated.item_counts.values()) == len(run.train) < len(frame)
     assert published.settings == evaluated.settings
     assert (published.ranking.popularity, published.ranking.norm_power) == (
@@ -620,3 +624,17 @@ def test_a_refit_starts_from_the_evaluated_towers_and_needs_fewer_sweeps(hybrid)
     assert warm.training_log[-1] == pytest.approx(cold.training_log[-1], rel=5e-3), "the same minimum, to the tolerance"
     with pytest.raises(ValueError, match="start_from has towers of width 14, this model 12"):
         evaluated.with_settings(dim=evaluated.dim - 2).fit(frame, start_from=evaluated)
+
+
+def test_the_coverage_floor_follows_the_baseline_unless_set(hybrid):
+    """Unset, the ranking floor is the tuned ALS's validation coverage capped at 20%; a floor
+    given is used as it is."""
+    frame, run = hybrid
+    from recsys_platform.ml.evaluation import tune_als
+
+    als, _ = tune_als(run.evaluated.spec, run.train, run.valid)
+    assert run.metrics["coverage_floor"] == pytest.approx(min(0.2, als.validation_coverage))
+    fixed = train(frame, hybrid_model(als_factors=16), min_coverage=0.3, collaborative_grid=None, baselines=False)
+    assert fixed.metrics["coverage_floor"] == 0.3
+    chosen = [v for v in fixed.blend_ndcg_by_weight.values() if v.get("chosen")][0]
+    assert chosen["coverage"] >= 0.3

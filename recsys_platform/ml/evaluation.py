@@ -209,6 +209,7 @@ class ALSBaseline:
     alpha: float = 1.0
     iterations: int = 15
     seed: int = 0
+    validation_coverage: float | None = None  # set by `tune_als`: the coverage the search's best reached
 
     def fit(self, train: pd.DataFrame) -> ALSBaseline:
         import implicit
@@ -290,16 +291,18 @@ def coordinate_search(grid: dict, start: dict, score) -> tuple[dict, dict[str, f
 def tune_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, grid: dict = ALS_GRID,
              start: dict = ALS_START, seed: int = 0) -> tuple[ALSBaseline, dict[str, float]]:
     """The ALS whose NDCG@10 on `valid` is best over `grid` (`coordinate_search` from `start`);
-    returns it, fitted on `train`, and NDCG per setting tried."""
+    returns it, fitted on `train` (with `validation_coverage`: its top-10 lists' share of the
+    catalog on `valid`), and NDCG per setting tried."""
     users, items, seen, relevant = ranking_inputs(spec, train, valid)
     kept: dict = {"ndcg": -1.0}  # only the best model so far stays in memory
 
     def score(setting: dict) -> float:
         als = ALSBaseline(spec, seed=seed, **setting).fit(train)
-        ndcg = rank_users(als.score_rows(users, items), len(users), seen, relevant).ndcg
-        if ndcg > kept["ndcg"]:  # the search's best is the first of the highest scores, as here
-            kept.update(model=als, ndcg=ndcg)
-        return ndcg
+        ranked = rank_users(als.score_rows(users, items), len(users), seen, relevant)
+        if ranked.ndcg > kept["ndcg"]:  # the search's best is the first of the highest scores, as here
+            als.validation_coverage = len(ranked.shown) / len(items)
+            kept.update(model=als, ndcg=ranked.ndcg)
+        return ranked.ndcg
 
     _, tried = coordinate_search(grid, start, score)
     return kept["model"], tried
