@@ -328,13 +328,13 @@ class EASEBaseline:
     spec: RecommenderSpec
     l2: float = 500.0
 
-    def fit(self, train: pd.DataFrame, gram: np.ndarray | None = None) -> EASEBaseline:
-        """`gram`: X'X of `train` if already computed (`tune_ease` shares it across L2)."""
+    def fit(self, train: pd.DataFrame, matrix: tuple | None = None) -> EASEBaseline:
+        """`matrix`: (X, X'X) of `train` if already computed (`tune_ease` shares them across L2)."""
         s = self.spec
         self.users = pd.Index(train[s.user_id].unique())
         self.items = pd.Index(train[s.item_id].unique())
-        self.x = _binary_matrix(train, s, self.users, self.items)
-        gram = (self.x.T @ self.x).toarray() if gram is None else gram
+        self.x = _binary_matrix(train, s, self.users, self.items) if matrix is None else matrix[0]
+        gram = (self.x.T @ self.x).toarray() if matrix is None else matrix[1]
         p = np.linalg.inv(gram + self.l2 * np.eye(len(self.items)))
         self.weights = -p / np.diag(p)
         np.fill_diagonal(self.weights, 0.0)
@@ -383,7 +383,7 @@ def tune_ease(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, g
 
     def ndcg_at(n: int) -> float:
         if n not in fitted:
-            ease = EASEBaseline(spec, l2=grid[n]).fit(train, gram=gram)
+            ease = EASEBaseline(spec, l2=grid[n]).fit(train, matrix=(x, gram))
             fitted[n] = (ease, rank_users(ease.score_rows(users, items), len(users), seen, relevant).ndcg)
         return fitted[n][1]
 
