@@ -22,6 +22,12 @@ from recsys_platform.errors import disk_full, disk_full_in
 TEMPORARY_PREFIX = ".tmp-"  # a writer's temporary: dot-prefixed, so Spark and pyarrow readers ignore it
 
 
+def is_hidden(key: str) -> bool:
+    """Whether `key` names a hidden object that readers skip: a writer's temporary (one a killed
+    writer left behind stays, since its name is unique) or any other dot-prefixed name."""
+    return key.rsplit("/", 1)[-1].startswith(".")
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str  # relative to the store's root, with forward slashes

@@ -17,7 +17,7 @@ from numbers import Real
 import pyarrow as pa
 
 from recsys_platform.storage import lake
-from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.storage.object_store import ObjectStore, is_hidden
 from recsys_platform.streaming import firehose
 from recsys_platform.streaming.records import ACTED_ON
 
@@ -93,7 +93,7 @@ def hour_keys(store: ObjectStore, hour: dt.datetime) -> HourObjects:
     for failed, folder in ((False, prefix), (True, f"{firehose.FAILED_PREFIX}/{prefix}")):
         for obj in store.list(folder):
             name = obj.key[len(folder) + 1:]
-            if "/" in name or name.startswith("."):
+            if "/" in name or is_hidden(name):
                 ignored.append(obj.key)
                 continue
             found[failed].append(obj.key)
