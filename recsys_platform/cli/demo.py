@@ -37,6 +37,7 @@ from recsys_platform.errors import RunFailedError, SourceUnavailableError
 from recsys_platform.feedback.metrics import K as ONLINE_K
 from recsys_platform.settings import Settings
 from recsys_platform.storage.locks import ProcessLock
+from recsys_platform.storage.object_store import is_hidden
 from recsys_platform.streaming import recommendations
 
 # The demo's own source: collaborative mode, so that its learnable sessions (which follow that
@@ -193,7 +194,7 @@ class Demo:
         known = {int(c["customerNumber"]) for c in customers}
         samples: dict[str, dict] = {}
         for obj in reversed(runtime.store.list()):
-            if obj.key.startswith("processing-failed/") or len(samples) == 2:
+            if obj.key.startswith("processing-failed/") or is_hidden(obj.key) or len(samples) == 2:
                 continue
             for rec in recommendations.records(runtime.store.read_bytes(obj.key), obj.key):
                 samples.setdefault("known customer" if rec["customer_number"] in known else "new customer", rec)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recsys_platform.storage.locks import Busy, ProcessLock
-from recsys_platform.storage.object_store import ObjectStore
+from recsys_platform.storage.object_store import ObjectStore, is_hidden
 from recsys_platform.streaming import firehose
 from recsys_platform.streaming.firehose import DROPPED, OK, StreamRecord
 from recsys_platform.streaming.stream import Stream
@@ -229,7 +229,7 @@ class DeliveryRuntime:
                     if not self.store.exists(f"{folder}/{name.removeprefix(REDRIVE_PLAN)}"):
                         self.store.delete(obj.key)  # its object was redriven; the kill came before this
                     continue
-                if name.startswith(".") or obj.key in rewritten:  # a writer's temporary; see above
+                if is_hidden(name) or obj.key in rewritten:  # a writer's temporary; see above
                     continue
                 records = self._failed_records(obj.key)
                 if records is None:
