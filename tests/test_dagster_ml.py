@@ -60,10 +60,19 @@ def test_model_is_published_and_its_vectors_switched_in(ml_settings):
         assert counts == "user_emb has 122 rows, as many as user_embeddings.csv has 122"
         assert checks[("recommender_model", "beats_bias_baseline")].description.startswith("held-out RMSE")
 
+        assert model_meta["tuning"].value.startswith("searched on the validation split")
+
         second = _run(ml_settings, instance)
         assert second.success
         v2 = artifacts.current_version(store)
         assert v2 != v1 and vectors.active_version() == v2 == artifacts.latest_version(store)
+        # the same data: the second training refits at v1's search, and v2's manifest passes it on
+        again = second.asset_materializations_for_node("recommender_model")[0].metadata
+        assert again["tuning"].value.startswith(f"reused the search of {v1}"), again["tuning"].value
+        assert again["als_params"].value == model_meta["als_params"].value
+        third = _run(ml_settings, instance, {"retune_share": 0.0})
+        assert third.asset_materializations_for_node("recommender_model")[0].metadata["tuning"].value.startswith(
+            "searched"), "retune_share 0: every training searches"
 
 
 def test_a_model_that_loses_to_the_bias_baseline_is_not_published(ml_settings):

@@ -638,3 +638,58 @@ def test_the_coverage_floor_follows_the_baseline_unless_set(hybrid):
     assert fixed.metrics["coverage_floor"] == 0.3
     chosen = [v for v in fixed.blend_ndcg_by_weight.values() if v.get("chosen")][0]
     assert chosen["coverage"] >= 0.3
+
+
+def test_a_later_training_refits_at_the_last_search_until_the_data_moves(hybrid):
+    """The search's choices travel in the metrics (as the manifest keeps them); a training on
+    about as many ratings refits at them without any grid, a training on other settings or on
+    much more data searches again."""
+    from recsys_platform.ml.evaluation import ALS_GRID
+    from recsys_platform.ml.training import Tuned, search_basis
+
+    frame, run = hybrid
+    recorded = Tuned.from_json(json.loads(json.dumps(run.metrics["tuned"])), searched_at="v1")
+    assert recorded == replace(run.tuned, searched_at="v1") and run.metrics["tuning"].startswith("searched")
+    settings = run.evaluated.settings  # the searched ones; the search started from hybrid_model's
+    start = hybrid_model(als_factors=16)
+    again = train(frame.sample(frac=0.9, random_state=1), start, previous=recorded)
+    assert again.metrics["tuning"].startswith("reused the search of v1")
+    assert not again.als_ndcg_by_setting and not again.blend_ndcg_by_weight, "no grid ran"
+    assert again.evaluated.settings == settings and again.metrics["als_params"] == run.metrics["als_params"]
+    assert (again.evaluated.ranking.popularity, again.evaluated.ranking.norm_power) == (
+        run.evaluated.ranking.popularity, run.evaluated.ranking.norm_power)
+    assert again.tuned == recorded, "the record passes on, naming the search it came from"
+    assert again.metrics["ndcg@10"] > again.metrics["ndcg@10_popularity"]
+    # the relative collaborative weight carries over: the weight is that multiple of the new fit's unit
+    from recsys_platform.ml.tuning import collaborative_unit, validation_inputs
+
+    ranked = validation_inputs(again.evaluated, again.train, again.valid)
+    unit = collaborative_unit(again.evaluated, ranked.users, ranked.items, again.evaluated.ranking.norm_power)
+    assert again.evaluated.ranking.collaborative == pytest.approx(recorded.relative_collaborative * unit)
+    basis = search_basis(RETAIL, start.settings, None, ALS_GRID, None)  # `train` passes no L2 grid
+    assert basis == recorded.basis and recorded.reusable(basis, len(again.train))
+    assert not recorded.reusable(basis, 2 * len(run.train)), "twice the ratings: search again"
+    assert not recorded.reusable(basis, len(run.train), share=0.0), "retune_share 0: search every time"
+    assert not recorded.reusable(search_basis(RETAIL, start.settings, None, ALS_GRID, 0.05), len(run.train))
+    assert not recorded.reusable(search_basis(RETAIL, replace(start.settings, dim=40), None, ALS_GRID, None),
+                                 len(run.train))
+
+
+def test_a_new_user_is_ranked_with_weights_chosen_for_new_users(hybrid):
+    """Validation users embedded from their features alone choose a new user's weights; a user
+    vector carries them only when its id is unknown, and the chosen pair is the best tried."""
+    from recsys_platform.ml.tuning import NEW_USER_COLLABORATIVE, NEW_USER_PRIOR
+
+    _, run = hybrid
+    model = run.evaluated
+    tried, r = run.new_user_ndcg, model.ranking
+    assert len(tried) == len(NEW_USER_COLLABORATIVE) * len(NEW_USER_PRIOR)
+    assert tried[f"collaborative={r.new_user_collaborative:g}x prior={r.new_user_prior:g}"] == max(tried.values())
+    assert run.metrics["new_user_prior"] == r.new_user_prior == run.model.ranking.new_user_prior
+    rows = run.test.head(3)
+    known, new = model.user_embeddings(rows), model.user_embeddings(rows.assign(customerNumber=None))
+    w = model.tower_width
+    assert (known[:, w + 1] == 1.0).all() and (new[:, w + 1] == np.float32(r.new_user_prior)).all()
+    towers = replace(r, collaborative=1.0, new_user_collaborative=1.0)
+    plain = model.user_embeddings(rows.assign(customerNumber=None), ranking=towers)[:, w + 2:]
+    np.testing.assert_allclose(new[:, w + 2:], r.collaborative * r.new_user_collaborative * plain, rtol=1e-5, atol=1e-6)

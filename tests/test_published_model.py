@@ -7,6 +7,9 @@ another model: every user and item of a model must agree to 1e-6, cold rows incl
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,8 +64,11 @@ def test_every_user_and_item_of_the_demos_model_gets_the_published_vector(demo_m
 
 def test_cold_and_odd_rows_are_embedded_as_training_embeds_them(demo_model, tmp_path):
     """A new customer (no id, an unknown id, an unseen city, a missing credit limit) and ids of
-    other types (103.0, "103") go through the same rules on both paths."""
+    other types (103.0, "103") go through the same rules on both paths, the new-user weights
+    (here set apart from a known user's) included."""
     frame, model = demo_model
+    model = copy.copy(model)
+    model.ranking = replace(model.ranking, new_user_collaborative=0.5, new_user_prior=3.0)
     published, users, _, _ = _published(model, frame, tmp_path)
     known = users.iloc[:5]
     odd = pd.concat([
@@ -75,6 +81,8 @@ def test_cold_and_odd_rows_are_embedded_as_training_embeds_them(demo_model, tmp_
     ], ignore_index=True)
     expected = np.vstack([model.user_embeddings(odd.iloc[n:n + 5]) for n in range(0, len(odd), 5)])
     np.testing.assert_allclose(published.user_embeddings(_rows(odd)), expected, rtol=0, atol=1e-6)
+    prior = expected[:, model.tower_width + 1]  # the coordinate that weighs the item bias and prior
+    assert (prior[:10] == 3.0).all() and (prior[10:] == 1.0).all(), "new: no id or an unknown one; the rest known"
 
 
 @pytest.mark.parametrize("with_ids", [True, False])

@@ -28,10 +28,20 @@ class CollaborativeSettings:
     feature_ridge: float = 1.0  # the ridge from features to factors, for rows never seen in training
 
 
+# A warm start's share of the setting's iterations. Measured (features 100, 64 factors,
+# regularization 300, 30 iterations): ALS fitted on 80% of the training split and run on all of
+# it for 10 more iterations ranked the test split as a 30-iteration fit from scratch did
+# (NDCG@10 0.0906 and 0.0904; 10 from scratch: 0.0931 with narrower lists, 1.4% coverage against 1.7%).
+WARM_ITERATIONS = 1 / 3
+
+
 def als_factors(u_index: np.ndarray, i_index: np.ndarray, ratings: np.ndarray, n_users: int, n_items: int,
-                settings: CollaborativeSettings, seed: int, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                settings: CollaborativeSettings, seed: int, threads: int = 0,
+                start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Implicit-ALS factors of the ratings (each rating's user and item row), (users, items), on
-    `threads` threads (0: every core; the factors are the same either way)."""
+    `threads` threads (0: every core; the factors are the same either way). `start`: (users,
+    items) factors to start from (a fit on part of these ratings: the refit), for
+    WARM_ITERATIONS of the setting's iterations."""
     import warnings
 
     import implicit
@@ -45,8 +55,11 @@ def als_factors(u_index: np.ndarray, i_index: np.ndarray, ratings: np.ndarray, n
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*BLAS is configured to use", category=RuntimeWarning)
         als = implicit.cpu.als.AlternatingLeastSquares(
-            factors=settings.factors, regularization=settings.regularization, iterations=settings.iterations,
+            factors=settings.factors, regularization=settings.regularization,
+            iterations=settings.iterations if start is None else max(1, round(settings.iterations * WARM_ITERATIONS)),
             random_state=seed, calculate_training_loss=False, num_threads=threads)
+    if start is not None:
+        als.user_factors, als.item_factors = (np.ascontiguousarray(f, dtype=np.float32) for f in start)
     als.fit(matrix, show_progress=False)
     return als.user_factors, als.item_factors
 

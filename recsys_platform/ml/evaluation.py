@@ -9,10 +9,13 @@ validation split (`tune_als`, over a wide grid) and EASE, the item-item closed f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from recsys_platform.ml.collaborative import CollaborativeSettings, als_factors
+from recsys_platform.ml.encoding import training_rows
 from recsys_platform.ml.hybrid import HybridRecommender
 from recsys_platform.ml.spec import RecommenderSpec
 
@@ -59,6 +62,10 @@ def mae(y, p) -> float:
 
 MAX_RANKED_USERS = 5_000  # ranking metrics on a seeded sample of users past this many
 CHUNK = 1_000  # users scored at once: bounds memory to CHUNK x catalog floats
+# ... and at most this many scores: each block is a fresh array and argpartition makes an index
+# per score, so a block's cost is mostly first touches of new memory. At 110,000 items, 5,000
+# users ranked in 7.8 s in blocks of 1,000 and in 3.5 s in blocks of 150 (measured here).
+BLOCK_SCORES = 1 << 24
 
 
 @dataclass
@@ -97,23 +104,27 @@ def _by_user(sets: list[set[int]], n_items: int):
 def rank_users(score_rows, n_users: int, seen: list[set[int]], relevant: list[set[int]], k: int = K) -> Ranking:
     """`score_rows(lo, hi)` returns the (hi - lo, catalog) scores of users lo..hi-1, as a new
     array that this overwrites (seen items become -inf). Each block of users is ranked at once:
-    the k best per row, best first."""
+    the k best per row, best first. Blocks hold up to CHUNK users and BLOCK_SCORES scores (the
+    first, of at most 100 users, shows the catalog's size)."""
     ndcgs, recalls, capped, shown = [], [], [], set()
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.r_[0.0, np.cumsum(discounts)]  # the best DCG for 0..k relevant items
     seen_m = relevant_m = None
-    for lo in range(0, n_users, CHUNK):
-        block = np.asarray(score_rows(lo, min(lo + CHUNK, n_users)), dtype=float)
-        hi = lo + block.shape[0]
+    lo, step = 0, min(CHUNK, 100)
+    while lo < n_users:
+        block = np.asarray(score_rows(lo, min(lo + step, n_users)), dtype=float)
+        hi, width = lo + block.shape[0], block.shape[1]
         if seen_m is None:
-            seen_m, relevant_m = _by_user(seen, block.shape[1]), _by_user(relevant, block.shape[1])
+            seen_m, relevant_m = _by_user(seen, width), _by_user(relevant, width)
+        step = max(1, min(CHUNK, BLOCK_SCORES // max(width, 1)))
         part = seen_m[lo:hi].tocoo()
         block[part.row, part.col] = -np.inf
-        n, width = min(k, block.shape[1]), block.shape[1]
+        n = min(k, width)
         top = np.argpartition(block, width - n, axis=1)[:, width - n:]  # the n largest, unordered
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(block, top, axis=1), axis=1, kind="stable"), axis=1)
         shown.update(np.unique(top).tolist())
         rel = relevant_m[lo:hi]
+        lo = hi
         counts = np.diff(rel.indptr)
         users = np.flatnonzero(counts)
         if not len(users):
@@ -130,17 +141,36 @@ def rank_users(score_rows, n_users: int, seen: list[set[int]], relevant: list[se
     return Ranking(mean(ndcgs), mean(recalls), mean(capped), shown)
 
 
+class RankingInputs(NamedTuple):
+    """What ranking a split needs: its users, the catalog, each user's items excluded from the
+    candidates (`seen`) and held-out hits (`relevant`), by position in `users` and `items`."""
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    seen: list[set[int]]
+    relevant: list[set[int]]
+
+
+# The validation rankings of a search rank at most this many user x item scores each (at least
+# MIN_TUNING_USERS users): at scale 100 (11,000 items) all 5,000 sampled users, at scale 1000
+# (110,000 items) 500, so each of the hundreds of rankings a search makes costs about the same.
+TUNING_MAX_SCORES = 55_000_000
+MIN_TUNING_USERS = 500
+
+
 def ranking_inputs(s: RecommenderSpec, train: pd.DataFrame, test: pd.DataFrame, seed: int = 0,
-                    also_seen: pd.DataFrame | None = None):
-    """Test users (a seeded sample past MAX_RANKED_USERS), the whole catalog (items seen in train,
-    test or `also_seen`), each user's items seen in training or in `also_seen` (the validation
-    split: never candidates, since they can never count as hits) and relevant held-out items
-    (rated >= RELEVANT_RATING)."""
+                   also_seen: pd.DataFrame | None = None, max_scores: int | None = None) -> RankingInputs:
+    """Test users (a seeded sample past MAX_RANKED_USERS, or past `max_scores` // catalog size
+    but at least MIN_TUNING_USERS), the whole catalog (items seen in train, test or `also_seen`),
+    each user's items seen in training or in `also_seen` (the validation split: never
+    candidates, since they can never count as hits) and relevant held-out items (rated >=
+    RELEVANT_RATING)."""
     seen_frame = train if also_seen is None else pd.concat([train, also_seen])
     items = pd.concat([seen_frame, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
     users = test[s.user_columns()].drop_duplicates(s.user_id)
-    if len(users) > MAX_RANKED_USERS:
-        users = users.sample(MAX_RANKED_USERS, random_state=seed)
+    most = MAX_RANKED_USERS if max_scores is None else min(MAX_RANKED_USERS, max(MIN_TUNING_USERS, max_scores // len(items)))
+    if len(users) > most:
+        users = users.sample(most, random_state=seed)
     users = users.reset_index(drop=True)
     test = test[test[s.user_id].isin(users[s.user_id])]
     item_pos = pd.Series(np.arange(len(items)), index=items[s.item_id])
@@ -153,7 +183,7 @@ def ranking_inputs(s: RecommenderSpec, train: pd.DataFrame, test: pd.DataFrame, 
     hits = test[test[s.rating] >= RELEVANT_RATING]
     for u, i in zip(hits[s.user_id].map(user_pos), hits[s.item_id].map(item_pos)):
         relevant[u].add(int(i))
-    return users, items, seen, relevant
+    return RankingInputs(users, items, seen, relevant)
 
 
 def model_rows(model: HybridRecommender, users: pd.DataFrame, items: pd.DataFrame):
@@ -162,20 +192,22 @@ def model_rows(model: HybridRecommender, users: pd.DataFrame, items: pd.DataFram
 
 
 def evaluate(model: HybridRecommender, train: pd.DataFrame, test: pd.DataFrame,
-             valid: pd.DataFrame | None = None) -> dict:
+             valid: pd.DataFrame | None = None, held_out: RankingInputs | None = None) -> dict:
     """Metrics of `model` (trained on `train`) and of the baselines, on `test` (the items a user
-    has in `valid` are excluded from that user's candidates, like the training items)."""
+    has in `valid` are excluded from that user's candidates, like the training items).
+    `held_out`: `ranking_inputs(spec, train, test, also_seen=valid)` if built already."""
     s = model.spec
     y = test[s.rating].astype(float).to_numpy()
     bias = BiasBaseline(s).fit(train)
     mean = float(train[s.rating].mean())
+    predicted = model.predict(test)
     metrics = {
-        "rmse": rmse(y, model.predict(test)), "mae": mae(y, model.predict(test)),
+        "rmse": rmse(y, predicted), "mae": mae(y, predicted),
         "rmse_global_mean": rmse(y, np.full_like(y, mean)), "mae_global_mean": mae(y, np.full_like(y, mean)),
         "rmse_bias": rmse(y, bias.predict(test)), "mae_bias": mae(y, bias.predict(test)),
         "test_ratings": int(len(test)), "train_ratings": int(len(train)),
     }
-    users, items, seen, relevant = ranking_inputs(s, train, test, also_seen=valid)
+    users, items, seen, relevant = held_out or ranking_inputs(s, train, test, also_seen=valid)
     mine = rank_users(model_rows(model, users, items), len(users), seen, relevant)
     popularity = train[s.item_id].value_counts().reindex(items[s.item_id]).fillna(0).to_numpy(dtype=float)
     pop = rank_users(lambda lo, hi: np.tile(popularity, (hi - lo, 1)), len(users), seen, relevant)
@@ -211,24 +243,22 @@ class ALSBaseline:
     seed: int = 0
     validation_coverage: float | None = None  # set by `tune_als`: the coverage the search's best reached
 
-    def fit(self, train: pd.DataFrame) -> ALSBaseline:
-        import implicit
-        import scipy.sparse as sp
-        from threadpoolctl import threadpool_limits
-
+    def fit(self, train: pd.DataFrame, factors: tuple[np.ndarray, np.ndarray] | None = None) -> ALSBaseline:
+        """`factors`: the (users, items) ALS factors of `train` at this setting if computed already
+        (the hybrid's collaborative part at the same setting has them: `collaborative.als_factors`
+        fits both, users and items in the order of their first rating)."""
         s = self.spec
-        self.users = pd.Index(train[s.user_id].unique())
-        self.items = pd.Index(train[s.item_id].unique())
-        rows, cols = self.users.get_indexer(train[s.user_id]), self.items.get_indexer(train[s.item_id])
-        confidence = 1.0 + self.alpha * train[s.rating].astype(float).to_numpy()
-        matrix = sp.csr_matrix((confidence, (rows, cols)), shape=(len(self.users), len(self.items)))
-        with threadpool_limits(1, "blas"):  # implicit's advice (it checks at construction): BLAS threads fight its own
-            self.model = implicit.cpu.als.AlternatingLeastSquares(
-                factors=self.factors, regularization=self.regularization, iterations=self.iterations,
-                random_state=self.seed, calculate_training_loss=False)
-            self.model.fit(matrix, show_progress=False)
+        users, items, u_index, i_index = training_rows(s, train)
+        self.users, self.items = pd.Index(users[s.user_id]), pd.Index(items[s.item_id])
+        if factors is None:
+            factors = als_factors(u_index, i_index, train[s.rating].astype(float).to_numpy(), len(users), len(items),
+                                  self.collaborative_settings(), self.seed)
+        self.user_factors, self.item_factors = factors
         self.popularity = train[s.item_id].value_counts()
         return self
+
+    def collaborative_settings(self) -> CollaborativeSettings:
+        return CollaborativeSettings(**self.setting)
 
     @property
     def setting(self) -> dict:
@@ -239,12 +269,12 @@ class ALSBaseline:
         s = self.spec
         u_pos = self.users.get_indexer(users[s.user_id])
         i_pos = self.items.get_indexer(items[s.item_id])
-        item_factors = np.where(i_pos[:, None] >= 0, self.model.item_factors[np.maximum(i_pos, 0)], 0.0)
+        item_factors = np.where(i_pos[:, None] >= 0, self.item_factors[np.maximum(i_pos, 0)], 0.0)
         fallback = _popularity(self.popularity, items[s.item_id])
 
         def rows(lo: int, hi: int) -> np.ndarray:
             block = u_pos[lo:hi]
-            out = self.model.user_factors[np.maximum(block, 0)] @ item_factors.T
+            out = self.user_factors[np.maximum(block, 0)] @ item_factors.T
             out[block < 0] = fallback  # a user unseen in training: popularity
             return out
 
@@ -293,7 +323,7 @@ def tune_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, gr
     """The ALS whose NDCG@10 on `valid` is best over `grid` (`coordinate_search` from `start`);
     returns it, fitted on `train` (with `validation_coverage`: its top-10 lists' share of the
     catalog on `valid`), and NDCG per setting tried."""
-    users, items, seen, relevant = ranking_inputs(spec, train, valid)
+    users, items, seen, relevant = ranking_inputs(spec, train, valid, max_scores=TUNING_MAX_SCORES)
     kept: dict = {"ndcg": -1.0}  # only the best model so far stays in memory
 
     def score(setting: dict) -> float:
@@ -374,7 +404,7 @@ def tune_ease(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, g
     catalog; NDCG against L2 has one peak in every data set measured)."""
     if train[spec.item_id].nunique() > max_items:
         return None, {}
-    users, items, seen, relevant = ranking_inputs(spec, train, valid)
+    users, items, seen, relevant = ranking_inputs(spec, train, valid, max_scores=TUNING_MAX_SCORES)
     s = spec
     x = _binary_matrix(train, s, pd.Index(train[s.user_id].unique()), pd.Index(train[s.item_id].unique()))
     gram = (x.T @ x).toarray()
@@ -398,9 +428,10 @@ def tune_ease(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, g
 
 
 def ranking_metrics(spec: RecommenderSpec, score_rows_for, train: pd.DataFrame, test: pd.DataFrame,
-                    valid: pd.DataFrame | None = None) -> dict:
+                    valid: pd.DataFrame | None = None, held_out: RankingInputs | None = None) -> dict:
     """NDCG@10, recall@10 and top-10 catalog coverage of any scorer on the test split, with the
-    same candidates and exclusions as `evaluate` (`score_rows_for(users, items)` gives the rows)."""
-    users, items, seen, relevant = ranking_inputs(spec, train, test, also_seen=valid)
+    same candidates and exclusions as `evaluate` (`score_rows_for(users, items)` gives the rows;
+    `held_out` as `evaluate` takes it)."""
+    users, items, seen, relevant = held_out or ranking_inputs(spec, train, test, also_seen=valid)
     r = rank_users(score_rows_for(users, items), len(users), seen, relevant)
     return {f"ndcg@{K}": r.ndcg, f"recall@{K}": r.recall, "coverage": len(r.shown) / len(items)}

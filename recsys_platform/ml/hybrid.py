@@ -49,6 +49,7 @@ from recsys_platform.ml.published import (
     RankingWeights,
     item_vectors,
     popularity_prior,
+    ranking_weights,
     user_vectors,
 )
 from recsys_platform.ml.spec import RecommenderSpec
@@ -128,7 +129,8 @@ class HybridRecommender:
         return encode_training(self.spec, frame, self.settings.with_ids)
 
     def fit(self, frame: pd.DataFrame, collaborative: bool = True, encoded: TrainingEncoding | None = None,
-            start: np.ndarray | None = None, start_from: HybridRecommender | None = None) -> HybridRecommender:
+            start: np.ndarray | None = None, start_from: HybridRecommender | None = None,
+            factors: tuple[np.ndarray, np.ndarray] | None = None) -> HybridRecommender:
         """Fit the towers on `frame`, then (with collaborative factors and `collaborative`) the
         collaborative part. The towers alone already predict ratings: `tuning.choose_l2`
         compares them on validation RMSE and adds the collaborative part once, to the best.
@@ -136,7 +138,11 @@ class HybridRecommender:
         encoding and its encoders, and `frame` is not read again). `start`: an item tower of a
         previous fit on the same encoding to start from (alternating solver only); `start_from`: a
         fitted model of the same tower width (e.g. on part of these ratings) whose item towers of
-        `frame`'s items start the sweeps instead: the refit on every rating converges in fewer."""
+        `frame`'s items start the sweeps instead: the refit on every rating converges in fewer; at
+        the same collaborative settings its factors start the ALS too, which then runs a third of
+        its iterations (`collaborative.WARM_ITERATIONS`).
+        `factors`: `collaborative_factors(frame)` if computed already (an ALS baseline of the same
+        setting fitted on `frame` has them)."""
         encoded = encoded or self.encode_training(frame)
         if encoded.with_ids != self.settings.with_ids:
             raise ValueError(f"the training encoding was made for with_ids={encoded.with_ids}, "
@@ -144,20 +150,26 @@ class HybridRecommender:
         self.user_encoder, self.item_encoder = encoded.user_encoder, encoded.item_encoder
         self.global_mean = encoded.global_mean
         self.item_counts = encoded.item_counts
+        warm_items = None
+        if start_from is not None:
+            if start_from.tower_width != self.tower_width:
+                raise ValueError(f"start_from has towers of width {start_from.tower_width}, this model {self.tower_width}")
+            warm_items = start_from.item_encoder.transform(encoded.items) @ start_from.item_weights
+        w = self.tower_width
         if self.settings.solver == "alternating":
-            warm = None
-            if start_from is not None:
-                w = start_from.tower_width
-                if w != self.tower_width:
-                    raise ValueError(f"start_from has towers of width {w}, this model {self.tower_width}")
-                warm = start_from.item_encoder.transform(encoded.items) @ start_from.item_weights[:, : w + 1]
-            fit = solvers.alternate(encoded, self.settings.towers, start, warm)
+            fit = solvers.alternate(encoded, self.settings.towers, start,
+                                    None if warm_items is None else warm_items[:, : w + 1])
         else:
             fit = solvers.lbfgs(encoded, self.settings.towers)
         self.user_weights, self.item_weights = fit.user_weights, fit.item_weights
         self.training_log, self.converged, self.iterations = fit.training_log, fit.converged, fit.iterations
         if collaborative and self.settings.collaborative.factors:
-            self._attach_factors(encoded)
+            warm_factors = None
+            if factors is None and warm_items is not None and start_from.settings.collaborative == self.settings.collaborative:
+                # the start model's factors of these rows: a known row's own, a new one's from its features
+                users = start_from.user_encoder.transform(encoded.users) @ start_from.user_weights[:, w + 1:]
+                warm_factors = (users, warm_items[:, w + 1:])
+            self._attach_factors(encoded, factors, warm_factors)
         return self
 
     def collaborative_factors(self, frame: pd.DataFrame, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -183,20 +195,21 @@ class HybridRecommender:
             encoded = encode_with(self.spec, frame, self.user_encoder, self.item_encoder, self.item_counts)
         elif encoded.user_encoder is not self.user_encoder or encoded.item_encoder is not self.item_encoder:
             raise ValueError("the encoding given is not the one these towers were fitted on")
-        if factors is not None and (len(factors[0]), len(factors[1])) != (encoded.xu.shape[0], encoded.xi.shape[0]):
-            raise ValueError(f"factors for {len(factors[0])} users and {len(factors[1])} items given, but the frame "
-                             f"has {encoded.xu.shape[0]} and {encoded.xi.shape[0]}: pass collaborative_factors(frame) "
-                             "of the same frame")
         self._attach_factors(encoded, factors)
         return self
 
-    def _attach_factors(self, encoded: TrainingEncoding, factors=None) -> None:
-        """The ALS factors of the encoded ratings (computed here if None), appended to the towers'
-        weights (`collaborative.factor_weights`)."""
+    def _attach_factors(self, encoded: TrainingEncoding, factors=None, warm=None) -> None:
+        """The ALS factors of the encoded ratings (computed here if None, from the `warm`
+        (users, items) factors if given), appended to the towers' weights
+        (`collaborative.factor_weights`)."""
         e, s = encoded, self.spec
+        if factors is not None and (len(factors[0]), len(factors[1])) != (e.xu.shape[0], e.xi.shape[0]):
+            raise ValueError(f"factors for {len(factors[0])} users and {len(factors[1])} items given, but the frame "
+                             f"has {e.xu.shape[0]} and {e.xi.shape[0]}: pass collaborative_factors(frame) "
+                             "of the same frame")
         if factors is None:
             factors = als_factors(e.u_index, e.i_index, e.ratings, e.xu.shape[0], e.xi.shape[0],
-                                  self.settings.collaborative, self.settings.seed)
+                                  self.settings.collaborative, self.settings.seed, start=warm)
         ridge = self.settings.collaborative.feature_ridge
         user_part = factor_weights(self.user_encoder, e.users, e.xu, factors[0], s.user_id, ridge)
         item_part = factor_weights(self.item_encoder, e.items, e.xi, factors[1], s.item_id, ridge)
@@ -222,11 +235,14 @@ class HybridRecommender:
                         ranking: RankingWeights | None = None) -> np.ndarray:
         """(n, dim) float32: [tower, bias, 1, collaborative weight * factors] per user row
         (`published.user_vectors`). A row whose id is None or unseen is embedded from its features
-        (a new customer). `ranking`: other weights than the model's (the tuning's grid)."""
+        (a new customer), with the new-user weights. `ranking`: other weights than the model's (the
+        tuning's grid)."""
         self._check_fitted()
         users = self._with_id(users, self.spec.user_id, features_only)
-        return user_vectors(self.user_encoder.transform(users) @ self.user_weights, self.tower_width,
-                            ranking or self.ranking)
+        x = self.user_encoder.transform(users)
+        ids = self.user_encoder.id_columns
+        new = None if ids is None else np.asarray(x[:, ids].sum(axis=1)).ravel() == 0  # no id column set
+        return user_vectors(x @ self.user_weights, self.tower_width, ranking or self.ranking, new)
 
     def popularity_prior(self, items: pd.DataFrame, ranking: RankingWeights | None = None) -> np.ndarray:
         """popularity weight * log(1 + ratings of the item in training); 0 for a new item."""
@@ -279,6 +295,7 @@ class HybridRecommender:
                 "seed": s.seed, "global_mean": self.global_mean, "metric": "inner_product",
                 "popularity_weight": r.popularity, "spec": asdict(self.spec),
                 "als_factors": c.factors, "als_weight": r.collaborative, "als_norm_power": r.norm_power,
+                "new_user_als_multiple": r.new_user_collaborative, "new_user_prior": r.new_user_prior,
                 "als_regularization": c.regularization, "als_alpha": c.alpha,
                 "als_iterations": c.iterations, "feature_ridge": c.feature_ridge, "bias_l2": s.towers.bias_l2}
 
@@ -297,8 +314,7 @@ class HybridRecommender:
                                   max_iter=config["max_iter"], ftol=config.get("ftol"), seed=config["seed"],
                                   collaborative=collaborative)
         model = cls(RecommenderSpec(**config["spec"]), settings)
-        model.ranking = RankingWeights(config.get("als_weight", 0.0), config.get("popularity_weight", 0.0),
-                                       config.get("als_norm_power", 0.0))
+        model.ranking = ranking_weights(config)
         model.global_mean = config["global_mean"]
         model.converged, model.iterations = config.get("converged", False), config.get("iterations", 0)
         return model

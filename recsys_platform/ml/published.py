@@ -59,18 +59,32 @@ class RankingWeights:
     `collaborative` weighs the ALS part. An item's factor norm grows with its ratings, a second
     popularity term that puts the same items on every list: the factors are divided by their
     norm to `norm_power` (0: as ALS gives them; 1: their direction alone).
+
+    A new user (an id unknown to the model, embedded from features) has no ratings of its own:
+    its collaborative factors are what its features predict, and what suits it best is not what
+    suits a known user. Its vector weighs the collaborative part by `new_user_collaborative`
+    times `collaborative`, and the item bias with the popularity prior by `new_user_prior`
+    (both chosen on validation users embedded from their features: `tuning.choose_new_user_weights`).
     """
 
     collaborative: float = 0.0
     popularity: float = 0.0
     norm_power: float = 0.0
+    new_user_collaborative: float = 1.0
+    new_user_prior: float = 1.0
 
 
-def user_vectors(e: np.ndarray, width: int, ranking: RankingWeights) -> np.ndarray:
+def user_vectors(e: np.ndarray, width: int, ranking: RankingWeights, new: np.ndarray | None = None) -> np.ndarray:
     """(n, dim) float32 from the user tower's output `e` (tower, bias, factors):
-    [tower, bias, 1, collaborative weight * factors]."""
-    return np.hstack([e[:, :width], e[:, width:width + 1], np.ones((len(e), 1)),
-                      ranking.collaborative * e[:, width + 1:]]).astype(np.float32)
+    [tower, bias, 1, collaborative weight * factors]; a row of `new` (a boolean mask: ids the
+    model does not know; None: none) [tower, bias, new_user_prior, collaborative weight *
+    new_user_collaborative * factors]."""
+    prior = np.ones((len(e), 1))
+    weight = np.full((len(e), 1), ranking.collaborative)
+    if new is not None and new.any():
+        prior[new] = ranking.new_user_prior
+        weight[new] *= ranking.new_user_collaborative
+    return np.hstack([e[:, :width], e[:, width:width + 1], prior, weight * e[:, width + 1:]]).astype(np.float32)
 
 
 def item_vectors(e: np.ndarray, width: int, ranking: RankingWeights, prior: np.ndarray) -> np.ndarray:
@@ -82,6 +96,14 @@ def item_vectors(e: np.ndarray, width: int, ranking: RankingWeights, prior: np.n
         factors = factors / np.maximum(norms, 1e-9) ** ranking.norm_power
     bias = e[:, width] + prior
     return np.hstack([e[:, :width], np.ones((len(e), 1)), bias[:, None], factors]).astype(np.float32)
+
+
+def ranking_weights(config: dict) -> RankingWeights:
+    """The ranking weights of a model's config.json (`HybridRecommender.config`); a model of an
+    older version lacks some, which take their defaults."""
+    return RankingWeights(config.get("als_weight", 0.0), config.get("popularity_weight", 0.0),
+                          config.get("als_norm_power", 0.0), config.get("new_user_als_multiple", 1.0),
+                          config.get("new_user_prior", 1.0))
 
 
 def popularity_prior(counts: np.ndarray, ranking: RankingWeights) -> np.ndarray:
@@ -134,6 +156,14 @@ class TowerTransform:
         elif isinstance(value, float) and math.isnan(value):
             value = None
         return NULL if value is None else str(value)
+
+    def new_rows(self, rows: Sequence[Mapping]) -> np.ndarray | None:
+        """Which rows have an id the model does not know (None without an id column: every row is
+        embedded from its features, known or not)."""
+        if not self.id_column:
+            return None
+        index = next(index for column, index in self.one_hot if column == self.id_column)
+        return np.array([self._category(self.id_column, r.get(self.id_column)) not in index for r in rows], dtype=bool)
 
     def apply(self, rows: Sequence[Mapping], weights: np.ndarray) -> np.ndarray:
         """(n, weight columns): each row encoded, times `weights` (a value unseen in training sets
@@ -193,14 +223,15 @@ class PublishedModel:
         parts = artifacts.read_model(store, version)
         c, s = parts.config, parts.scalers
         return cls(parts.version, RecommenderSpec(**c["spec"]), c["dim"], c["dim"] - 2 - c.get("als_factors", 0),
-                   RankingWeights(c.get("als_weight", 0.0), c.get("popularity_weight", 0.0), c.get("als_norm_power", 0.0)),
+                   ranking_weights(c),
                    TowerTransform.from_json(s["user_ohe"], s["user_std_scaler"]),
                    TowerTransform.from_json(s["item_ohe"], s["item_std_scaler"]),
                    parts.user_weights, parts.item_weights, parts.item_counts)
 
     def user_embeddings(self, users: Sequence[Mapping]) -> np.ndarray:
         """(n, dim) float32 per user row; a row without a known id is embedded from its features."""
-        return user_vectors(self.users.apply(users, self.user_weights), self.tower_width, self.ranking)
+        return user_vectors(self.users.apply(users, self.user_weights), self.tower_width, self.ranking,
+                            self.users.new_rows(users))
 
     def item_embeddings(self, items: Sequence[Mapping]) -> np.ndarray:
         """(n, dim) float32 per item row, the popularity prior of its training ratings included."""

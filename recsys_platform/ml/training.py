@@ -12,6 +12,11 @@
 4. refit at the chosen settings on every rating (train, validation and test) and return that
    model: what a deployment publishes. Its quality is the one measured in 3, on less data.
 
+Step 2 is most of the time on large data (scale 1000: minutes, docs/ml.md). Its choices are
+returned as a `Tuned` record, which the manifest keeps: given the last one (`previous`), a
+training on about as many ratings, shaped and searched the same way, refits at those settings
+instead of searching again (`Tuned.reusable`), and the metrics say which it did (`tuning`).
+
 Example (MovieLens 100K, a film data set with a flag and a list of genres; docs/ml.md):
 
     >>> from recsys_platform.ml.datasets import MOVIELENS_SPEC, movielens_100k
@@ -22,7 +27,9 @@ Example (MovieLens 100K, a film data set with a flag and a list of genres; docs/
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import pandas as pd
 
@@ -40,6 +47,7 @@ from recsys_platform.ml.evaluation import (
     tune_ease,
 )
 from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
+from recsys_platform.ml.published import RankingWeights
 from recsys_platform.ml.spec import RecommenderSpec
 from recsys_platform.ml.tuning import (
     L2_GRID,
@@ -47,6 +55,7 @@ from recsys_platform.ml.tuning import (
     carry_weights,
     choose_l2,
     choose_ranking,
+    validation_inputs,
 )
 
 # The hybrid as trained by default: 16 collaborative factors to start the search from, 14 tower dimensions.
@@ -54,13 +63,65 @@ DEFAULT_SETTINGS = HybridSettings(dim=32, collaborative=CollaborativeSettings(fa
 # Past this many training ratings the ALS search runs on a seeded sample of users holding about
 # this many (the chosen setting is then fitted on all of them): each setting is a whole ALS fit.
 TUNING_MAX_RATINGS = 300_000
+# A search's choices are reused while the training split holds within this share of the ratings
+# it was searched on (more or fewer); past it, the settings are searched again.
+RETUNE_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """What a search chose on validation, as the manifest's metrics keep it (`metrics["tuned"]`):
+    the ALS setting (the collaborative part's and the ALS baseline's; {} with neither), the towers' L2, the ranking weights
+    (the collaborative one relative to the spread of the scores, so it carries to a new fit:
+    `tuning.carry_weights`), the coverage floor and the ALS validation coverage it followed, how
+    many training ratings the search saw, and `basis`: a digest of what the search depended on
+    (the spec, the starting settings, the grids and the floor asked for)."""
+
+    basis: str
+    train_ratings: int
+    als: dict
+    l2: float
+    relative_collaborative: float
+    popularity: float
+    norm_power: float
+    new_user_collaborative: float
+    new_user_prior: float
+    coverage_floor: float
+    searched_at: str = ""  # the version (or run) that searched, as the reader names it
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data, searched_at: str = "") -> Tuned | None:
+        """The record in a manifest's metrics, or None if it has none or one of another shape;
+        `searched_at`: the version it was read from, unless the record names an earlier search."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not names - {"searched_at"} <= set(data):
+            return None
+        return cls(**{**{k: v for k, v in data.items() if k in names},
+                      "searched_at": data.get("searched_at") or searched_at})
+
+    def reusable(self, basis: str, train_ratings: int, share: float = RETUNE_SHARE) -> bool:
+        """Whether a training of `train_ratings` ratings on the same `basis` may reuse these choices
+        (never with `share` 0)."""
+        return share > 0 and self.basis == basis and abs(train_ratings - self.train_ratings) <= share * self.train_ratings
+
+
+def search_basis(spec: RecommenderSpec, settings: HybridSettings, l2_grid, collaborative_grid,
+                 min_coverage: float | None) -> str:
+    """A digest of what a search's choices depend on, besides the data."""
+    described = {"spec": asdict(spec), "settings": asdict(settings), "l2_grid": list(l2_grid or []),
+                 "collaborative_grid": collaborative_grid or {}, "min_coverage": min_coverage}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
 class TrainingRun:
     """What `train_recommender` made: `model` (refit on every rating at the chosen settings, or
     the evaluated model without refit), `evaluated` (fitted on `train`; `metrics` are its, on
-    `test`), the splits, and every setting's validation figure."""
+    `test`), the splits, what was chosen (`tuned`) and every setting's validation figure (empty
+    when `tuned` was reused)."""
 
     model: HybridRecommender
     evaluated: HybridRecommender
@@ -68,10 +129,12 @@ class TrainingRun:
     valid: pd.DataFrame
     test: pd.DataFrame
     metrics: dict
+    tuned: Tuned
     popularity_ndcg_by_weight: dict[float, float] = field(default_factory=dict)
     als_ndcg_by_setting: dict[str, float] = field(default_factory=dict)
     ease_ndcg_by_l2: dict[str, float] = field(default_factory=dict)
     blend_ndcg_by_weight: dict[str, dict] = field(default_factory=dict)  # NDCG@10, coverage, norm power per setting
+    new_user_ndcg: dict[str, float] = field(default_factory=dict)  # validation users as new ones, per weights
 
 
 def _tuning_sample(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, max_ratings: int, seed: int):
@@ -84,11 +147,25 @@ def _tuning_sample(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFra
     return train[train[spec.user_id].isin(kept)], valid[valid[spec.user_id].isin(kept)]
 
 
+def _splits(frame: pd.DataFrame, spec: RecommenderSpec, test_share: float, valid_share: float, seed: int,
+            extra_train: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train, validation and test splits of `frame`, `extra_train` joining the training split."""
+    rest, test = split(frame, test_share, seed)
+    train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
+    if extra_train is not None and len(extra_train):
+        # A pair held out for validation or test stays held out: its implied rating would leak it.
+        held = pd.MultiIndex.from_frame(pd.concat([valid, test])[[spec.user_id, spec.item_id]])
+        kept = ~pd.MultiIndex.from_frame(extra_train[[spec.user_id, spec.item_id]]).isin(held)
+        train = pd.concat([train, extra_train.loc[kept].reindex(columns=frame.columns)], ignore_index=True)
+    return train, valid, test
+
+
 def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: HybridSettings = DEFAULT_SETTINGS, *,
                       test_share: float = 0.2, valid_share: float = 0.1, seed: int = 0,
                       l2_grid=L2_GRID, collaborative_grid: dict | None = ALS_GRID, min_coverage: float | None = None,
                       baselines: bool = True, refit: bool = True, extra_train: pd.DataFrame | None = None,
-                      tuning_max_ratings: int = TUNING_MAX_RATINGS, ease_max_items: int = EASE_MAX_ITEMS) -> TrainingRun:
+                      tuning_max_ratings: int = TUNING_MAX_RATINGS, ease_max_items: int = EASE_MAX_ITEMS,
+                      previous: Tuned | None = None, retune_share: float = RETUNE_SHARE) -> TrainingRun:
     """Train the hybrid on `frame` (columns of `spec`) with every setting chosen on validation,
     evaluate it on a held-out split against the baselines, and refit it on every rating.
 
@@ -103,15 +180,14 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     also score tuned ALS and EASE (up to `ease_max_items` items) on the test split. `refit`: return the model refit on every
     rating (False: the evaluated one). `extra_train`: rows with (at least) the spec's columns
     that join the training split only, e.g. implied ratings of the stream's interactions
-    (`feedback.training`), so validation and test stay `frame`'s."""
-    rest, test = split(frame, test_share, seed)
-    train, valid = split(rest, valid_share / (1 - test_share), seed + 1)
-    if extra_train is not None and len(extra_train):
-        # A pair held out for validation or test stays held out: its implied rating would leak it.
-        held = pd.MultiIndex.from_frame(pd.concat([valid, test])[[spec.user_id, spec.item_id]])
-        kept = ~pd.MultiIndex.from_frame(extra_train[[spec.user_id, spec.item_id]]).isin(held)
-        train = pd.concat([train, extra_train.loc[kept].reindex(columns=frame.columns)], ignore_index=True)
-    metrics: dict = {}
+    (`feedback.training`), so validation and test stay `frame`'s. `previous`: the last search's
+    `Tuned` record; it is reused instead of searching when `Tuned.reusable` (same basis, a
+    training split within `retune_share` of its size; 0: search every time)."""
+    train, valid, test = _splits(frame, spec, test_share, valid_share, seed, extra_train)
+    basis = search_basis(spec, settings, l2_grid, collaborative_grid, min_coverage)
+    if previous is not None and previous.reusable(basis, len(train), retune_share):
+        return _refit_tuned(previous, spec, settings, train, valid, test, baselines, refit, ease_max_items)
+    metrics: dict = {"tuning": f"searched on the validation split ({len(train)} training ratings)"}
     als, als_tried = None, {}
     if collaborative_grid and (settings.collaborative.factors or baselines):
         sample_train, sample_valid = _tuning_sample(spec, train, valid, tuning_max_ratings, seed)
@@ -121,43 +197,87 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
             als = ALSBaseline(spec, seed=settings.seed, validation_coverage=coverage, **als.setting).fit(train)
             metrics["als_tuning_ratings"] = len(sample_train)
         if settings.collaborative.factors:
-            tuned = replace(settings.collaborative, **als.setting)
-            settings = replace(settings, dim=settings.tower_width + 2 + tuned.factors, collaborative=tuned)
+            settings = _with_collaborative(settings, als.setting)
     elif baselines:
         als = ALSBaseline(spec, seed=settings.seed, **_als_setting(settings.collaborative)).fit(train)
     model = HybridRecommender(spec, settings)
+    factors = _shared_factors(als, settings)
     l2_tried: dict[float, float] = {}
     if l2_grid:
-        choice = choose_l2(model, train, valid, l2_grid)
+        choice = choose_l2(model, train, valid, l2_grid, factors=factors)
         model, l2_tried = choice.model, choice.validation_rmse
+        metrics["validation_rmse_by_l2"] = {str(k): round(v, 4) for k, v in l2_tried.items()}
     else:
-        model.fit(train)
+        model.fit(train, factors=factors)
     if min_coverage is None:
         baseline = None if als is None else als.validation_coverage  # None: no search ran
         min_coverage = MIN_COVERAGE if baseline is None else min(MIN_COVERAGE, baseline)
-    metrics["coverage_floor"] = min_coverage
     ranking = choose_ranking(model, train, valid, min_coverage)
     model.ranking = ranking.weights
-    metrics.update(evaluate(model, train, test, valid))
+    c = model.settings.collaborative
+    chosen = als.setting if als is not None else _als_setting(c) if c.factors else {}
+    r = model.ranking
+    tuned = Tuned(basis, len(train), chosen, model.settings.l2, ranking.relative_collaborative, r.popularity,
+                  r.norm_power, r.new_user_collaborative, r.new_user_prior, min_coverage)
+    metrics, ease_tried = _finish(metrics, tuned, model, als, train, valid, test, baselines, ease_max_items)
+    published = _published(model, tuned, ranking.ranked, train, valid, test, refit, metrics)
+    return TrainingRun(published, model, train, valid, test, metrics, tuned, ranking.popularity_ndcg_by_weight,
+                       als_tried, ease_tried, ranking.blend_by_setting, ranking.new_user_ndcg)
+
+
+def _refit_tuned(tuned: Tuned, spec: RecommenderSpec, settings: HybridSettings, train: pd.DataFrame,
+                 valid: pd.DataFrame, test: pd.DataFrame, baselines: bool, refit: bool,
+                 ease_max_items: int) -> TrainingRun:
+    """`train_recommender` at the settings of an earlier search: one fit, no grid."""
+    if tuned.als and settings.collaborative.factors:
+        settings = _with_collaborative(settings, tuned.als)
+    settings = replace(settings, l2=tuned.l2)
+    metrics: dict = {"tuning": f"reused the search of {tuned.searched_at or 'an earlier training'} "
+                               f"({tuned.train_ratings} training ratings; now {len(train)})"}
+    als = None
+    if baselines:
+        als = ALSBaseline(spec, seed=settings.seed, **(tuned.als or _als_setting(settings.collaborative))).fit(train)
+    model = HybridRecommender(spec, settings).fit(train, factors=_shared_factors(als, settings))
+    ranked = validation_inputs(model, train, valid)
+    chosen = RankingWeights(0.0, tuned.popularity, tuned.norm_power, tuned.new_user_collaborative, tuned.new_user_prior)
+    model.ranking = carry_weights(chosen,
+                                  tuned.relative_collaborative, model, ranked.users, ranked.items)
+    metrics, ease_tried = _finish(metrics, tuned, model, als, train, valid, test, baselines, ease_max_items)
+    published = _published(model, tuned, ranked, train, valid, test, refit, metrics)
+    return TrainingRun(published, model, train, valid, test, metrics, tuned, ease_ndcg_by_l2=ease_tried)
+
+
+def _finish(metrics: dict, tuned: Tuned, model: HybridRecommender, als: ALSBaseline | None, train: pd.DataFrame,
+            valid: pd.DataFrame, test: pd.DataFrame, baselines: bool, ease_max_items: int) -> tuple[dict, dict]:
+    """The held-out metrics of `model` and (with `baselines`) of ALS and EASE, and EASE's L2 search."""
+    metrics["coverage_floor"] = tuned.coverage_floor
+    held_out = ranking_inputs(model.spec, train, test, also_seen=valid)  # once for the model and every baseline
+    metrics.update(evaluate(model, train, test, valid, held_out=held_out))
     metrics.update(_settings_metrics(model))
-    if l2_tried:
-        metrics["validation_rmse_by_l2"] = {str(k): round(v, 4) for k, v in l2_tried.items()}
+    metrics["tuned"] = tuned.to_json()
     ease_tried: dict[str, float] = {}
     if baselines:
-        for name, value in ranking_metrics(spec, als.score_rows, train, test, valid).items():
+        for name, value in ranking_metrics(model.spec, als.score_rows, train, test, valid, held_out).items():
             metrics[f"{name}_als"] = value
         metrics["als_params"] = setting_name(als.setting)
-        ease, ease_tried = tune_ease(spec, train, valid, max_items=ease_max_items)
+        ease, ease_tried = tune_ease(model.spec, train, valid, max_items=ease_max_items)
         if ease is not None:
-            for name, value in ranking_metrics(spec, ease.score_rows, train, test, valid).items():
+            for name, value in ranking_metrics(model.spec, ease.score_rows, train, test, valid, held_out).items():
                 metrics[f"{name}_ease"] = value
             metrics["ease_l2"] = ease.l2
+    return metrics, ease_tried
+
+
+def _published(model: HybridRecommender, tuned: Tuned, ranked, train: pd.DataFrame, valid: pd.DataFrame,
+               test: pd.DataFrame, refit: bool, metrics: dict) -> HybridRecommender:
+    """The model to publish: refit on every rating from the evaluated towers (`refit`), its
+    collaborative weight carried over on the validation users (`ranked`), or `model` itself."""
     published = model
     if refit:
         everything = pd.concat([train, valid, test], ignore_index=True)
-        published = model.with_settings().fit(everything, start_from=model)  # from the evaluated towers
-        users, items, _, _ = ranking_inputs(spec, train, valid)
-        published.ranking = carry_weights(model.ranking, model, published, users, items)
+        published = model.with_settings().fit(everything, start_from=model)
+        published.ranking = carry_weights(model.ranking, tuned.relative_collaborative, published,
+                                          ranked.users, ranked.items)
         metrics["published_ratings"] = len(everything)
     else:
         metrics["published_ratings"] = len(train)
@@ -165,8 +285,22 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
         f"{'refit on every rating' if refit else 'the evaluated model'} ({metrics['published_ratings']} ratings) "
         f"at the settings chosen on validation; the metrics are the model fitted on the {len(train)} training "
         f"ratings, judged on the {len(test)} held out")
-    return TrainingRun(published, model, train, valid, test, metrics, ranking.popularity_ndcg_by_weight, als_tried,
-                       ease_tried, ranking.blend_by_setting)
+    return published
+
+
+def _with_collaborative(settings: HybridSettings, setting: dict) -> HybridSettings:
+    """`settings` with the collaborative part at an ALS `setting`; the towers keep their width."""
+    tuned = replace(settings.collaborative, **setting)
+    return replace(settings, dim=settings.tower_width + 2 + tuned.factors, collaborative=tuned)
+
+
+def _shared_factors(als: ALSBaseline | None, settings: HybridSettings):
+    """The ALS baseline's factors when the collaborative part has its setting and seed (then they
+    are the same fit of the same training split), else None: the model fits its own."""
+    c = settings.collaborative
+    if als is None or not c.factors or als.seed != settings.seed or als.setting != _als_setting(c):
+        return None
+    return als.user_factors, als.item_factors
 
 
 def _als_setting(c: CollaborativeSettings) -> dict:
@@ -178,8 +312,10 @@ def _als_setting(c: CollaborativeSettings) -> dict:
 def _settings_metrics(model: HybridRecommender) -> dict:
     """The settings the model was trained with, under the metadata's names."""
     s, c = model.settings, model.settings.collaborative
-    out = {"popularity_weight": model.ranking.popularity, "training_iterations": model.iterations,
-           "training_converged": model.converged, "l2": s.l2, "dim": s.dim}
+    r = model.ranking
+    out = {"popularity_weight": r.popularity, "training_iterations": model.iterations,
+           "training_converged": model.converged, "l2": s.l2, "dim": s.dim,
+           "new_user_als_multiple": r.new_user_collaborative, "new_user_prior": r.new_user_prior}
     if c.factors:
         out.update({"als_weight": model.ranking.collaborative, "als_norm_power": model.ranking.norm_power,
                     "collaborative": setting_name({"factors": c.factors, "regularization": c.regularization,

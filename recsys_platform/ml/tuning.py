@@ -12,7 +12,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from recsys_platform.ml.evaluation import CHUNK, rank_users, ranking_inputs, rmse
+from recsys_platform.ml.evaluation import (
+    BLOCK_SCORES,
+    CHUNK,
+    TUNING_MAX_SCORES,
+    RankingInputs,
+    rank_users,
+    ranking_inputs,
+    rmse,
+)
 from recsys_platform.ml.hybrid import HybridRecommender
 from recsys_platform.ml.published import RankingWeights
 
@@ -27,6 +35,10 @@ BLEND_POPULARITY = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 # factors rank by direction and the popularity weight alone says how much popularity counts.
 NORM_POWERS = (0.0, 0.5, 1.0)
 MIN_COVERAGE = 0.2  # top-10 lists should show at least this share of the catalog (validation)
+# A new user's weights (`RankingWeights.new_user_*`): its collaborative weight as a multiple of a
+# known user's, and the weight of the item bias with the popularity prior.
+NEW_USER_COLLABORATIVE = (0.0, 0.25, 0.5, 1.0, 2.0)
+NEW_USER_PRIOR = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,8 @@ class L2Choice:
     model: HybridRecommender
 
 
-def choose_l2(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame, grid=L2_GRID) -> L2Choice:
+def choose_l2(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame, grid=L2_GRID,
+              factors: tuple[np.ndarray, np.ndarray] | None = None) -> L2Choice:
     """Fit `model`'s settings on `train` at each towers' L2 of `grid` (the bias columns keep
     their own) and keep the one with the lowest validation RMSE.
 
@@ -50,14 +63,15 @@ def choose_l2(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame
     does not depend on L2) is fitted once, on the model kept. Each fit after the first starts
     from the previous one's item tower. The collaborative factors are computed meanwhile on one
     core (implicit's ALS releases the GIL), then attached to the model kept. The training frame
-    is encoded once (`encode_training`) and the validation rows once, for every L2. Timings:
+    is encoded once (`encode_training`) and the validation rows once, for every L2. `factors`:
+    the collaborative factors of `train` if computed already (`HybridRecommender.fit`). Timings:
     docs/ml.md."""
     tried: dict[float, float] = {}
     best: HybridRecommender | None = None
     y = valid[model.spec.rating].astype(float).to_numpy()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        factors = (pool.submit(model.collaborative_factors, train, threads=1)
-                   if model.settings.collaborative.factors else None)
+        pending = (pool.submit(model.collaborative_factors, train, threads=1)
+                   if model.settings.collaborative.factors and factors is None else None)
         encoded = model.encode_training(train)  # once for every L2: the rows, the encoders, the solver's sides
         valid_x = (encoded.user_encoder.transform(valid), encoded.item_encoder.transform(valid))
         for l2 in sorted(map(float, grid), reverse=True):
@@ -67,7 +81,7 @@ def choose_l2(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame
             if best is not None and tried[l2] >= tried[best.settings.l2]:
                 break
             best = candidate  # only the best fit is kept
-        best.fit_collaborative(train, factors=factors.result() if factors else None, encoded=encoded)
+        best.fit_collaborative(train, factors=pending.result() if pending else factors, encoded=encoded)
     return L2Choice(best.settings.l2, tried, best)
 
 
@@ -84,8 +98,10 @@ class _WeightedScores:
         self.prior = model.popularity_prior(items, RankingWeights(popularity=1.0))
         self.split = model.tower_width + 2  # the collaborative dimensions follow the tower and the two biases
 
-    def spreads(self, users: int = CHUNK) -> tuple[float, float]:
-        """Standard deviations of the base and collaborative scores over the first `users` users."""
+    def spreads(self) -> tuple[float, float]:
+        """Standard deviations of the base and collaborative scores over the first users: CHUNK of
+        them, or as many as make BLOCK_SCORES scores (at least 100; 152 at 110,000 items)."""
+        users = max(100, min(CHUNK, BLOCK_SCORES // max(len(self.v), 1)))
         u, v, k = self.u[:users], self.v, self.split
         return float(np.std(u[:, :k] @ v[:, :k].T)), float(np.std(u[:, k:] @ v[:, k:].T))
 
@@ -102,12 +118,19 @@ class _WeightedScores:
         return score
 
 
+def validation_inputs(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame) -> RankingInputs:
+    """The validation users every ranking choice ranks (a sample within TUNING_MAX_SCORES)."""
+    return ranking_inputs(model.spec, train, valid, max_scores=TUNING_MAX_SCORES)
+
+
 def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
-                             weights=POPULARITY_WEIGHTS) -> tuple[RankingWeights, dict[float, float]]:
+                             weights=POPULARITY_WEIGHTS, ranked: RankingInputs | None = None,
+                             ) -> tuple[RankingWeights, dict[float, float]]:
     """The popularity weight with the best NDCG@10 on `valid` (never the test split), the model's
     other weights kept, and NDCG@10 per weight tried. While the best is the largest weight tried,
-    the grid doubles (up to MAX_POPULARITY_WEIGHT), so the choice is never its edge by default."""
-    users, items, seen, relevant = ranking_inputs(model.spec, train, valid)
+    the grid doubles (up to MAX_POPULARITY_WEIGHT), so the choice is never its edge by default.
+    `ranked`: `validation_inputs(model, train, valid)` if built already."""
+    users, items, seen, relevant = ranked or validation_inputs(model, train, valid)
     scores = _WeightedScores(model, users, items, model.ranking.norm_power)
     tried: dict[float, float] = {}
 
@@ -125,21 +148,23 @@ def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, vali
 
 def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                  weights=BLEND_WEIGHTS, popularity=BLEND_POPULARITY, norm_powers=NORM_POWERS,
-                 min_coverage: float = MIN_COVERAGE) -> tuple[RankingWeights, dict[str, dict[str, float]]]:
+                 min_coverage: float = MIN_COVERAGE, ranked: RankingInputs | None = None,
+                 ) -> tuple[RankingWeights, float, dict[str, dict[str, float]]]:
     """The ranking's three weights chosen together on `valid`: the collaborative part's weight,
     the popularity weight and the factors' norm power. The best NDCG@10 among the settings whose
     top-10 lists cover at least `min_coverage` of the catalog (the popularity prior and the factor
     norms buy NDCG with coverage), or the best NDCG if none does; ties go to the smaller weights.
     Relative weight 1.0: both parts' scores equally spread over the validation users. Returns the
-    weights, and NDCG@10 and coverage per setting tried (with its norm power; the chosen one also
-    has `"chosen": True`)."""
-    users, items, seen, relevant = ranking_inputs(model.spec, train, valid)
+    weights, the collaborative weight relative to that unit, and NDCG@10 and coverage per setting
+    tried (with its norm power; the chosen one also has `"chosen": True`). `ranked`: as
+    `choose_popularity_weight` takes it."""
+    users, items, seen, relevant = ranked or validation_inputs(model, train, valid)
     tried: dict[str, dict[str, float]] = {}
     results = []
     for power in norm_powers:
         scores = _WeightedScores(model, users, items, power)
         base, collaborative = scores.spreads()
-        unit = base / (collaborative or 1.0)
+        unit = base / (collaborative or 1.0)  # collaborative_unit, from the scores built here anyway
         for c in weights:
             if power and not c:
                 continue  # without the collaborative part the norm changes nothing
@@ -151,39 +176,86 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
                 results.append((coverage >= min_coverage, r.ndcg, -c, -w, -power, unit, key))
     _, _, c, w, power, unit, key = max(results)
     tried[key]["chosen"] = True
-    return RankingWeights(collaborative=-c * unit, popularity=-w, norm_power=-power), tried
+    return RankingWeights(collaborative=-c * unit, popularity=-w, norm_power=-power), -c, tried
+
+
+def choose_new_user_weights(model: HybridRecommender, weights: RankingWeights, ranked: RankingInputs,
+                            collaborative=NEW_USER_COLLABORATIVE, prior=NEW_USER_PRIOR,
+                            ) -> tuple[RankingWeights, dict[str, float]]:
+    """The new-user weights of a model whose other ranking `weights` are chosen: the validation
+    users (`ranked`) embedded from their features alone, as a customer never seen would be, and
+    ranked over the catalog for NDCG@10 at each `collaborative` multiple x `prior` weight (no
+    coverage floor: these lists are few). Ties go to the unchanged weights (1, 1), then to the
+    smaller. Returns `weights` with the chosen pair, and NDCG@10 per pair tried."""
+    width = model.tower_width
+    users = ranked.users.assign(**{model.spec.user_id: None})
+    u = model.user_embeddings(users, ranking=replace(weights, collaborative=1.0, new_user_collaborative=1.0,
+                                                     new_user_prior=1.0)).astype(np.float64)
+    v = model.item_embeddings(ranked.items, ranking=weights).astype(np.float64)
+    item_base, item_prior, item_collab = v[:, :width + 1].T, v[:, width + 1], v[:, width + 2:].T
+
+    def rows(multiple: float, beta: float):
+        def score(lo: int, hi: int) -> np.ndarray:
+            out = u[lo:hi, :width + 1] @ item_base + beta * item_prior
+            if multiple and weights.collaborative and item_collab.shape[0]:
+                out += (multiple * weights.collaborative) * (u[lo:hi, width + 2:] @ item_collab)
+            return out
+        return score
+
+    tried, results = {}, []
+    for multiple in collaborative if weights.collaborative else (1.0,):
+        for beta in prior:
+            r = rank_users(rows(multiple, beta), len(users), ranked.seen, ranked.relevant)
+            tried[f"collaborative={multiple:g}x prior={beta:g}"] = r.ndcg
+            results.append((r.ndcg, (multiple, beta) == (1.0, 1.0), -multiple, -beta))
+    _, _, multiple, beta = max(results)
+    return replace(weights, new_user_collaborative=-multiple, new_user_prior=-beta), tried
+
+
+def collaborative_unit(model: HybridRecommender, users: pd.DataFrame, items: pd.DataFrame, norm_power: float) -> float:
+    """The collaborative weight that spreads the collaborative scores as widely as the base
+    scores over `users` x `items` (`choose_blend`'s weights are multiples of it)."""
+    base, collaborative = _WeightedScores(model, users, items, norm_power).spreads()
+    return base / (collaborative or 1.0)
 
 
 @dataclass(frozen=True)
 class RankingChoice:
-    """The ranking weights chosen on validation, and the grid each was chosen from (one is empty:
-    the hybrid chooses its three weights together, the towers alone their popularity weight)."""
+    """The ranking weights chosen on validation, the collaborative one also relative to the
+    spread of the scores (`collaborative_unit`: what carries over to a refit), the validation
+    users and items they were chosen on, and the grid each was chosen from (one is empty: the
+    hybrid chooses its three weights together, the towers alone their popularity weight)."""
 
     weights: RankingWeights
+    relative_collaborative: float
+    ranked: RankingInputs
     popularity_ndcg_by_weight: dict[float, float]
     blend_by_setting: dict[str, dict]  # NDCG@10, coverage and norm power per setting
+    new_user_ndcg: dict[str, float]  # validation users as new ones, per new-user weights
 
 
 def choose_ranking(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                    min_coverage: float = MIN_COVERAGE) -> RankingChoice:
-    """The ranking weights of a fitted model on `valid`."""
+    """The ranking weights of a fitted model on `valid`: a known user's, then a new user's
+    (`choose_new_user_weights`). The model is left as it was."""
+    ranked = validation_inputs(model, train, valid)
+    blend, tried, relative = {}, {}, 0.0
     if model.settings.collaborative.factors:
-        weights, blend = choose_blend(model, train, valid, min_coverage=min_coverage)
-        return RankingChoice(weights, {}, blend)
-    weights, tried = choose_popularity_weight(model, train, valid)
-    return RankingChoice(weights, tried, {})
+        weights, relative, blend = choose_blend(model, train, valid, min_coverage=min_coverage, ranked=ranked)
+    else:
+        weights, tried = choose_popularity_weight(model, train, valid, ranked=ranked)
+    weights, new_user = choose_new_user_weights(model, weights, ranked)
+    return RankingChoice(weights, relative, ranked, tried, blend, new_user)
 
 
-def carry_weights(weights: RankingWeights, chosen_on: HybridRecommender, refit: HybridRecommender,
+def carry_weights(weights: RankingWeights, relative_collaborative: float, model: HybridRecommender,
                   users: pd.DataFrame, items: pd.DataFrame) -> RankingWeights:
-    """The ranking weights chosen on `chosen_on`'s validation, for the same settings `refit` on
-    more data. The collaborative weight was chosen relative to the spread of the base and the
-    collaborative scores (`choose_blend`), and ALS factors fitted on more ratings are spread
-    differently, so it keeps that relative size (both spreads over the same `users` and `items`);
-    the popularity weight and the norm power are kept as they are."""
-    if not weights.collaborative:
-        return weights
-    before = _WeightedScores(chosen_on, users, items, weights.norm_power).spreads()
-    after = _WeightedScores(refit, users, items, weights.norm_power).spreads()
-    ratio = (after[0] / (after[1] or 1.0)) / (before[0] / (before[1] or 1.0))
-    return replace(weights, collaborative=weights.collaborative * ratio)
+    """Ranking weights chosen for one fit, for another fit of the same settings (on more data, or
+    on new data): the collaborative weight was chosen relative to the spread of the base and the
+    collaborative scores (`choose_blend`), and ALS factors fitted on other ratings are spread
+    differently, so it keeps that relative size (`collaborative_unit` of `model` over `users` and
+    `items`); the popularity weight and the norm power are kept as they are."""
+    if not relative_collaborative:
+        return replace(weights, collaborative=0.0)
+    unit = collaborative_unit(model, users, items, weights.norm_power)
+    return replace(weights, collaborative=relative_collaborative * unit)

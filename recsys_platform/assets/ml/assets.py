@@ -23,7 +23,7 @@ from recsys_platform.ml.evaluation import ALS_GRID
 from recsys_platform.ml.hybrid import HybridSettings
 from recsys_platform.ml.plots import model_report, ranking_comparison
 from recsys_platform.ml.spec import RETAIL
-from recsys_platform.ml.training import TrainingRun, train_recommender
+from recsys_platform.ml.training import RETUNE_SHARE, TrainingRun, Tuned, train_recommender
 from recsys_platform.ml.tuning import L2_GRID
 from recsys_platform.resources import ObjectStoreResource
 from recsys_platform.storage import lake
@@ -52,6 +52,10 @@ class ModelConfig(dg.Config):
     # Publish the model refit on every rating at the settings chosen (false: the one evaluated,
     # fitted on the training split alone).
     refit: bool = True
+    # The last published version's search (L2, ALS setting, ranking weights) is reused while the
+    # training split is within this share of the ratings it searched (and nothing above that
+    # shapes the search changed); 0: search on every training (training.RETUNE_SHARE).
+    retune_share: float = RETUNE_SHARE
     # The ranking weights are chosen for NDCG among those whose top-10 lists cover this share of
     # the catalog; unset: the tuned ALS baseline's coverage, at most 20% (train_recommender).
     min_coverage: float | None = None
@@ -88,14 +92,26 @@ class ModelConfig(dg.Config):
             dim=self.dim, with_ids=self.hybrid, l2=L2_GRID[0] if self.l2 is None else self.l2, bias_l2=self.bias_l2,
             solver=self.solver, max_iter=self.max_iter, seed=self.seed, collaborative=collaborative)
 
-    def train(self, frame: pd.DataFrame, extra_train: pd.DataFrame | None = None, baselines: bool = True) -> TrainingRun:
+    def train(self, frame: pd.DataFrame, extra_train: pd.DataFrame | None = None, baselines: bool = True,
+              previous: Tuned | None = None) -> TrainingRun:
         """`train_recommender` on the retail table with these settings (`baselines`: score the ALS and
-        EASE baselines on the test split too, as the asset does)."""
+        EASE baselines on the test split too, as the asset does; `previous`: the last search's
+        choices, `last_search`)."""
         return train_recommender(
             frame, RETAIL, self.settings(), test_share=self.test_share, valid_share=self.valid_share, seed=self.seed,
             min_coverage=self.min_coverage, l2_grid=L2_GRID if self.l2 is None else None,
             collaborative_grid=ALS_GRID if self.tune_collaborative else None, refit=self.refit,
-            baselines=baselines, extra_train=extra_train)
+            baselines=baselines, extra_train=extra_train, previous=previous, retune_share=self.retune_share)
+
+
+def last_search(store) -> Tuned | None:
+    """The search recorded by the last published version's manifest (None: nothing published,
+    an unreadable manifest, or one from before the record)."""
+    try:
+        version, manifest = artifacts.read_manifest(store)
+    except artifacts.ArtifactError:
+        return None
+    return Tuned.from_json(manifest.get("metrics", {}).get("tuned"), searched_at=version)
 
 
 def training_frame(store, layout: Layout) -> tuple[pd.DataFrame, str]:
@@ -179,7 +195,9 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             "seen in training gets them from its features by ridge regression), so that the inner "
             "product is the ranking score: predicted rating + weighted collaborative score + a "
             "popularity prior, both weights chosen on a validation split. Published refit on every "
-            "rating at the settings chosen (`ml.training.train_recommender`). Trained on "
+            "rating at the settings chosen (`ml.training.train_recommender`); the search runs again only when the "
+            "training split moved by more than `retune_share` from the ratings the last published version's search "
+            "saw, otherwise its choices are refit (metadata `tuning` says which). Trained on "
             "`ratings_ml_training` and the last week's `interactions` (implied ratings by kind in the training split "
             "only; a customer seen only in the stream gets vectors), evaluated on a held-out split against "
             "global-mean, bias, popularity, implicit-ALS and EASE (tuned on the validation split) baselines, "
@@ -223,8 +241,9 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             context.log.info(f"{implied.interactions} interactions of {len(hours)} hour(s) give {len(implied.rows)} "
                              f"implied ratings ({implied.stream_only_customers} customers seen only in the stream)")
             data_version = f"{data_version}+{len(implied.rows)}-interactions-to-{hours[-1]}"
-        run = config.train(frame, extra_train=implied.rows)
+        run = config.train(frame, extra_train=implied.rows, previous=last_search(artifacts_store.store))
         model, test, metrics = run.model, run.test, run.metrics
+        context.log.info(f"settings: {metrics['tuning']}")
         context.log.info(f"validation NDCG@10 and coverage by setting: "
                          f"{run.blend_ndcg_by_weight or run.popularity_ndcg_by_weight}; chose popularity "
                          f"{model.ranking.popularity}, collaborative {model.ranking.collaborative:.4g}, factor norm "
@@ -280,6 +299,7 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
                 "train_ratings": int(metrics["train_ratings"]),
                 "held_out_ratings": int(metrics["test_ratings"]),
                 "als_params": metrics["als_params"],
+                "tuning": metrics["tuning"],
                 "collaborative_settings": metrics.get("collaborative", "none"),
                 "vector_dim": int(model.dim),
                 "published_ratings": int(metrics["published_ratings"]),
