@@ -1,6 +1,7 @@
 """The hybrid recommender, its tuning, its evaluation and its artifacts, on seeded training data."""
 
 import copy
+import datetime as dt
 import json
 from dataclasses import replace
 
@@ -670,6 +671,9 @@ def test_a_later_training_refits_at_the_last_search_until_the_data_moves(hybrid)
     assert basis == recorded.basis and recorded.reusable(basis, len(again.train))
     assert not recorded.reusable(basis, 2 * len(run.train)), "twice the ratings: search again"
     assert not recorded.reusable(basis, len(run.train), share=0.0), "retune_share 0: search every time"
+    searched = dt.datetime.fromisoformat(recorded.searched_on)
+    assert recorded.reusable(basis, len(run.train), now=searched + dt.timedelta(days=6))
+    assert not recorded.reusable(basis, len(run.train), now=searched + dt.timedelta(days=8)), "a week old: search"
     assert not recorded.reusable(search_basis(RETAIL, start.settings, None, ALS_GRID, 0.05), len(run.train))
     assert not recorded.reusable(search_basis(RETAIL, replace(start.settings, dim=40), None, ALS_GRID, None),
                                  len(run.train))

@@ -27,6 +27,7 @@ Example (MovieLens 100K, a film data set with a flag and a list of genres; docs/
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -64,8 +65,10 @@ DEFAULT_SETTINGS = HybridSettings(dim=32, collaborative=CollaborativeSettings(fa
 # this many (the chosen setting is then fitted on all of them): each setting is a whole ALS fit.
 TUNING_MAX_RATINGS = 300_000
 # A search's choices are reused while the training split holds within this share of the ratings
-# it was searched on (more or fewer); past it, the settings are searched again.
+# it was searched on (more or fewer) and the search is at most RETUNE_DAYS old; past either, the
+# settings are searched again (data drifts in what it holds, not only in how much).
 RETUNE_SHARE = 0.25
+RETUNE_DAYS = 7.0
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,8 @@ class Tuned:
     the ALS setting (the collaborative part's and the ALS baseline's; {} with neither), the towers' L2, the ranking weights
     (the collaborative one relative to the spread of the scores, so it carries to a new fit:
     `tuning.carry_weights`), the coverage floor and the ALS validation coverage it followed, how
-    many training ratings the search saw, and `basis`: a digest of what the search depended on
-    (the spec, the starting settings, the grids and the floor asked for)."""
+    many training ratings the search saw and when, and `basis`: a digest of what the search
+    depended on (the spec, the starting settings, the grids and the floor asked for)."""
 
     basis: str
     train_ratings: int
@@ -87,6 +90,7 @@ class Tuned:
     new_user_collaborative: float
     new_user_prior: float
     coverage_floor: float
+    searched_on: str  # when (ISO 8601, UTC)
     searched_at: str = ""  # the version (or run) that searched, as the reader names it
 
     def to_json(self) -> dict:
@@ -102,10 +106,13 @@ class Tuned:
         return cls(**{**{k: v for k, v in data.items() if k in names},
                       "searched_at": data.get("searched_at") or searched_at})
 
-    def reusable(self, basis: str, train_ratings: int, share: float = RETUNE_SHARE) -> bool:
-        """Whether a training of `train_ratings` ratings on the same `basis` may reuse these choices
-        (never with `share` 0)."""
-        return share > 0 and self.basis == basis and abs(train_ratings - self.train_ratings) <= share * self.train_ratings
+    def reusable(self, basis: str, train_ratings: int, share: float = RETUNE_SHARE, days: float = RETUNE_DAYS,
+                 now: dt.datetime | None = None) -> bool:
+        """Whether a training of `train_ratings` ratings on the same `basis` may reuse these
+        choices at `now` (never with `share` or `days` 0)."""
+        age = (now or dt.datetime.now(dt.timezone.utc)) - dt.datetime.fromisoformat(self.searched_on)
+        return (share > 0 and self.basis == basis and abs(train_ratings - self.train_ratings) <= share * self.train_ratings
+                and dt.timedelta(0) <= age <= dt.timedelta(days=days))
 
 
 def search_basis(spec: RecommenderSpec, settings: HybridSettings, l2_grid, collaborative_grid,
@@ -165,7 +172,8 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
                       l2_grid=L2_GRID, collaborative_grid: dict | None = ALS_GRID, min_coverage: float | None = None,
                       baselines: bool = True, refit: bool = True, extra_train: pd.DataFrame | None = None,
                       tuning_max_ratings: int = TUNING_MAX_RATINGS, ease_max_items: int = EASE_MAX_ITEMS,
-                      previous: Tuned | None = None, retune_share: float = RETUNE_SHARE) -> TrainingRun:
+                      previous: Tuned | None = None, retune_share: float = RETUNE_SHARE,
+                      retune_days: float = RETUNE_DAYS) -> TrainingRun:
     """Train the hybrid on `frame` (columns of `spec`) with every setting chosen on validation,
     evaluate it on a held-out split against the baselines, and refit it on every rating.
 
@@ -182,10 +190,11 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     that join the training split only, e.g. implied ratings of the stream's interactions
     (`feedback.training`), so validation and test stay `frame`'s. `previous`: the last search's
     `Tuned` record; it is reused instead of searching when `Tuned.reusable` (same basis, a
-    training split within `retune_share` of its size; 0: search every time)."""
+    training split within `retune_share` of its size, a search at most `retune_days` old; either 0:
+    search every time)."""
     train, valid, test = _splits(frame, spec, test_share, valid_share, seed, extra_train)
     basis = search_basis(spec, settings, l2_grid, collaborative_grid, min_coverage)
-    if previous is not None and previous.reusable(basis, len(train), retune_share):
+    if previous is not None and previous.reusable(basis, len(train), retune_share, retune_days):
         return _refit_tuned(previous, spec, settings, train, valid, test, baselines, refit, ease_max_items)
     metrics: dict = {"tuning": f"searched on the validation split ({len(train)} training ratings)"}
     als, als_tried = None, {}
@@ -218,7 +227,8 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     chosen = als.setting if als is not None else _als_setting(c) if c.factors else {}
     r = model.ranking
     tuned = Tuned(basis, len(train), chosen, model.settings.l2, ranking.relative_collaborative, r.popularity,
-                  r.norm_power, r.new_user_collaborative, r.new_user_prior, min_coverage)
+                  r.norm_power, r.new_user_collaborative, r.new_user_prior, min_coverage,
+                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     metrics, ease_tried = _finish(metrics, tuned, model, als, train, valid, test, baselines, ease_max_items)
     published = _published(model, tuned, ranking.ranked, train, valid, test, refit, metrics)
     return TrainingRun(published, model, train, valid, test, metrics, tuned, ranking.popularity_ndcg_by_weight,
@@ -233,7 +243,7 @@ def _refit_tuned(tuned: Tuned, spec: RecommenderSpec, settings: HybridSettings, 
         settings = _with_collaborative(settings, tuned.als)
     settings = replace(settings, l2=tuned.l2)
     metrics: dict = {"tuning": f"reused the search of {tuned.searched_at or 'an earlier training'} "
-                               f"({tuned.train_ratings} training ratings; now {len(train)})"}
+                               f"({tuned.searched_on}, {tuned.train_ratings} training ratings; now {len(train)})"}
     als = None
     if baselines:
         als = ALSBaseline(spec, seed=settings.seed, **(tuned.als or _als_setting(settings.collaborative))).fit(train)

@@ -23,7 +23,13 @@ from recsys_platform.ml.evaluation import ALS_GRID
 from recsys_platform.ml.hybrid import HybridSettings
 from recsys_platform.ml.plots import model_report, ranking_comparison
 from recsys_platform.ml.spec import RETAIL
-from recsys_platform.ml.training import RETUNE_SHARE, TrainingRun, Tuned, train_recommender
+from recsys_platform.ml.training import (
+    RETUNE_DAYS,
+    RETUNE_SHARE,
+    TrainingRun,
+    Tuned,
+    train_recommender,
+)
 from recsys_platform.ml.tuning import L2_GRID
 from recsys_platform.resources import ObjectStoreResource
 from recsys_platform.storage import lake
@@ -53,9 +59,11 @@ class ModelConfig(dg.Config):
     # fitted on the training split alone).
     refit: bool = True
     # The last published version's search (L2, ALS setting, ranking weights) is reused while the
-    # training split is within this share of the ratings it searched (and nothing above that
-    # shapes the search changed); 0: search on every training (training.RETUNE_SHARE).
+    # training split is within this share of the ratings it searched, the search is at most
+    # retune_days old, and nothing above that shapes the search changed; either 0: search on
+    # every training (training.RETUNE_SHARE, RETUNE_DAYS).
     retune_share: float = RETUNE_SHARE
+    retune_days: float = RETUNE_DAYS
     # The ranking weights are chosen for NDCG among those whose top-10 lists cover this share of
     # the catalog; unset: the tuned ALS baseline's coverage, at most 20% (train_recommender).
     min_coverage: float | None = None
@@ -101,7 +109,8 @@ class ModelConfig(dg.Config):
             frame, RETAIL, self.settings(), test_share=self.test_share, valid_share=self.valid_share, seed=self.seed,
             min_coverage=self.min_coverage, l2_grid=L2_GRID if self.l2 is None else None,
             collaborative_grid=ALS_GRID if self.tune_collaborative else None, refit=self.refit,
-            baselines=baselines, extra_train=extra_train, previous=previous, retune_share=self.retune_share)
+            baselines=baselines, extra_train=extra_train, previous=previous, retune_share=self.retune_share,
+            retune_days=self.retune_days)
 
 
 def last_search(store) -> Tuned | None:
@@ -197,7 +206,8 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
             "popularity prior, both weights chosen on a validation split. Published refit on every "
             "rating at the settings chosen (`ml.training.train_recommender`); the search runs again only when the "
             "training split moved by more than `retune_share` from the ratings the last published version's search "
-            "saw, otherwise its choices are refit (metadata `tuning` says which). Trained on "
+            "saw or that search is older than `retune_days`, otherwise its choices are refit (metadata `tuning` "
+            "says which). Trained on "
             "`ratings_ml_training` and the last week's `interactions` (implied ratings by kind in the training split "
             "only; a customer seen only in the stream gets vectors), evaluated on a held-out split against "
             "global-mean, bias, popularity, implicit-ALS and EASE (tuned on the validation split) baselines, "
