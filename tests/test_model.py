@@ -651,6 +651,8 @@ def test_a_later_training_refits_at_the_last_search_until_the_data_moves(hybrid)
     frame, run = hybrid
     recorded = Tuned.from_json(json.loads(json.dumps(run.metrics["tuned"])), searched_at="v1")
     assert recorded == replace(run.tuned, searched_at="v1") and run.metrics["tuning"].startswith("searched")
+    for damaged in ({**run.metrics["tuned"], "searched_on": "yesterday"}, {"l2": 80.0}, None):
+        assert Tuned.from_json(damaged) is None, "no record, or a damaged one: the training searches"
     settings = run.evaluated.settings  # the searched ones; the search started from hybrid_model's
     start = hybrid_model(als_factors=16)
     again = train(frame.sample(frac=0.9, random_state=1), start, previous=recorded)

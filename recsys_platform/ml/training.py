@@ -74,11 +74,11 @@ RETUNE_DAYS = 7.0
 @dataclass(frozen=True)
 class Tuned:
     """What a search chose on validation, as the manifest's metrics keep it (`metrics["tuned"]`):
-    the ALS setting (the collaborative part's and the ALS baseline's; {} with neither), the towers' L2, the ranking weights
-    (the collaborative one relative to the spread of the scores, so it carries to a new fit:
-    `tuning.carry_weights`), the coverage floor and the ALS validation coverage it followed, how
-    many training ratings the search saw and when, and `basis`: a digest of what the search
-    depended on (the spec, the starting settings, the grids and the floor asked for)."""
+    the ALS setting (the collaborative part's and the ALS baseline's; {} with neither), the
+    towers' L2, the ranking weights (the collaborative one relative to the spread of the scores,
+    so it carries to a new fit: `tuning.carry_weights`; a new user's too), the coverage floor it
+    chose at, how many training ratings the search saw and when, and `basis`: a digest of what
+    the search depended on (the spec, the starting settings, the grids and the floor asked for)."""
 
     basis: str
     train_ratings: int
@@ -103,6 +103,10 @@ class Tuned:
         names = {f.name for f in fields(cls)}
         if not isinstance(data, dict) or not names - {"searched_at"} <= set(data):
             return None
+        try:
+            dt.datetime.fromisoformat(data["searched_on"])
+        except (TypeError, ValueError):
+            return None  # a damaged record: search again rather than fail the training
         return cls(**{**{k: v for k, v in data.items() if k in names},
                       "searched_at": data.get("searched_at") or searched_at})
 
