@@ -168,7 +168,8 @@ def ranking_inputs(s: RecommenderSpec, train: pd.DataFrame, test: pd.DataFrame, 
     seen_frame = train if also_seen is None else pd.concat([train, also_seen])
     items = pd.concat([seen_frame, test])[s.item_columns()].drop_duplicates(s.item_id).reset_index(drop=True)
     users = test[s.user_columns()].drop_duplicates(s.user_id)
-    most = MAX_RANKED_USERS if max_scores is None else min(MAX_RANKED_USERS, max(MIN_TUNING_USERS, max_scores // len(items)))
+    most = MAX_RANKED_USERS if max_scores is None else min(
+        MAX_RANKED_USERS, max(MIN_TUNING_USERS, max_scores // max(len(items), 1)))
     if len(users) > most:
         users = users.sample(most, random_state=seed)
     users = users.reset_index(drop=True)

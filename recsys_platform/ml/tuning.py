@@ -1,7 +1,8 @@
-"""Choosing the hybrid's settings on the validation split: the towers' L2 and the ranking weights.
+"""Choosing the hybrid's settings on the validation split: the towers' L2 and the ranking weights
+(a known user's and a new user's).
 
 Each choice returns what it chose (and every setting's validation figure); none changes a model
-it was given. The trainer (`training.train_and_evaluate`) applies them.
+it was given. The trainer (`training.train_recommender`) applies them.
 """
 
 from __future__ import annotations
