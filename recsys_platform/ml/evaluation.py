@@ -398,14 +398,16 @@ def _binary_matrix(train: pd.DataFrame, s: RecommenderSpec, users: pd.Index, ite
 
 
 def tune_ease(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, grid=EASE_L2_GRID,
-              start: float = EASE_L2_START, max_items: int = EASE_MAX_ITEMS) -> tuple[EASEBaseline | None, dict[str, float]]:
+              start: float = EASE_L2_START, max_items: int = EASE_MAX_ITEMS, ranked: RankingInputs | None = None,
+              ) -> tuple[EASEBaseline | None, dict[str, float]]:
     """The EASE whose NDCG@10 on `valid` is best over the L2 `grid`, and NDCG per L2 tried;
     (None, {}) when the catalog has more than `max_items` items. From `start`, the search climbs
     to the better neighbour in the grid while one is better (each L2 costs an inverse of the
-    catalog; NDCG against L2 has one peak in every data set measured)."""
+    catalog; NDCG against L2 has one peak in every data set measured). `ranked`: the validation
+    users the model's own choices ranked (`tuning.validation_inputs`), if built already."""
     if train[spec.item_id].nunique() > max_items:
         return None, {}
-    users, items, seen, relevant = ranking_inputs(spec, train, valid, max_scores=TUNING_MAX_SCORES)
+    users, items, seen, relevant = ranked or ranking_inputs(spec, train, valid, max_scores=TUNING_MAX_SCORES)
     s = spec
     x = _binary_matrix(train, s, pd.Index(train[s.user_id].unique()), pd.Index(train[s.item_id].unique()))
     gram = (x.T @ x).toarray()

@@ -39,6 +39,7 @@ from recsys_platform.ml.evaluation import (
     ALS_GRID,
     EASE_MAX_ITEMS,
     ALSBaseline,
+    RankingInputs,
     evaluate,
     ranking_inputs,
     ranking_metrics,
@@ -233,7 +234,8 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     tuned = Tuned(basis, len(train), chosen, model.settings.l2, ranking.relative_collaborative, r.popularity,
                   r.norm_power, r.new_user_collaborative, r.new_user_prior, min_coverage,
                   dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    metrics, ease_tried = _finish(metrics, tuned, model, als, train, valid, test, baselines, ease_max_items)
+    metrics, ease_tried = _finish(metrics, tuned, model, als, ranking.ranked, train, valid, test, baselines,
+                                  ease_max_items)
     published = _published(model, tuned, ranking.ranked, train, valid, test, refit, metrics)
     return TrainingRun(published, model, train, valid, test, metrics, tuned, ranking.popularity_ndcg_by_weight,
                        als_tried, ease_tried, ranking.blend_by_setting, ranking.new_user_ndcg)
@@ -256,14 +258,16 @@ def _refit_tuned(tuned: Tuned, spec: RecommenderSpec, settings: HybridSettings, 
     chosen = RankingWeights(0.0, tuned.popularity, tuned.norm_power, tuned.new_user_collaborative, tuned.new_user_prior)
     model.ranking = carry_weights(chosen,
                                   tuned.relative_collaborative, model, ranked.users, ranked.items)
-    metrics, ease_tried = _finish(metrics, tuned, model, als, train, valid, test, baselines, ease_max_items)
+    metrics, ease_tried = _finish(metrics, tuned, model, als, ranked, train, valid, test, baselines, ease_max_items)
     published = _published(model, tuned, ranked, train, valid, test, refit, metrics)
     return TrainingRun(published, model, train, valid, test, metrics, tuned, ease_ndcg_by_l2=ease_tried)
 
 
-def _finish(metrics: dict, tuned: Tuned, model: HybridRecommender, als: ALSBaseline | None, train: pd.DataFrame,
-            valid: pd.DataFrame, test: pd.DataFrame, baselines: bool, ease_max_items: int) -> tuple[dict, dict]:
-    """The held-out metrics of `model` and (with `baselines`) of ALS and EASE, and EASE's L2 search."""
+def _finish(metrics: dict, tuned: Tuned, model: HybridRecommender, als: ALSBaseline | None, ranked: RankingInputs,
+            train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, baselines: bool,
+            ease_max_items: int) -> tuple[dict, dict]:
+    """The held-out metrics of `model` and (with `baselines`) of ALS and EASE, and EASE's L2 search on
+    the validation users the ranking weights were chosen on (`ranked`)."""
     metrics["coverage_floor"] = tuned.coverage_floor
     held_out = ranking_inputs(model.spec, train, test, also_seen=valid)  # once for the model and every baseline
     metrics.update(evaluate(model, train, test, valid, held_out=held_out))
@@ -274,7 +278,7 @@ def _finish(metrics: dict, tuned: Tuned, model: HybridRecommender, als: ALSBasel
         for name, value in ranking_metrics(model.spec, als.score_rows, train, test, valid, held_out).items():
             metrics[f"{name}_als"] = value
         metrics["als_params"] = setting_name(als.setting)
-        ease, ease_tried = tune_ease(model.spec, train, valid, max_items=ease_max_items)
+        ease, ease_tried = tune_ease(model.spec, train, valid, max_items=ease_max_items, ranked=ranked)
         if ease is not None:
             for name, value in ranking_metrics(model.spec, ease.score_rows, train, test, valid, held_out).items():
                 metrics[f"{name}_ease"] = value
