@@ -633,8 +633,8 @@ def test_the_coverage_floor_follows_the_baseline_unless_set(hybrid):
     frame, run = hybrid
     from recsys_platform.ml.evaluation import tune_als
 
-    als, _ = tune_als(run.evaluated.spec, run.train, run.valid)
-    assert run.metrics["coverage_floor"] == pytest.approx(min(0.2, als.validation_coverage))
+    search = tune_als(run.evaluated.spec, run.train, run.valid)
+    assert run.metrics["coverage_floor"] == pytest.approx(min(0.2, search.validation_coverage))
     fixed = train(frame, hybrid_model(als_factors=16), min_coverage=0.3, collaborative_grid=None, baselines=False)
     assert fixed.metrics["coverage_floor"] == 0.3
     chosen = [v for v in fixed.blend_ndcg_by_weight.values() if v.get("chosen")][0]
@@ -664,9 +664,10 @@ def test_a_later_training_refits_at_the_last_search_until_the_data_moves(hybrid)
     assert again.tuned == recorded, "the record passes on, naming the search it came from"
     assert again.metrics["ndcg@10"] > again.metrics["ndcg@10_popularity"]
     # the relative collaborative weight carries over: the weight is that multiple of the new fit's unit
-    from recsys_platform.ml.tuning import collaborative_unit, validation_inputs
+    from recsys_platform.ml.evaluation import validation_inputs
+    from recsys_platform.ml.tuning import collaborative_unit
 
-    ranked = validation_inputs(again.evaluated, again.train, again.valid)
+    ranked = validation_inputs(RETAIL, again.train, again.valid)
     unit = collaborative_unit(again.evaluated, ranked.users, ranked.items, again.evaluated.ranking.norm_power)
     assert again.evaluated.ranking.collaborative == pytest.approx(recorded.relative_collaborative * unit)
     basis = search_basis(RETAIL, start.settings, None, ALS_GRID, None)  # `train` passes no L2 grid

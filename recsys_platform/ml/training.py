@@ -47,6 +47,7 @@ from recsys_platform.ml.evaluation import (
     split,
     tune_als,
     tune_ease,
+    validation_inputs,
 )
 from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
 from recsys_platform.ml.published import RankingWeights
@@ -57,7 +58,6 @@ from recsys_platform.ml.tuning import (
     carry_weights,
     choose_l2,
     choose_ranking,
-    validation_inputs,
 )
 
 # The hybrid as trained by default: 16 collaborative factors to start the search from, 14 tower dimensions.
@@ -202,13 +202,16 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     if previous is not None and previous.reusable(basis, len(train), retune_share, retune_days):
         return _refit_tuned(previous, spec, settings, train, valid, test, baselines, refit, ease_max_items)
     metrics: dict = {"tuning": f"searched on the validation split ({len(train)} training ratings)"}
-    als, als_tried = None, {}
+    ranked = validation_inputs(spec, train, valid)  # the validation users every choice ranks
+    als, als_tried, als_coverage = None, {}, None
     if collaborative_grid and (settings.collaborative.factors or baselines):
         sample_train, sample_valid = _tuning_sample(spec, train, valid, tuning_max_ratings, seed)
-        als, als_tried = tune_als(spec, sample_train, sample_valid, collaborative_grid, seed=settings.seed)
-        if len(sample_train) < len(train):
-            coverage = als.validation_coverage
-            als = ALSBaseline(spec, seed=settings.seed, validation_coverage=coverage, **als.setting).fit(train)
+        sampled = len(sample_train) < len(train)
+        search = tune_als(spec, sample_train, sample_valid, collaborative_grid, seed=settings.seed,
+                          ranked=None if sampled else ranked)
+        als, als_tried, als_coverage = search.model, search.ndcg_by_setting, search.validation_coverage
+        if sampled:
+            als = ALSBaseline(spec, seed=settings.seed, **als.setting).fit(train)
             metrics["als_tuning_ratings"] = len(sample_train)
         if settings.collaborative.factors:
             settings = _with_collaborative(settings, als.setting)
@@ -223,10 +226,9 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
         metrics["validation_rmse_by_l2"] = {str(k): round(v, 4) for k, v in l2_tried.items()}
     else:
         model.fit(train, factors=factors)
-    if min_coverage is None:
-        baseline = None if als is None else als.validation_coverage  # None: no search ran
-        min_coverage = MIN_COVERAGE if baseline is None else min(MIN_COVERAGE, baseline)
-    ranking = choose_ranking(model, train, valid, min_coverage)
+    if min_coverage is None:  # the searched ALS's coverage (None: no search ran)
+        min_coverage = MIN_COVERAGE if als_coverage is None else min(MIN_COVERAGE, als_coverage)
+    ranking = choose_ranking(model, train, valid, min_coverage, ranked=ranked)
     model.ranking = ranking.weights
     c = model.settings.collaborative
     chosen = als.setting if als is not None else _als_setting(c) if c.factors else {}
@@ -254,7 +256,7 @@ def _refit_tuned(tuned: Tuned, spec: RecommenderSpec, settings: HybridSettings, 
     if baselines:
         als = ALSBaseline(spec, seed=settings.seed, **(tuned.als or _als_setting(settings.collaborative))).fit(train)
     model = HybridRecommender(spec, settings).fit(train, factors=_shared_factors(als, settings))
-    ranked = validation_inputs(model, train, valid)
+    ranked = validation_inputs(spec, train, valid)
     chosen = RankingWeights(0.0, tuned.popularity, tuned.norm_power, tuned.new_user_collaborative, tuned.new_user_prior)
     model.ranking = carry_weights(chosen,
                                   tuned.relative_collaborative, model, ranked.users, ranked.items)

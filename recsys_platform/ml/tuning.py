@@ -16,11 +16,10 @@ import pandas as pd
 from recsys_platform.ml.evaluation import (
     BLOCK_SCORES,
     CHUNK,
-    TUNING_MAX_SCORES,
     RankingInputs,
-    rank_users,
-    ranking_inputs,
+    rank_each,
     rmse,
+    validation_inputs,
 )
 from recsys_platform.ml.hybrid import HybridRecommender
 from recsys_platform.ml.published import RankingWeights
@@ -94,34 +93,31 @@ class _WeightedScores:
 
     def __init__(self, model: HybridRecommender, users: pd.DataFrame, items: pd.DataFrame, norm_power: float):
         parts = RankingWeights(collaborative=1.0, popularity=0.0, norm_power=norm_power)
-        self.u = model.user_embeddings(users, ranking=parts).astype(np.float64)
-        self.v = model.item_embeddings(items, ranking=parts).astype(np.float64)
+        u = model.user_embeddings(users, ranking=parts).astype(np.float64)
+        v = model.item_embeddings(items, ranking=parts).astype(np.float64)
+        k = model.tower_width + 2  # the collaborative dimensions follow the tower and the two biases
+        # Each part contiguous: a product with a column slice of `v` is not a BLAS call (5x slower
+        # at 110,000 items, measured here), and a grid makes hundreds of them.
+        self.user_base, self.user_collab = np.ascontiguousarray(u[:, :k]), np.ascontiguousarray(u[:, k:])
+        self.item_base, self.item_collab = np.ascontiguousarray(v[:, :k].T), np.ascontiguousarray(v[:, k:].T)
         self.prior = model.popularity_prior(items, RankingWeights(popularity=1.0))
-        self.split = model.tower_width + 2  # the collaborative dimensions follow the tower and the two biases
 
     def spreads(self) -> tuple[float, float]:
         """Standard deviations of the base and collaborative scores over the first users: CHUNK of
         them, or as many as make BLOCK_SCORES scores (at least 100; 152 at 110,000 items)."""
-        users = max(100, min(CHUNK, BLOCK_SCORES // max(len(self.v), 1)))
-        u, v, k = self.u[:users], self.v, self.split
-        return float(np.std(u[:, :k] @ v[:, :k].T)), float(np.std(u[:, k:] @ v[:, k:].T))
+        users = max(100, min(CHUNK, BLOCK_SCORES // max(self.item_base.shape[1], 1)))
+        return (float(np.std(self.user_base[:users] @ self.item_base)),
+                float(np.std(self.user_collab[:users] @ self.item_collab)))
 
     def rows(self, collaborative: float, popularity: float):
-        u, v, k = self.u, self.v, self.split
-        item_base, item_collab = v[:, :k].T, v[:, k:].T
-
         def score(lo: int, hi: int) -> np.ndarray:
-            out = u[lo:hi, :k] @ item_base + popularity * self.prior
-            if collaborative and item_collab.shape[0]:
-                out += collaborative * (u[lo:hi, k:] @ item_collab)
+            out = self.user_base[lo:hi] @ self.item_base
+            out += popularity * self.prior
+            if collaborative and self.item_collab.shape[0]:
+                out += collaborative * (self.user_collab[lo:hi] @ self.item_collab)
             return out
 
         return score
-
-
-def validation_inputs(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame) -> RankingInputs:
-    """The validation users every ranking choice ranks (a sample within TUNING_MAX_SCORES)."""
-    return ranking_inputs(model.spec, train, valid, max_scores=TUNING_MAX_SCORES)
 
 
 def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
@@ -130,8 +126,8 @@ def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, vali
     """The popularity weight with the best NDCG@10 on `valid` (never the test split), the model's
     other weights kept, and NDCG@10 per weight tried. While the best is the largest weight tried,
     the grid doubles (up to MAX_POPULARITY_WEIGHT), so the choice is never its edge by default.
-    `ranked`: `validation_inputs(model, train, valid)` if built already."""
-    users, items, seen, relevant = ranked or validation_inputs(model, train, valid)
+    `ranked`: `validation_inputs(model.spec, train, valid)` if built already."""
+    users, items, seen, relevant = ranked or validation_inputs(model.spec, train, valid)
     scores = _WeightedScores(model, users, items, model.ranking.norm_power)
     tried: dict[float, float] = {}
 
@@ -140,8 +136,9 @@ def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, vali
 
     pending = list(weights)
     while pending:
-        for w in pending:
-            tried[w] = rank_users(scores.rows(model.ranking.collaborative, w), len(users), seen, relevant).ndcg
+        ranked_by = rank_each({w: scores.rows(model.ranking.collaborative, w) for w in pending}, len(users), seen,
+                              relevant)
+        tried.update({w: r.ndcg for w, r in ranked_by.items()})
         top = max(tried)
         pending = [top * 2] if best() == top and 0 < top < MAX_POPULARITY_WEIGHT else []
     return RankingWeights(model.ranking.collaborative, best(), model.ranking.norm_power), tried
@@ -159,22 +156,21 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
     weights, the collaborative weight relative to that unit, and NDCG@10 and coverage per setting
     tried (with its norm power; the chosen one also has `"chosen": True`). `ranked`: as
     `choose_popularity_weight` takes it."""
-    users, items, seen, relevant = ranked or validation_inputs(model, train, valid)
+    users, items, seen, relevant = ranked or validation_inputs(model.spec, train, valid)
     tried: dict[str, dict[str, float]] = {}
     results = []
     for power in norm_powers:
         scores = _WeightedScores(model, users, items, power)
         base, collaborative = scores.spreads()
         unit = base / (collaborative or 1.0)  # collaborative_unit, from the scores built here anyway
-        for c in weights:
-            if power and not c:
-                continue  # without the collaborative part the norm changes nothing
-            for w in popularity:
-                r = rank_users(scores.rows(c * unit, w), len(users), seen, relevant)
-                coverage = len(r.shown) / len(items)
-                key = f"collaborative={c} popularity={w} norm_power={power}"
-                tried[key] = {"ndcg": r.ndcg, "coverage": coverage, "norm_power": power}
-                results.append((coverage >= min_coverage, r.ndcg, -c, -w, -power, unit, key))
+        # Without the collaborative part (c = 0) the norm changes nothing: once, at power 0.
+        grid = [(c, w) for c in weights if c or not power for w in popularity]
+        ranked_by = rank_each({(c, w): scores.rows(c * unit, w) for c, w in grid}, len(users), seen, relevant)
+        for (c, w), r in ranked_by.items():
+            coverage = len(r.shown) / len(items)
+            key = f"collaborative={c} popularity={w} norm_power={power}"
+            tried[key] = {"ndcg": r.ndcg, "coverage": coverage, "norm_power": power}
+            results.append((coverage >= min_coverage, r.ndcg, -c, -w, -power, unit, key))
     _, _, c, w, power, unit, key = max(results)
     tried[key]["chosen"] = True
     return RankingWeights(collaborative=-c * unit, popularity=-w, norm_power=-power), -c, tried
@@ -193,22 +189,24 @@ def choose_new_user_weights(model: HybridRecommender, weights: RankingWeights, r
     u = model.user_embeddings(users, ranking=replace(weights, collaborative=1.0, new_user_collaborative=1.0,
                                                      new_user_prior=1.0)).astype(np.float64)
     v = model.item_embeddings(ranked.items, ranking=weights).astype(np.float64)
-    item_base, item_prior, item_collab = v[:, :width + 1].T, v[:, width + 1], v[:, width + 2:].T
+    # Contiguous parts, as in _WeightedScores: a product with a column slice is not a BLAS call.
+    user_base, user_collab = np.ascontiguousarray(u[:, :width + 1]), np.ascontiguousarray(u[:, width + 2:])
+    item_base, item_collab = np.ascontiguousarray(v[:, :width + 1].T), np.ascontiguousarray(v[:, width + 2:].T)
+    item_prior = v[:, width + 1].copy()
 
     def rows(multiple: float, beta: float):
         def score(lo: int, hi: int) -> np.ndarray:
-            out = u[lo:hi, :width + 1] @ item_base + beta * item_prior
+            out = user_base[lo:hi] @ item_base
+            out += beta * item_prior
             if multiple and weights.collaborative and item_collab.shape[0]:
-                out += (multiple * weights.collaborative) * (u[lo:hi, width + 2:] @ item_collab)
+                out += (multiple * weights.collaborative) * (user_collab[lo:hi] @ item_collab)
             return out
         return score
 
-    tried, results = {}, []
-    for multiple in collaborative if weights.collaborative else (1.0,):
-        for beta in prior:
-            r = rank_users(rows(multiple, beta), len(users), ranked.seen, ranked.relevant)
-            tried[f"collaborative={multiple:g}x prior={beta:g}"] = r.ndcg
-            results.append((r.ndcg, (multiple, beta) == (1.0, 1.0), -multiple, -beta))
+    pairs = [(multiple, beta) for multiple in (collaborative if weights.collaborative else (1.0,)) for beta in prior]
+    ranked_by = rank_each({pair: rows(*pair) for pair in pairs}, len(users), ranked.seen, ranked.relevant)
+    tried = {f"collaborative={multiple:g}x prior={beta:g}": r.ndcg for (multiple, beta), r in ranked_by.items()}
+    results = [(r.ndcg, pair == (1.0, 1.0), -pair[0], -pair[1]) for pair, r in ranked_by.items()]
     _, _, multiple, beta = max(results)
     return replace(weights, new_user_collaborative=-multiple, new_user_prior=-beta), tried
 
@@ -236,10 +234,11 @@ class RankingChoice:
 
 
 def choose_ranking(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
-                   min_coverage: float = MIN_COVERAGE) -> RankingChoice:
+                   min_coverage: float = MIN_COVERAGE, ranked: RankingInputs | None = None) -> RankingChoice:
     """The ranking weights of a fitted model on `valid`: a known user's, then a new user's
-    (`choose_new_user_weights`). The model is left as it was."""
-    ranked = validation_inputs(model, train, valid)
+    (`choose_new_user_weights`). The model is left as it was. `ranked`: `validation_inputs(spec,
+    train, valid)` if built already."""
+    ranked = ranked or validation_inputs(model.spec, train, valid)
     blend, tried, relative = {}, {}, 0.0
     if model.settings.collaborative.factors:
         weights, relative, blend = choose_blend(model, train, valid, min_coverage=min_coverage, ranked=ranked)
