@@ -185,8 +185,7 @@ def print_fit_times(runs: list[dict]) -> None:
     print("(the asset's training: ModelConfig().train on the whole table, the test split's baselines and the refit "
           "included; searching: no earlier search; reusing: the next training, at the first one's choices; the single "
           "fits on its training split, 70% of the ratings)")
-    sampled = [(r, s) for r in runs for s in r["fit"].get("sampled_search", [])]
-    if sampled:
+    if any(r["fit"].get("sampled_search") for r in runs):
         print(f"\n{'search on':<56}{'time (searching)':>22}{'NDCG@10 / coverage':>22}{'ALS':>16}{'RMSE':>8}")
         for r in runs:
             full = r["fit"]["asset"]["search"]
