@@ -85,22 +85,19 @@ def choose_l2(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame
     return L2Choice(best.settings.l2, tried, best)
 
 
-class _WeightedScores:
-    """The model's ranking score split into its parts, embedded once, so that a grid over the
-    ranking weights costs products, not feature transforms: score = base + collaborative weight *
-    collaborative part + popularity weight * log(1 + training ratings of the item). Equal, for each
-    setting, to the model's own scores with those `RankingWeights`."""
+class _ScoreParts:
+    """A ranking score in parts, so that a grid over its weights costs products, not embeddings:
+    score = base + collaborative weight * collaborative part + popularity weight * prior. `u` and
+    `v`: user and item vectors whose columns before `base_end` make the base and from
+    `collab_start` the collaborative part; `prior`: each item's. Each part is kept contiguous: a
+    product with a column slice is not a BLAS call (5x slower at 110,000 items, measured here),
+    and a grid makes hundreds of them."""
 
-    def __init__(self, model: HybridRecommender, users: pd.DataFrame, items: pd.DataFrame, norm_power: float):
-        parts = RankingWeights(collaborative=1.0, popularity=0.0, norm_power=norm_power)
-        u = model.user_embeddings(users, ranking=parts).astype(np.float64)
-        v = model.item_embeddings(items, ranking=parts).astype(np.float64)
-        k = model.tower_width + 2  # the collaborative dimensions follow the tower and the two biases
-        # Each part contiguous: a product with a column slice of `v` is not a BLAS call (5x slower
-        # at 110,000 items, measured here), and a grid makes hundreds of them.
-        self.user_base, self.user_collab = np.ascontiguousarray(u[:, :k]), np.ascontiguousarray(u[:, k:])
-        self.item_base, self.item_collab = np.ascontiguousarray(v[:, :k].T), np.ascontiguousarray(v[:, k:].T)
-        self.prior = model.popularity_prior(items, RankingWeights(popularity=1.0))
+    def __init__(self, u: np.ndarray, v: np.ndarray, base_end: int, collab_start: int, prior: np.ndarray):
+        self.user_base, self.user_collab = np.ascontiguousarray(u[:, :base_end]), np.ascontiguousarray(u[:, collab_start:])
+        self.item_base = np.ascontiguousarray(v[:, :base_end].T)
+        self.item_collab = np.ascontiguousarray(v[:, collab_start:].T)
+        self.prior = prior
 
     def spreads(self) -> tuple[float, float]:
         """Standard deviations of the base and collaborative scores over the first users: CHUNK of
@@ -118,6 +115,19 @@ class _WeightedScores:
             return out
 
         return score
+
+
+class _WeightedScores(_ScoreParts):
+    """The model's ranking score in parts (`_ScoreParts`), embedded once: the prior is
+    log(1 + training ratings of the item). Equal, for each setting, to the model's own scores with
+    those `RankingWeights`."""
+
+    def __init__(self, model: HybridRecommender, users: pd.DataFrame, items: pd.DataFrame, norm_power: float):
+        parts = RankingWeights(collaborative=1.0, popularity=0.0, norm_power=norm_power)
+        k = model.tower_width + 2  # the collaborative dimensions follow the tower and the two biases
+        super().__init__(model.user_embeddings(users, ranking=parts).astype(np.float64),
+                         model.item_embeddings(items, ranking=parts).astype(np.float64), k, k,
+                         model.popularity_prior(items, RankingWeights(popularity=1.0)))
 
 
 def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
@@ -189,22 +199,11 @@ def choose_new_user_weights(model: HybridRecommender, weights: RankingWeights, r
     u = model.user_embeddings(users, ranking=replace(weights, collaborative=1.0, new_user_collaborative=1.0,
                                                      new_user_prior=1.0)).astype(np.float64)
     v = model.item_embeddings(ranked.items, ranking=weights).astype(np.float64)
-    # Contiguous parts, as in _WeightedScores: a product with a column slice is not a BLAS call.
-    user_base, user_collab = np.ascontiguousarray(u[:, :width + 1]), np.ascontiguousarray(u[:, width + 2:])
-    item_base, item_collab = np.ascontiguousarray(v[:, :width + 1].T), np.ascontiguousarray(v[:, width + 2:].T)
-    item_prior = v[:, width + 1].copy()
-
-    def rows(multiple: float, beta: float):
-        def score(lo: int, hi: int) -> np.ndarray:
-            out = user_base[lo:hi] @ item_base
-            out += beta * item_prior
-            if multiple and weights.collaborative and item_collab.shape[0]:
-                out += (multiple * weights.collaborative) * (user_collab[lo:hi] @ item_collab)
-            return out
-        return score
-
+    # The item vector's prior column (the user's third coordinate multiplies it) is the prior part.
+    scores = _ScoreParts(u, v, width + 1, width + 2, v[:, width + 1].copy())
     pairs = [(multiple, beta) for multiple in (collaborative if weights.collaborative else (1.0,)) for beta in prior]
-    ranked_by = rank_each({pair: rows(*pair) for pair in pairs}, len(users), ranked.seen, ranked.relevant)
+    ranked_by = rank_each({(multiple, beta): scores.rows(multiple * weights.collaborative, beta)
+                           for multiple, beta in pairs}, len(users), ranked.seen, ranked.relevant)
     tried = {f"collaborative={multiple:g}x prior={beta:g}": r.ndcg for (multiple, beta), r in ranked_by.items()}
     results = [(r.ndcg, pair == (1.0, 1.0), -pair[0], -pair[1]) for pair, r in ranked_by.items()]
     _, _, multiple, beta = max(results)
