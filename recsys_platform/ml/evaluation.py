@@ -367,10 +367,10 @@ def tune_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, gr
 
     def score(setting: dict) -> float:
         als = ALSBaseline(spec, seed=seed, **setting).fit(train)
-        ranked = rank_users(als.score_rows(users, items), len(users), seen, relevant)
-        if ranked.ndcg > kept["ndcg"]:  # the search's best is the first of the highest scores, as here
-            kept.update(model=als, ndcg=ranked.ndcg, coverage=len(ranked.shown) / len(items))
-        return ranked.ndcg
+        result = rank_users(als.score_rows(users, items), len(users), seen, relevant)
+        if result.ndcg > kept["ndcg"]:  # the search's best is the first of the highest scores, as here
+            kept.update(model=als, ndcg=result.ndcg, coverage=len(result.shown) / len(items))
+        return result.ndcg
 
     _, tried = coordinate_search(grid, start, score)
     return ALSSearch(kept["model"], kept["coverage"], tried)
