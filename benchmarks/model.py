@@ -261,7 +261,7 @@ def main() -> int:
                      "cold_start": cold_start(frame, spec, run)})
         print(f"{name}: {len(frame):,} ratings, {total_s:.1f} s; chose l2 {m['l2']:g}, {m.get('collaborative')}; "
               f"ALS baseline {m['als_params']} ({len(run.als_ndcg_by_setting)} settings tried), "
-              f"EASE l2 {m.get('ease_l2', '-')}", flush=True)
+              f"{len(run.blend_ndcg_by_weight)} ranking settings, EASE l2 {m.get('ease_l2', '-')}", flush=True)
     if args.fit_only:
         print_fit_times(runs)
         print(f"results: {write_results('model_fit', {'runs': runs})}")

@@ -350,9 +350,11 @@ def test_the_hybrid_ranks_above_tuned_als_popularity_and_its_own_towers(hybrid):
     m, model = run.metrics, run.evaluated  # the metrics are the model's fitted on the training split
     assert model.ranking.collaborative > 0 and m["als_weight"] == model.ranking.collaborative
     tried = run.blend_ndcg_by_weight
-    # every collaborative x popularity weight at each norm power, but the norm changes nothing
-    # without the collaborative part: 8 x 11 + 2 x 7 x 11
-    assert len(tried) == len(BLEND_POPULARITY) * (len(BLEND_WEIGHTS) + (len(NORM_POWERS) - 1) * (len(BLEND_WEIGHTS) - 1))
+    # every collaborative weight at each norm power is searched, but the norm changes nothing
+    # without the collaborative part (8 + 2 x 7 rows), and fewer popularity weights than all are ranked
+    rows = {k.replace(k.split()[1], "") for k in tried}
+    assert len(rows) == len(BLEND_WEIGHTS) + (len(NORM_POWERS) - 1) * (len(BLEND_WEIGHTS) - 1)
+    assert len(tried) < len(rows) * len(BLEND_POPULARITY)
     # the floor is the tuned ALS baseline's validation coverage, at most 20%
     floor = m["coverage_floor"]
     assert 0 < floor <= 0.2
@@ -599,21 +601,61 @@ def test_the_published_model_is_refit_on_every_rating_at_the_settings_chosen(hyb
 def test_the_ranking_baselines_are_tuned_over_a_wide_grid(hybrid):
     """ALS is searched over factors, regularization to the hundreds, alpha and iterations; the
     hybrid's collaborative part is the setting that search chose; EASE is tuned over its L2."""
-    from recsys_platform.ml.evaluation import ALS_GRID, coordinate_search
+    from recsys_platform.ml.evaluation import ALS_GRID, coordinate_search, setting_name
 
     _, run = hybrid
     tried = run.als_ndcg_by_setting
     assert max(ALS_GRID["regularization"]) >= 100
-    assert any("regularization=1000" in k for k in tried) and any("factors=128" in k for k in tried)
     best = max(tried, key=tried.get)
     assert run.metrics["als_params"] == best == run.metrics["collaborative"]
+    chosen = {k: float(v) for k, v in (part.split("=") for part in best.split())}
+    for name, values in ALS_GRID.items():  # a peak of the grid: every neighbour was tried and scored lower
+        at = list(values).index(chosen[name])
+        for v in values[max(0, at - 1):at + 2]:
+            assert tried[setting_name({**chosen, name: v})] <= tried[best]
     ease = run.ease_ndcg_by_l2  # climbed to a peak: the L2 chosen beats each neighbour tried
     assert len(ease) >= 3 and ease[f"l2={run.metrics['ease_l2']:g}"] == max(ease.values())
     assert run.metrics["ndcg@10"] >= max(run.metrics["ndcg@10_als"], run.metrics["ndcg@10_ease"])
     # the search climbs one parameter at a time until a pass changes nothing
     surface = {"a": (0, 1, 2, 3), "b": (0, 1, 2)}
     best, seen = coordinate_search(surface, {"a": 0, "b": 0}, lambda p: -(p["a"] - 2) ** 2 - (p["b"] - 1) ** 2)
-    assert best == {"a": 2, "b": 1} and len(seen) < 4 * 3 + 1
+    # pass one: the start, a up to 3 (worse), b up to 2 (worse); pass two: a's two values below
+    # (2, 1), since a step looks two values ahead, and 3; b's neighbours were scored in pass one
+    assert best == {"a": 2, "b": 1} and len(seen) == 1 + 3 + 2 + 3
+    # a start outside a row: that row is scored whole
+    best, seen = coordinate_search(surface, {"a": 0.5, "b": 1}, lambda p: -(p["a"] - 2) ** 2 - (p["b"] - 1) ** 2)
+    assert best == {"a": 2, "b": 1} and {"a=0 b=1", "a=3 b=1"} <= set(seen)
+
+
+def test_a_blend_row_search_chooses_what_ranking_the_whole_row_would():
+    """`choose_blend`'s rows: with one NDCG peak along the popularity weights and the coverage
+    floor met over one interval of them, `_row_peak` then `_row_best` choose the setting the whole
+    row's rankings would, from fewer; past a bar, only settings that could not beat it are missed."""
+    from recsys_platform.ml.tuning import _row_best, _row_peak
+
+    rng, n = np.random.default_rng(0), 11
+    ranked = 0
+    for _ in range(400):
+        peak, lo, hi = rng.integers(n), *sorted(rng.integers(-2, n + 2, 2))
+        ndcg = np.full(n, 0.3)
+        for i in range(peak + 1, n):
+            ndcg[i] = ndcg[i - 1] - rng.uniform(0.001, 0.05)
+        for i in range(peak - 1, -1, -1):
+            ndcg[i] = ndcg[i + 1] - rng.uniform(0.001, 0.05)
+        seen: set[int] = set()
+
+        def key(i, ndcg=ndcg, lo=lo, hi=hi, seen=seen):
+            seen.add(i)
+            return lo <= i <= hi, ndcg[i], -i
+
+        whole = max(range(n), key=key)
+        seen.clear()
+        assert _row_best(key, n, _row_peak(key, n, n // 2), -np.inf) == whole
+        ranked += len(seen)
+        bar = rng.uniform(0.1, 0.3)
+        chosen = _row_best(key, n, _row_peak(key, n, n // 2), bar)
+        assert chosen == whole or not key(whole)[0] or ndcg[whole] < bar
+    assert ranked < 0.75 * 400 * n
 
 
 def test_a_refit_starts_from_the_evaluated_towers_and_needs_fewer_sweeps(hybrid):

@@ -17,7 +17,9 @@ from recsys_platform.ml.evaluation import (
     BLOCK_SCORES,
     CHUNK,
     RankingInputs,
+    each_ranked,
     rank_each,
+    rank_users,
     rmse,
     validation_inputs,
 )
@@ -137,8 +139,8 @@ def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, vali
     other weights kept, and NDCG@10 per weight tried. While the best is the largest weight tried,
     the grid doubles (up to MAX_POPULARITY_WEIGHT), so the choice is never its edge by default.
     `ranked`: `validation_inputs(model.spec, train, valid)` if built already."""
-    users, items, seen, relevant = ranked or validation_inputs(model.spec, train, valid)
-    scores = _WeightedScores(model, users, items, model.ranking.norm_power)
+    ranked = ranked or validation_inputs(model.spec, train, valid)
+    scores = _WeightedScores(model, ranked.users, ranked.items, model.ranking.norm_power)
     tried: dict[float, float] = {}
 
     def best() -> float:
@@ -146,8 +148,7 @@ def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, vali
 
     pending = list(weights)
     while pending:
-        ranked_by = rank_each({w: scores.rows(model.ranking.collaborative, w) for w in pending}, len(users), seen,
-                              relevant)
+        ranked_by = rank_each({w: scores.rows(model.ranking.collaborative, w) for w in pending}, ranked)
         tried.update({w: r.ndcg for w, r in ranked_by.items()})
         top = max(tried)
         pending = [top * 2] if best() == top and 0 < top < MAX_POPULARITY_WEIGHT else []
@@ -162,28 +163,90 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
     the popularity weight and the factors' norm power. The best NDCG@10 among the settings whose
     top-10 lists cover at least `min_coverage` of the catalog (the popularity prior and the factor
     norms buy NDCG with coverage), or the best NDCG if none does; ties go to the smaller weights.
-    Relative weight 1.0: both parts' scores equally spread over the validation users. Returns the
-    weights, the collaborative weight relative to that unit, and NDCG@10 and coverage per setting
-    tried (with its norm power; the chosen one also has `"chosen": True`). `ranked`: as
-    `choose_popularity_weight` takes it."""
-    users, items, seen, relevant = ranked or validation_inputs(model.spec, train, valid)
-    tried: dict[str, dict[str, float]] = {}
-    results = []
+    Relative weight 1.0: both parts' scores equally spread over the validation users.
+
+    Each norm power and collaborative weight is a row of popularity weights, searched rather than
+    ranked whole (`_row_peak`, then `_row_best` past a bar; MovieLens: 96 rankings instead of 242,
+    the same choice, as at every scale measured: docs/ml.md). The rows rank RANKING_THREADS at a
+    time (`each_ranked`), and the bar is fixed between the two steps, so what is ranked does not
+    depend on which thread finishes first. Returns the weights, the collaborative weight relative
+    to that unit, and NDCG@10 and coverage per setting ranked (with its norm power; the chosen one
+    also has `"chosen": True`). `ranked`: as `choose_popularity_weight` takes it."""
+    ranked = ranked or validation_inputs(model.spec, train, valid)
+    ws = sorted(popularity)
+    rows = []
     for power in norm_powers:
-        scores = _WeightedScores(model, users, items, power)
+        scores = _WeightedScores(model, ranked.users, ranked.items, power)
         base, collaborative = scores.spreads()
         unit = base / (collaborative or 1.0)  # collaborative_unit, from the scores built here anyway
         # Without the collaborative part (c = 0) the norm changes nothing: once, at power 0.
-        grid = [(c, w) for c in weights if c or not power for w in popularity]
-        ranked_by = rank_each({(c, w): scores.rows(c * unit, w) for c, w in grid}, len(users), seen, relevant)
-        for (c, w), r in ranked_by.items():
-            coverage = len(r.shown) / len(items)
-            key = f"collaborative={c} popularity={w} norm_power={power}"
-            tried[key] = {"ndcg": r.ndcg, "coverage": coverage, "norm_power": power}
-            results.append((coverage >= min_coverage, r.ndcg, -c, -w, -power, unit, key))
-    _, _, c, w, power, unit, key = max(results)
-    tried[key]["chosen"] = True
-    return RankingWeights(collaborative=-c * unit, popularity=-w, norm_power=-power), -c, tried
+        rows += [_BlendRow(scores, c, unit, power, ws, min_coverage, ranked) for c in weights if c or not power]
+    peaks = each_ranked(lambda row: _row_peak(row.key, len(ws), len(ws) // 2), rows, ranked)
+    bar = max((key[1] for row, i in zip(rows, peaks) if (key := row.key(i))[0]), default=-np.inf)
+    chosen = each_ranked(lambda row_peak: _row_best(row_peak[0].key, len(ws), row_peak[1], bar),
+                         list(zip(rows, peaks)), ranked)
+    row, at = max(zip(rows, chosen), key=lambda row_at: row_at[0].key(row_at[1]))
+    row.tried[row.name(at)]["chosen"] = True
+    tried = {each.name(i): each.tried[each.name(i)] for each in rows for i in sorted(each.keys)}
+    return (RankingWeights(collaborative=row.c * row.unit, popularity=ws[at], norm_power=row.power), row.c, tried)
+
+
+class _BlendRow:
+    """One norm power and collaborative weight of `choose_blend`, across the popularity weights
+    `ws`: `key(i)` ranks the validation users at the i-th (once) and returns what `choose_blend`
+    maximizes, (meets the coverage floor, NDCG@10, then the smaller weights)."""
+
+    def __init__(self, scores: _WeightedScores, c: float, unit: float, power: float, ws: list[float],
+                 min_coverage: float, ranked: RankingInputs):
+        self.scores, self.c, self.unit, self.power, self.ws = scores, c, unit, power, ws
+        self.min_coverage, self.ranked = min_coverage, ranked
+        self.keys: dict[int, tuple] = {}
+        self.tried: dict[str, dict[str, float]] = {}
+
+    def key(self, i: int) -> tuple:
+        if i not in self.keys:
+            w, ranked = self.ws[i], self.ranked
+            r = rank_users(self.scores.rows(self.c * self.unit, w), len(ranked.users), ranked.seen, ranked.relevant)
+            coverage = len(r.shown) / len(ranked.items)
+            self.tried[self.name(i)] = {"ndcg": r.ndcg, "coverage": coverage, "norm_power": self.power}
+            self.keys[i] = (coverage >= self.min_coverage, r.ndcg, -self.c, -w, -self.power)
+        return self.keys[i]
+
+    def name(self, i: int) -> str:
+        return f"collaborative={self.c} popularity={self.ws[i]} norm_power={self.power}"
+
+
+def _row_peak(key, n: int, start: int) -> int:
+    """The position of the best NDCG@10 (`key(i)[1]`) in a row of `n` settings, climbed from
+    `start`: to the better neighbour while one is better, upward first and downward only if
+    upward did not move. Along the popularity weights NDCG has one peak in every row measured
+    (docs/ml.md), so the climb ends where ranking the whole row would."""
+    at = start
+    for step in (1, -1):
+        while 0 <= at + step < n and key(at + step)[1] > key(at)[1]:
+            at += step
+        if at != start:
+            break
+    return at
+
+
+def _row_best(key, n: int, peak: int, bar: float) -> int:
+    """The row's best setting by `key(i)` (meets the coverage floor, NDCG@10, ...), given its
+    NDCG peak: the peak if its lists meet the floor; else the better of the nearest settings on
+    either side that meet it, each side's walk ending once NDCG falls below `bar` (the best
+    NDCG at the floor over every row's peak): away from the peak NDCG only falls, so nothing
+    further that way could be chosen. None met: the peak (chosen only if no setting anywhere
+    meets the floor, as the row's best NDCG)."""
+    found = [peak]
+    if not key(peak)[0] and key(peak)[1] >= bar:
+        for step in (-1, 1):
+            i = peak + step
+            while 0 <= i < n and key(i)[1] >= bar:
+                if key(i)[0]:
+                    found.append(i)
+                    break
+                i += step
+    return max(found, key=key)
 
 
 def choose_new_user_weights(model: HybridRecommender, weights: RankingWeights, ranked: RankingInputs,
@@ -203,7 +266,7 @@ def choose_new_user_weights(model: HybridRecommender, weights: RankingWeights, r
     scores = _ScoreParts(u, v, width + 1, width + 2, v[:, width + 1].copy())
     pairs = [(multiple, beta) for multiple in (collaborative if weights.collaborative else (1.0,)) for beta in prior]
     ranked_by = rank_each({(multiple, beta): scores.rows(multiple * weights.collaborative, beta)
-                           for multiple, beta in pairs}, len(users), ranked.seen, ranked.relevant)
+                           for multiple, beta in pairs}, ranked)
     tried = {f"collaborative={multiple:g}x prior={beta:g}": r.ndcg for (multiple, beta), r in ranked_by.items()}
     results = [(r.ndcg, pair == (1.0, 1.0), -pair[0], -pair[1]) for pair, r in ranked_by.items()]
     _, _, multiple, beta = max(results)
