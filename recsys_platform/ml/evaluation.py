@@ -329,15 +329,28 @@ def setting_name(setting: dict) -> str:
     return " ".join(f"{k}={v:g}" for k, v in setting.items())
 
 
+def climb(score, n: int, start: int) -> int:
+    """Where a climb from position `start` ends in a row of `n` by `score(i)`: it steps to the
+    nearer of the next two positions that scores better while one does, upward first and downward
+    only if upward did not move. Looking two positions ahead carries it across a one-value dip,
+    which noisy validation figures make (`coordinate_search`, `tuning.choose_blend`)."""
+    at = start
+    for step in (1, -1):
+        while (better := next((j for j in (at + step, at + 2 * step)
+                               if 0 <= j < n and score(j) > score(at)), None)) is not None:
+            at = better
+        if at != start:
+            break
+    return at
+
+
 def coordinate_search(grid: dict, start: dict, score) -> tuple[dict, dict[str, float]]:
     """The setting of `grid` (name -> values) with the highest `score(setting)`, by coordinate
     ascent from `start`: each parameter in turn climbs its row (its values in order, the others
-    fixed), stepping to the nearer of the next two values that scores better while one does,
-    upward first and downward only if upward did not move; passes repeat until one changes
-    nothing. A value of `start` outside its row makes that row scored whole. Looking two values
-    ahead carries a climb across a one-value dip; regularization's row is flat and noisy below
-    100 (at scale 1000: 0.0270, 0.0272, 0.0258, 0.0266 at 1, 10, 30, 100, then 0.0340 at 300), so
-    `ALS_START` begins above that. Measured on six data sets (docs/ml.md), the climb from
+    fixed; `climb`), and passes repeat until one changes nothing. A value of `start` outside its
+    row: that row is scored whole and its best taken. Regularization's row is flat and noisy
+    below 100 (at scale 1000: 0.0270, 0.0272, 0.0258, 0.0266 at 1, 10, 30, 100, then 0.0340 at
+    300), deeper than the climb looks ahead, so `ALS_START` begins above that. Measured on six data sets (docs/ml.md), the climb from
     `ALS_START` chose what scoring each row whole did, in 13-25 fits instead of 20-33. Like any
     coordinate search it can stop at a local best, which the full grid of `ALS_GRID` (384) would
     not (the scores per setting tried are returned, so a reader can see what was searched).
@@ -356,19 +369,16 @@ def coordinate_search(grid: dict, start: dict, score) -> tuple[dict, dict[str, f
         changed = False
         for name, values in grid.items():
             values = sorted(values)
-            if best[name] not in values:
-                for v in values:
-                    if value({**best, name: v}) > value(best):
-                        best, changed = {**best, name: v}, True
-                continue
-            at = values.index(best[name])
-            for step in (1, -1):
-                i = at
-                while (better := next((j for j in (i + step, i + 2 * step) if 0 <= j < len(values)
-                                       and value({**best, name: values[j]}) > value(best)), None)) is not None:
-                    best, changed, i = {**best, name: values[better]}, True, better
-                if best[name] != values[at]:
-                    break
+
+            def row(j: int, name=name, values=values, best=best) -> float:
+                return value({**best, name: values[j]})
+
+            if best[name] in values:
+                at = climb(row, len(values), values.index(best[name]))
+            else:
+                at = max(range(len(values)), key=row)
+            if values[at] != best[name]:
+                best, changed = {**best, name: values[at]}, True
     return best, tried
 
 

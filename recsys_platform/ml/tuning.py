@@ -17,6 +17,7 @@ from recsys_platform.ml.evaluation import (
     BLOCK_SCORES,
     CHUNK,
     RankingInputs,
+    climb,
     each_ranked,
     rank_each,
     rank_users,
@@ -166,7 +167,7 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
     Relative weight 1.0: both parts' scores equally spread over the validation users.
 
     Each norm power and collaborative weight is a row of popularity weights, searched rather than
-    ranked whole (`_row_peak`, then `_row_best` past a bar; MovieLens: 96 rankings instead of 242,
+    ranked whole (`evaluation.climb` to the row's NDCG peak, then `_row_best` past a bar; MovieLens: 96 rankings instead of 242,
     the same choice, as at every scale measured: docs/ml.md). The rows rank RANKING_THREADS at a
     time (`each_ranked`), and the bar is fixed between the two steps, so what is ranked does not
     depend on which thread finishes first. Returns the weights, the collaborative weight relative
@@ -181,7 +182,7 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
         unit = base / (collaborative or 1.0)  # collaborative_unit, from the scores built here anyway
         # Without the collaborative part (c = 0) the norm changes nothing: once, at power 0.
         rows += [_BlendRow(scores, c, unit, power, ws, min_coverage, ranked) for c in weights if c or not power]
-    peaks = each_ranked(lambda row: _row_peak(row.key, len(ws), len(ws) // 2), rows, ranked)
+    peaks = each_ranked(lambda row: climb(lambda i: row.key(i)[1], len(ws), len(ws) // 2), rows, ranked)
     bar = max((key[1] for row, i in zip(rows, peaks) if (key := row.key(i))[0]), default=-np.inf)
     chosen = each_ranked(lambda row_peak: _row_best(row_peak[0].key, len(ws), row_peak[1], bar),
                          list(zip(rows, peaks)), ranked)
@@ -216,32 +217,19 @@ class _BlendRow:
         return f"collaborative={self.c} popularity={self.ws[i]} norm_power={self.power}"
 
 
-def _row_peak(key, n: int, start: int) -> int:
-    """The position of the best NDCG@10 (`key(i)[1]`) in a row of `n` settings, climbed from
-    `start`: to the better neighbour while one is better, upward first and downward only if
-    upward did not move. Along the popularity weights NDCG has one peak in every row measured
-    (docs/ml.md), so the climb ends where ranking the whole row would."""
-    at = start
-    for step in (1, -1):
-        while 0 <= at + step < n and key(at + step)[1] > key(at)[1]:
-            at += step
-        if at != start:
-            break
-    return at
-
-
 def _row_best(key, n: int, peak: int, bar: float) -> int:
     """The row's best setting by `key(i)` (meets the coverage floor, NDCG@10, ...), given its
     NDCG peak: the peak if its lists meet the floor; else the better of the nearest settings on
-    either side that meet it, each side's walk ending once NDCG falls below `bar` (the best
-    NDCG at the floor over every row's peak): away from the peak NDCG only falls, so nothing
-    further that way could be chosen. None met: the peak (chosen only if no setting anywhere
-    meets the floor, as the row's best NDCG)."""
+    either side that meet it, each side's walk ending once two settings in a row fall below
+    `bar` (the best NDCG at the floor over every row's peak): away from the peak NDCG falls, so
+    nothing further that way could be chosen, and two, not one, because validation NDCG is noisy
+    (at collaborative scale 10 one setting below the bar hid the best, 0.3456, behind 0.3414).
+    None met: the peak (chosen only if no setting anywhere meets the floor, as the row's best NDCG)."""
     found = [peak]
     if not key(peak)[0] and key(peak)[1] >= bar:
         for step in (-1, 1):
             i = peak + step
-            while 0 <= i < n and key(i)[1] >= bar:
+            while 0 <= i < n and any(0 <= j < n and key(j)[1] >= bar for j in (i, i + step)):
                 if key(i)[0]:
                     found.append(i)
                     break
