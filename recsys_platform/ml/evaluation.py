@@ -350,11 +350,11 @@ def coordinate_search(grid: dict, start: dict, score) -> tuple[dict, dict[str, f
     fixed; `climb`), and passes repeat until one changes nothing. A value of `start` outside its
     row: that row is scored whole and its best taken. Regularization's row is flat and noisy
     below 100 (at scale 1000: 0.0270, 0.0272, 0.0258, 0.0266 at 1, 10, 30, 100, then 0.0340 at
-    300), deeper than the climb looks ahead, so `ALS_START` begins above that. Measured on six data sets (docs/ml.md), the climb from
-    `ALS_START` chose what scoring each row whole did, in 13-25 fits instead of 20-33. Like any
-    coordinate search it can stop at a local best, which the full grid of `ALS_GRID` (384) would
-    not (the scores per setting tried are returned, so a reader can see what was searched).
-    Ties keep the setting found first."""
+    300), deeper than the climb looks ahead, so `ALS_START` begins above that. On six data sets
+    (docs/ml.md) the climb from `ALS_START` chose what scoring each row whole did, in 13-25 fits
+    instead of 20-33. Like any coordinate search it can stop at a local best, which the full grid
+    of `ALS_GRID` (384) would not (the scores per setting tried are returned, so a reader can see
+    what was searched). Ties keep the setting found first."""
     tried: dict[str, float] = {}
     best = dict(start)
 

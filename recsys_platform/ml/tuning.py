@@ -167,9 +167,10 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
     Relative weight 1.0: both parts' scores equally spread over the validation users.
 
     Each norm power and collaborative weight is a row of popularity weights, searched rather than
-    ranked whole (`evaluation.climb` to the row's NDCG peak, then `_row_best` past a bar; MovieLens: 96 rankings instead of 242,
-    the same choice, as at every scale measured: docs/ml.md). The rows rank RANKING_THREADS at a
-    time (`each_ranked`), and the bar is fixed between the two steps, so what is ranked does not
+    ranked whole: `evaluation.climb` to the row's NDCG peak, then `_row_best` past a bar (114-127
+    rankings instead of 242 at scales 10 and 100, 119 on MovieLens, and the whole grid's choice
+    on every data set measured: docs/ml.md). The rows rank RANKING_THREADS at a time
+    (`each_ranked`), and the bar is fixed between the two steps, so what is ranked does not
     depend on which thread finishes first. Returns the weights, the collaborative weight relative
     to that unit, and NDCG@10 and coverage per setting ranked (with its norm power; the chosen one
     also has `"chosen": True`). `ranked`: as `choose_popularity_weight` takes it."""
@@ -221,10 +222,11 @@ def _row_best(key, n: int, peak: int, bar: float) -> int:
     """The row's best setting by `key(i)` (meets the coverage floor, NDCG@10, ...), given its
     NDCG peak: the peak if its lists meet the floor; else the better of the nearest settings on
     either side that meet it, each side's walk ending once two settings in a row fall below
-    `bar` (the best NDCG at the floor over every row's peak): away from the peak NDCG falls, so
-    nothing further that way could be chosen, and two, not one, because validation NDCG is noisy
-    (at collaborative scale 10 one setting below the bar hid the best, 0.3456, behind 0.3414).
-    None met: the peak (chosen only if no setting anywhere meets the floor, as the row's best NDCG)."""
+    `bar` (the best NDCG at the floor over every row's peak). Away from the peak NDCG falls, so
+    nothing further that way could be chosen; two settings, not one, because validation NDCG is
+    noisy (in collaborative scale 10's cold-start model one setting below the bar, 0.3414, hid
+    the best, 0.3456). None met: the peak (chosen only if no setting anywhere meets the floor,
+    as the row's best NDCG)."""
     found = [peak]
     if not key(peak)[0] and key(peak)[1] >= bar:
         for step in (-1, 1):
