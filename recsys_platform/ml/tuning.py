@@ -188,31 +188,31 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
     chosen = each_ranked(lambda row_peak: _row_best(row_peak[0].key, len(ws), row_peak[1], bar),
                          list(zip(rows, peaks)), ranked)
     row, at = max(zip(rows, chosen), key=lambda row_at: row_at[0].key(row_at[1]))
-    row.tried[row.name(at)]["chosen"] = True
-    tried = {each.name(i): each.tried[each.name(i)] for each in rows for i in sorted(each.keys)}
+    row.figures[at]["chosen"] = True
+    tried = {each.name(i): each.figures[i] for each in rows for i in sorted(each.figures)}
     return (RankingWeights(collaborative=row.c * row.unit, popularity=ws[at], norm_power=row.power), row.c, tried)
 
 
 class _BlendRow:
     """One norm power and collaborative weight of `choose_blend`, across the popularity weights
-    `ws`: `key(i)` ranks the validation users at the i-th (once) and returns what `choose_blend`
-    maximizes, (meets the coverage floor, NDCG@10, then the smaller weights)."""
+    `ws`: `key(i)` ranks the validation users at the i-th (once; its NDCG@10, coverage and norm
+    power kept in `figures`) and returns what `choose_blend` maximizes, (meets the coverage
+    floor, NDCG@10, then the smaller weights)."""
 
     def __init__(self, scores: _WeightedScores, c: float, unit: float, power: float, ws: list[float],
                  min_coverage: float, ranked: RankingInputs):
         self.scores, self.c, self.unit, self.power, self.ws = scores, c, unit, power, ws
         self.min_coverage, self.ranked = min_coverage, ranked
-        self.keys: dict[int, tuple] = {}
-        self.tried: dict[str, dict[str, float]] = {}
+        self.figures: dict[int, dict[str, float]] = {}
 
     def key(self, i: int) -> tuple:
-        if i not in self.keys:
-            w, ranked = self.ws[i], self.ranked
-            r = rank_users(self.scores.rows(self.c * self.unit, w), len(ranked.users), ranked.seen, ranked.relevant)
-            coverage = len(r.shown) / len(ranked.items)
-            self.tried[self.name(i)] = {"ndcg": r.ndcg, "coverage": coverage, "norm_power": self.power}
-            self.keys[i] = (coverage >= self.min_coverage, r.ndcg, -self.c, -w, -self.power)
-        return self.keys[i]
+        if i not in self.figures:
+            ranked = self.ranked
+            r = rank_users(self.scores.rows(self.c * self.unit, self.ws[i]), len(ranked.users), ranked.seen,
+                           ranked.relevant)
+            self.figures[i] = {"ndcg": r.ndcg, "coverage": len(r.shown) / len(ranked.items), "norm_power": self.power}
+        figures = self.figures[i]
+        return figures["coverage"] >= self.min_coverage, figures["ndcg"], -self.c, -self.ws[i], -self.power
 
     def name(self, i: int) -> str:
         return f"collaborative={self.c} popularity={self.ws[i]} norm_power={self.power}"
