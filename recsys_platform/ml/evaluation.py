@@ -1,7 +1,7 @@
 """Held-out evaluation of a recommender against baselines: RMSE, MAE, NDCG@10, Recall@10, coverage.
 
 The ranking metrics rank every test user's candidates (the catalog less the items the user has in
-training or validation) the same way for the model and every baseline (`_ranking`); the
+training or validation) the same way for the model and every baseline (`RankingInputs.rank`); the
 baselines are the global mean, user/item biases, popularity and implicit ALS tuned on the
 validation split (`tune_als`, over a wide grid) and EASE, the item-item closed form (`tune_ease`).
 """
@@ -165,10 +165,7 @@ def rank_each(score_rows: dict, ranked: RankingInputs) -> dict:
     """`rank_users` of `ranked`'s users by each value of `score_rows` (any key -> score rows),
     RANKING_THREADS at a time (`each_ranked`). Measured here, 24 rankings of 500 users x 110,000
     items: 13.8 s one at a time, 11.9 s two at a time, 10.1 s two at a time with one BLAS thread each."""
-    def rank(rows) -> Ranking:
-        return rank_users(rows, len(ranked.users), ranked.seen, ranked.relevant)
-
-    return dict(zip(score_rows, each_ranked(rank, list(score_rows.values()), ranked)))
+    return dict(zip(score_rows, each_ranked(ranked.rank, list(score_rows.values()), ranked)))
 
 
 class RankingInputs(NamedTuple):
@@ -179,6 +176,14 @@ class RankingInputs(NamedTuple):
     items: pd.DataFrame
     seen: list[set[int]]
     relevant: list[set[int]]
+
+    def rank(self, score_rows) -> Ranking:
+        """`rank_users` of these users by `score_rows(lo, hi)` (the scores of users lo..hi-1 over `items`)."""
+        return rank_users(score_rows, len(self.users), self.seen, self.relevant)
+
+    def coverage(self, ranking: Ranking) -> float:
+        """The share of the catalog that `ranking`'s top-10 lists show."""
+        return len(ranking.shown) / len(self.items)
 
 
 # The validation rankings of a search rank at most this many user x item scores each (at least
@@ -244,16 +249,16 @@ def evaluate(model: HybridRecommender, train: pd.DataFrame, test: pd.DataFrame,
         "rmse_bias": rmse(y, bias.predict(test)), "mae_bias": mae(y, bias.predict(test)),
         "test_ratings": int(len(test)), "train_ratings": int(len(train)),
     }
-    users, items, seen, relevant = held_out or ranking_inputs(s, train, test, also_seen=valid)
-    mine = rank_users(model_rows(model, users, items), len(users), seen, relevant)
-    popularity = train[s.item_id].value_counts().reindex(items[s.item_id]).fillna(0).to_numpy(dtype=float)
-    pop = rank_users(lambda lo, hi: np.tile(popularity, (hi - lo, 1)), len(users), seen, relevant)
+    held = held_out or ranking_inputs(s, train, test, also_seen=valid)
+    mine = held.rank(model_rows(model, held.users, held.items))
+    popularity = train[s.item_id].value_counts().reindex(held.items[s.item_id]).fillna(0).to_numpy(dtype=float)
+    pop = held.rank(lambda lo, hi: np.tile(popularity, (hi - lo, 1)))
     metrics.update({
         f"ndcg@{K}": mine.ndcg, f"recall@{K}": mine.recall, f"recall@{K}_capped": mine.recall_capped,
-        "coverage": len(mine.shown) / len(items),
+        "coverage": held.coverage(mine),
         f"ndcg@{K}_popularity": pop.ndcg, f"recall@{K}_popularity": pop.recall,
-        f"recall@{K}_capped_popularity": pop.recall_capped, "coverage_popularity": len(pop.shown) / len(items),
-        "users_ranked": int(sum(1 for r in relevant if r)), "catalog_items": int(len(items)),
+        f"recall@{K}_capped_popularity": pop.recall_capped, "coverage_popularity": held.coverage(pop),
+        "users_ranked": int(sum(1 for r in held.relevant if r)), "catalog_items": int(len(held.items)),
     })
     return metrics
 
@@ -395,14 +400,14 @@ def tune_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, gr
              start: dict = ALS_START, seed: int = 0, ranked: RankingInputs | None = None) -> ALSSearch:
     """The ALS whose NDCG@10 on `valid` is best over `grid` (`coordinate_search` from `start`).
     `ranked`: `validation_inputs(spec, train, valid)` if built already."""
-    users, items, seen, relevant = ranked or validation_inputs(spec, train, valid)
+    ranked = ranked or validation_inputs(spec, train, valid)
     kept: dict = {"ndcg": -1.0}  # only the best model so far stays in memory
 
     def score(setting: dict) -> float:
         als = ALSBaseline(spec, seed=seed, **setting).fit(train)
-        result = rank_users(als.score_rows(users, items), len(users), seen, relevant)
+        result = ranked.rank(als.score_rows(ranked.users, ranked.items))
         if result.ndcg > kept["ndcg"]:  # the search's best is the first of the highest scores, as here
-            kept.update(model=als, ndcg=result.ndcg, coverage=len(result.shown) / len(items))
+            kept.update(model=als, ndcg=result.ndcg, coverage=ranked.coverage(result))
         return result.ndcg
 
     _, tried = coordinate_search(grid, start, score)
@@ -477,7 +482,7 @@ def tune_ease(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, g
     users the model's own choices ranked (`validation_inputs`), if built already."""
     if train[spec.item_id].nunique() > max_items:
         return None, {}
-    users, items, seen, relevant = ranked or validation_inputs(spec, train, valid)
+    ranked = ranked or validation_inputs(spec, train, valid)
     s = spec
     x = _binary_matrix(train, s, pd.Index(train[s.user_id].unique()), pd.Index(train[s.item_id].unique()))
     gram = (x.T @ x).toarray()
@@ -487,7 +492,7 @@ def tune_ease(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, g
     def ndcg_at(n: int) -> float:
         if n not in fitted:
             ease = EASEBaseline(spec, l2=grid[n]).fit(train, matrix=(x, gram))
-            fitted[n] = (ease, rank_users(ease.score_rows(users, items), len(users), seen, relevant).ndcg)
+            fitted[n] = (ease, ranked.rank(ease.score_rows(ranked.users, ranked.items)).ndcg)
         return fitted[n][1]
 
     at = min(range(len(grid)), key=lambda n: abs(grid[n] - start))
@@ -505,6 +510,6 @@ def ranking_metrics(spec: RecommenderSpec, score_rows_for, train: pd.DataFrame, 
     """NDCG@10, recall@10 and top-10 catalog coverage of any scorer on the test split, with the
     same candidates and exclusions as `evaluate` (`score_rows_for(users, items)` gives the rows;
     `held_out` as `evaluate` takes it)."""
-    users, items, seen, relevant = held_out or ranking_inputs(spec, train, test, also_seen=valid)
-    r = rank_users(score_rows_for(users, items), len(users), seen, relevant)
-    return {f"ndcg@{K}": r.ndcg, f"recall@{K}": r.recall, "coverage": len(r.shown) / len(items)}
+    held = held_out or ranking_inputs(spec, train, test, also_seen=valid)
+    r = held.rank(score_rows_for(held.users, held.items))
+    return {f"ndcg@{K}": r.ndcg, f"recall@{K}": r.recall, "coverage": held.coverage(r)}

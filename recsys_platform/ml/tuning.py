@@ -20,7 +20,6 @@ from recsys_platform.ml.evaluation import (
     climb,
     each_ranked,
     rank_each,
-    rank_users,
     rmse,
     validation_inputs,
 )
@@ -207,10 +206,8 @@ class _BlendRow:
 
     def key(self, i: int) -> tuple:
         if i not in self.figures:
-            ranked = self.ranked
-            r = rank_users(self.scores.rows(self.c * self.unit, self.ws[i]), len(ranked.users), ranked.seen,
-                           ranked.relevant)
-            self.figures[i] = {"ndcg": r.ndcg, "coverage": len(r.shown) / len(ranked.items), "norm_power": self.power}
+            r = self.ranked.rank(self.scores.rows(self.c * self.unit, self.ws[i]))
+            self.figures[i] = {"ndcg": r.ndcg, "coverage": self.ranked.coverage(r), "norm_power": self.power}
         figures = self.figures[i]
         return figures["coverage"] >= self.min_coverage, figures["ndcg"], -self.c, -self.ws[i], -self.power
 
