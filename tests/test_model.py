@@ -627,6 +627,43 @@ def test_the_ranking_baselines_are_tuned_over_a_wide_grid(hybrid):
     assert best == {"a": 2, "b": 1} and {"a=0 b=1", "a=3 b=1"} <= set(seen)
 
 
+def test_low_ratings_read_as_dislikes_lower_what_als_predicts_for_them(frame):
+    """With `dislikes`, ALS takes ratings at or below it as preference 0 (implicit's negative
+    confidence): it predicts less for the pairs disliked than ALS reading every rating as a like,
+    while a rating above the threshold stays a like."""
+    from recsys_platform.ml.collaborative import als_factors
+    from recsys_platform.ml.encoding import training_rows
+
+    users, items, u, i = training_rows(RETAIL, frame)
+    ratings = frame[RETAIL.rating].astype(float).to_numpy()
+    predicted = {}
+    for dislikes in (0.0, 2.0):
+        settings = CollaborativeSettings(factors=16, regularization=1.0, alpha=10.0, iterations=15, dislikes=dislikes)
+        uf, itf = als_factors(u, i, ratings, len(users), len(items), settings, seed=0)
+        predicted[dislikes] = np.einsum("nk,nk->n", uf[u], itf[i])
+    low, high = ratings <= 2, ratings >= 4
+    assert low.sum() > 100 and high.sum() > 100
+    assert predicted[2.0][low].mean() < 0.5 < predicted[0.0][low].mean()
+    assert predicted[2.0][high].mean() > 0.5
+
+
+def test_a_grid_with_dislikes_gives_the_collaborative_part_its_choice(frame):
+    """A collaborative grid may search `dislikes` too (the benchmark's "ALS + dislikes"): a
+    parameter the start lacks is scored whole, the choice reaches the hybrid's collaborative part,
+    its name and its published config."""
+    grid = {"factors": (8,), "regularization": (100.0,), "alpha": (10.0,), "iterations": (15,), "dislikes": (0.0, 2.0)}
+    run = train(frame, hybrid_model(als_factors=8), collaborative_grid=grid, baselines=False, refit=False)
+    assert len(run.als_ndcg_by_setting) == 2
+    best = max(run.als_ndcg_by_setting, key=run.als_ndcg_by_setting.get)
+    dislikes = float(best.split("dislikes=")[1])
+    c = run.model.settings.collaborative
+    assert c.dislikes == dislikes and run.tuned.als.get("dislikes", 0.0) == dislikes
+    assert ("dislikes=2" in run.metrics["collaborative"]) == (dislikes == 2.0)
+    assert HybridRecommender.from_config(run.model.config()).settings.collaborative == c
+    older = {k: v for k, v in run.model.config().items() if k != "als_dislikes"}  # a model published before
+    assert HybridRecommender.from_config(older).settings.collaborative.dislikes == 0.0
+
+
 def test_a_blend_row_search_chooses_what_ranking_the_whole_row_would():
     """`choose_blend`'s rows: with one NDCG peak along the popularity weights and the coverage
     floor met over one interval of them, the climb to the peak then `_row_best` choose the setting

@@ -285,6 +285,7 @@ class ALSBaseline:
     alpha: float = 1.0
     iterations: int = 15
     seed: int = 0
+    dislikes: float = 0.0  # ratings at or below this read as dislikes (0: none; `CollaborativeSettings`)
 
     def fit(self, train: pd.DataFrame, factors: tuple[np.ndarray, np.ndarray] | None = None) -> ALSBaseline:
         """`factors`: the (users, items) ALS factors of `train` at this setting if computed already
@@ -301,12 +302,12 @@ class ALSBaseline:
         return self
 
     def collaborative_settings(self) -> CollaborativeSettings:
-        return CollaborativeSettings(**self.setting)
+        return CollaborativeSettings(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
+                                     iterations=self.iterations, dislikes=self.dislikes)
 
     @property
     def setting(self) -> dict:
-        return {"factors": self.factors, "regularization": self.regularization, "alpha": self.alpha,
-                "iterations": self.iterations}
+        return als_setting(self.collaborative_settings())
 
     def score_rows(self, users: pd.DataFrame, items: pd.DataFrame):
         s = self.spec
@@ -330,6 +331,13 @@ def _popularity(counts: pd.Series, item_ids: pd.Series) -> np.ndarray:
     return row / (row.max() or 1.0)
 
 
+def als_setting(c: CollaborativeSettings) -> dict:
+    """An ALS setting as searched, named and recorded (`Tuned.als`): factors, regularization,
+    alpha, iterations, and dislikes only when set, so that a setting without them keeps its name."""
+    setting = {"factors": c.factors, "regularization": c.regularization, "alpha": c.alpha, "iterations": c.iterations}
+    return {**setting, "dislikes": c.dislikes} if c.dislikes else setting
+
+
 def setting_name(setting: dict) -> str:
     return " ".join(f"{k}={v:g}" for k, v in setting.items())
 
@@ -349,22 +357,23 @@ def climb(score, n: int, start: int) -> int:
     return at
 
 
-def coordinate_search(grid: dict, start: dict, score) -> tuple[dict, dict[str, float]]:
+def coordinate_search(grid: dict, start: dict, score, name=setting_name) -> tuple[dict, dict[str, float]]:
     """The setting of `grid` (name -> values) with the highest `score(setting)`, by coordinate
     ascent from `start`: each parameter in turn climbs its row (its values in order, the others
     fixed; `climb`), and passes repeat until one changes nothing. A value of `start` outside its
-    row: that row is scored whole and its best taken. Regularization's row is flat and noisy
+    row, or none: that row is scored whole and its best taken. Regularization's row is flat and noisy
     below 100 (at scale 1000: 0.0270, 0.0272, 0.0258, 0.0266 at 1, 10, 30, 100, then 0.0340 at
     300), deeper than the climb looks ahead, so `ALS_START` begins above that. On six data sets
     (docs/ml.md) the climb from `ALS_START` chose what scoring each row whole did, in 13-25 fits
     instead of 20-33. Like any coordinate search it can stop at a local best, which the full grid
     of `ALS_GRID` (384) would not (the scores per setting tried are returned, so a reader can see
-    what was searched). Ties keep the setting found first."""
+    what was searched, under `name(setting)`: settings of one name are scored once). Ties keep
+    the setting found first."""
     tried: dict[str, float] = {}
     best = dict(start)
 
     def value(setting: dict) -> float:
-        key = setting_name(setting)
+        key = name(setting)
         if key not in tried:
             tried[key] = score(setting)
         return tried[key]
@@ -372,28 +381,30 @@ def coordinate_search(grid: dict, start: dict, score) -> tuple[dict, dict[str, f
     changed = True
     while changed:
         changed = False
-        for name, values in grid.items():
+        for param, values in grid.items():
             values = sorted(values)
 
-            def row(j: int, name=name, values=values, best=best) -> float:
-                return value({**best, name: values[j]})
+            def row(j: int, param=param, values=values, best=best) -> float:
+                return value({**best, param: values[j]})
 
-            if best[name] in values:
-                at = climb(row, len(values), values.index(best[name]))
+            if best.get(param) in values:
+                at = climb(row, len(values), values.index(best[param]))
             else:
                 at = max(range(len(values)), key=row)
-            if values[at] != best[name]:
-                best, changed = {**best, name: values[at]}, True
+            if values[at] != best.get(param):
+                best, changed = {**best, param: values[at]}, True
     return best, tried
 
 
 class ALSSearch(NamedTuple):
     """What `tune_als` found: the best ALS, fitted on the ratings searched, its top-10 lists'
-    share of the catalog on validation, and NDCG@10 per setting tried."""
+    share of the catalog on validation, NDCG@10 per setting tried, and how many training ratings
+    the search saw."""
 
     model: ALSBaseline
     validation_coverage: float
     ndcg_by_setting: dict[str, float]
+    searched_ratings: int
 
 
 def tune_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, grid: dict = ALS_GRID,
@@ -410,8 +421,9 @@ def tune_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, gr
             kept.update(model=als, ndcg=result.ndcg, coverage=ranked.coverage(result))
         return result.ndcg
 
-    _, tried = coordinate_search(grid, start, score)
-    return ALSSearch(kept["model"], kept["coverage"], tried)
+    # named as the ALS each fits (`als_setting`): "dislikes=0" is the setting without dislikes
+    _, tried = coordinate_search(grid, start, score, lambda setting: setting_name(als_setting(CollaborativeSettings(**setting))))
+    return ALSSearch(kept["model"], kept["coverage"], tried, len(train))
 
 
 # -- EASE: the item-item closed form (Steck, 2019), tuned on the validation split ---------------

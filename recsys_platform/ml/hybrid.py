@@ -297,7 +297,8 @@ class HybridRecommender:
                 "als_factors": c.factors, "als_weight": r.collaborative, "als_norm_power": r.norm_power,
                 "new_user_als_multiple": r.new_user_collaborative, "new_user_prior": r.new_user_prior,
                 "als_regularization": c.regularization, "als_alpha": c.alpha,
-                "als_iterations": c.iterations, "feature_ridge": c.feature_ridge, "bias_l2": s.towers.bias_l2}
+                "als_iterations": c.iterations, "als_dislikes": c.dislikes, "feature_ridge": c.feature_ridge,
+                "bias_l2": s.towers.bias_l2}
 
     @classmethod
     def from_config(cls, config: dict) -> HybridRecommender:
@@ -308,7 +309,8 @@ class HybridRecommender:
         collaborative = CollaborativeSettings(
             factors=config.get("als_factors", 0), regularization=config.get("als_regularization", defaults.regularization),
             alpha=config.get("als_alpha", defaults.alpha), iterations=config.get("als_iterations", defaults.iterations),
-            feature_ridge=config.get("feature_ridge", defaults.feature_ridge))
+            feature_ridge=config.get("feature_ridge", defaults.feature_ridge),
+            dislikes=config.get("als_dislikes", defaults.dislikes))
         settings = HybridSettings(dim=config["dim"], with_ids=config["hybrid"], l2=config["l2"],
                                   bias_l2=config.get("bias_l2"), solver=config.get("solver", "lbfgs"),
                                   max_iter=config["max_iter"], ftol=config.get("ftol"), seed=config["seed"],

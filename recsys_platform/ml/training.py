@@ -37,9 +37,12 @@ import pandas as pd
 from recsys_platform.ml.collaborative import CollaborativeSettings
 from recsys_platform.ml.evaluation import (
     ALS_GRID,
+    ALS_START,
     EASE_MAX_ITEMS,
     ALSBaseline,
+    ALSSearch,
     RankingInputs,
+    als_setting,
     evaluate,
     ranking_inputs,
     ranking_metrics,
@@ -159,6 +162,21 @@ def user_sample(spec: RecommenderSpec, frame: pd.DataFrame, max_ratings: int, se
     return frame[frame[spec.user_id].isin(set(counts.index[counts <= max_ratings]))]
 
 
+def search_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, grid: dict = ALS_GRID,
+               start: dict = ALS_START, seed: int = 0, sample_seed: int = 0, max_ratings: int = TUNING_MAX_RATINGS,
+               ranked: RankingInputs | None = None) -> ALSSearch:
+    """`tune_als` over `grid` from `start`, on a sample of `train`'s users holding about
+    `max_ratings` ratings (`user_sample`, seeded by `sample_seed`) and their validation ratings;
+    its `model` is the chosen setting fitted on the whole of `train`. `ranked`: the whole
+    validation split's `validation_inputs`, if built already (used only when nothing is sampled)."""
+    sample_train = user_sample(spec, train, max_ratings, sample_seed)
+    if len(sample_train) == len(train):
+        return tune_als(spec, train, valid, grid, start, seed=seed, ranked=ranked)
+    sample_valid = valid[valid[spec.user_id].isin(sample_train[spec.user_id])]
+    search = tune_als(spec, sample_train, sample_valid, grid, start, seed=seed)
+    return search._replace(model=ALSBaseline(spec, seed=seed, **search.model.setting).fit(train))
+
+
 def _splits(frame: pd.DataFrame, spec: RecommenderSpec, test_share: float, valid_share: float, seed: int,
             extra_train: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Train, validation and test splits of `frame`, `extra_train` joining the training split."""
@@ -205,15 +223,11 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     ranked = validation_inputs(spec, train, valid)  # the validation users every choice ranks
     als, als_tried, als_coverage = None, {}, None
     if collaborative_grid and (settings.collaborative.factors or baselines):
-        sample_train = user_sample(spec, train, tuning_max_ratings, seed)
-        sampled = len(sample_train) < len(train)
-        sample_valid = valid[valid[spec.user_id].isin(sample_train[spec.user_id])] if sampled else valid
-        search = tune_als(spec, sample_train, sample_valid, collaborative_grid, seed=settings.seed,
-                          ranked=None if sampled else ranked)
+        search = search_als(spec, train, valid, collaborative_grid, seed=settings.seed, sample_seed=seed,
+                            max_ratings=tuning_max_ratings, ranked=ranked)
         als, als_tried, als_coverage = search.model, search.ndcg_by_setting, search.validation_coverage
-        if sampled:
-            als = ALSBaseline(spec, seed=settings.seed, **als.setting).fit(train)
-            metrics["als_tuning_ratings"] = len(sample_train)
+        if search.searched_ratings < len(train):
+            metrics["als_tuning_ratings"] = search.searched_ratings
         if settings.collaborative.factors:
             settings = _with_collaborative(settings, als.setting)
     elif baselines:
@@ -326,8 +340,7 @@ def _shared_factors(als: ALSBaseline | None, settings: HybridSettings):
 
 def _als_setting(c: CollaborativeSettings) -> dict:
     """The ALS baseline at the collaborative part's own settings (no search asked for)."""
-    return {"factors": c.factors or ALSBaseline.factors, "regularization": c.regularization, "alpha": c.alpha,
-            "iterations": c.iterations}
+    return als_setting(replace(c, factors=c.factors or ALSBaseline.factors))
 
 
 def _settings_metrics(model: HybridRecommender) -> dict:
@@ -339,6 +352,5 @@ def _settings_metrics(model: HybridRecommender) -> dict:
            "new_user_als_multiple": r.new_user_collaborative, "new_user_prior": r.new_user_prior}
     if c.factors:
         out.update({"als_weight": model.ranking.collaborative, "als_norm_power": model.ranking.norm_power,
-                    "collaborative": setting_name({"factors": c.factors, "regularization": c.regularization,
-                                                   "alpha": c.alpha, "iterations": c.iterations})})
+                    "collaborative": setting_name(als_setting(c))})
     return out
