@@ -70,7 +70,6 @@ def als_with_dislikes(spec: RecommenderSpec, run: TrainingRun) -> dict:
     return {**metrics, "setting": setting_name(search.model.setting), "settings_tried": len(search.ndcg_by_setting)}
 
 
-
 def cold_start(frame, spec: RecommenderSpec, run: TrainingRun, seed: int = 0, share: float = 0.2) -> dict:
     """NDCG@10 for users never seen in training (a share of users held out with all their
     ratings), the model at the settings `run` chose embedding them from features only, against

@@ -655,7 +655,7 @@ def test_a_grid_with_dislikes_gives_the_collaborative_part_its_choice(frame):
     run = train(frame, hybrid_model(als_factors=8), collaborative_grid=grid, baselines=False, refit=False)
     assert len(run.als_ndcg_by_setting) == 2
     best = max(run.als_ndcg_by_setting, key=run.als_ndcg_by_setting.get)
-    dislikes = float(best.split("dislikes=")[1])
+    dislikes = float(dict(part.split("=") for part in best.split()).get("dislikes", 0.0))  # unnamed: none
     c = run.model.settings.collaborative
     assert c.dislikes == dislikes and run.tuned.als.get("dislikes", 0.0) == dislikes
     assert ("dislikes=2" in run.metrics["collaborative"]) == (dislikes == 2.0)
