@@ -179,10 +179,8 @@ def one_fit_times(train, lbfgs: bool) -> dict:
         model = HybridRecommender(RETAIL, settings).with_settings(l2=80.0, solver=solver).fit(train)
         out[solver] = {"fit_s": time.perf_counter() - start, "iterations": model.iterations,
                        "converged": model.converged, "final_loss": model.training_log[-1]}
-    c = settings.collaborative
     start = time.perf_counter()
-    ALSBaseline(RETAIL, factors=c.factors, regularization=c.regularization, alpha=c.alpha,
-                iterations=c.iterations).fit(train)
+    ALSBaseline(RETAIL, settings.collaborative).fit(train)
     out["implicit_als"] = {"fit_s": time.perf_counter() - start}
     return out
 

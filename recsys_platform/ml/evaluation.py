@@ -277,18 +277,15 @@ ALS_START = {"factors": 32, "regularization": 100.0, "alpha": 10.0, "iterations"
 class ALSBaseline:
     """`implicit`'s alternating least squares on the ratings as confidence (1 + alpha * rating):
     a well-kept collaborative filter the model must rank at least as well as. A user or item not
-    in training has no factors: it scores by popularity (the fallback a deployment would use)."""
+    in training has no factors: it scores by popularity (the fallback a deployment would use).
+    `settings`: the ALS the hybrid's collaborative part would fit (its `feature_ridge` unused)."""
 
     spec: RecommenderSpec
-    factors: int = 32
-    regularization: float = 0.1
-    alpha: float = 1.0
-    iterations: int = 15
+    settings: CollaborativeSettings
     seed: int = 0
-    dislikes: float = 0.0  # ratings at or below this read as dislikes (0: none; `CollaborativeSettings`)
 
     def fit(self, train: pd.DataFrame, factors: tuple[np.ndarray, np.ndarray] | None = None) -> ALSBaseline:
-        """`factors`: the (users, items) ALS factors of `train` at this setting if computed already
+        """`factors`: the (users, items) ALS factors of `train` at these settings if computed already
         (the hybrid's collaborative part at the same setting has them: `collaborative.als_factors`
         fits both, users and items in the order of their first rating)."""
         s = self.spec
@@ -296,18 +293,15 @@ class ALSBaseline:
         self.users, self.items = pd.Index(users[s.user_id]), pd.Index(items[s.item_id])
         if factors is None:
             factors = als_factors(u_index, i_index, train[s.rating].astype(float).to_numpy(), len(users), len(items),
-                                  self.collaborative_settings(), self.seed)
+                                  self.settings, self.seed)
         self.user_factors, self.item_factors = factors
         self.popularity = train[s.item_id].value_counts()
         return self
 
-    def collaborative_settings(self) -> CollaborativeSettings:
-        return CollaborativeSettings(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-                                     iterations=self.iterations, dislikes=self.dislikes)
-
     @property
     def setting(self) -> dict:
-        return als_setting(self.collaborative_settings())
+        """The settings as searched, named and recorded (`als_setting`)."""
+        return als_setting(self.settings)
 
     def score_rows(self, users: pd.DataFrame, items: pd.DataFrame):
         s = self.spec
@@ -415,7 +409,7 @@ def tune_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, gr
     kept: dict = {"ndcg": -1.0}  # only the best model so far stays in memory
 
     def score(setting: dict) -> float:
-        als = ALSBaseline(spec, seed=seed, **setting).fit(train)
+        als = ALSBaseline(spec, CollaborativeSettings(**setting), seed).fit(train)
         result = ranked.rank(als.score_rows(ranked.users, ranked.items))
         if result.ndcg > kept["ndcg"]:  # the search's best is the first of the highest scores, as here
             kept.update(model=als, ndcg=result.ndcg, coverage=ranked.coverage(result))

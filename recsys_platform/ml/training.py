@@ -174,7 +174,7 @@ def search_als(spec: RecommenderSpec, train: pd.DataFrame, valid: pd.DataFrame, 
         return tune_als(spec, train, valid, grid, start, seed=seed, ranked=ranked)
     sample_valid = valid[valid[spec.user_id].isin(sample_train[spec.user_id])]
     search = tune_als(spec, sample_train, sample_valid, grid, start, seed=seed)
-    return search._replace(model=ALSBaseline(spec, seed=seed, **search.model.setting).fit(train))
+    return search._replace(model=ALSBaseline(spec, search.model.settings, seed).fit(train))
 
 
 def _splits(frame: pd.DataFrame, spec: RecommenderSpec, test_share: float, valid_share: float, seed: int,
@@ -231,7 +231,7 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
         if settings.collaborative.factors:
             settings = _with_collaborative(settings, als.setting)
     elif baselines:
-        als = ALSBaseline(spec, seed=settings.seed, **_als_setting(settings.collaborative)).fit(train)
+        als = ALSBaseline(spec, _baseline_settings(settings.collaborative), settings.seed).fit(train)
     model = HybridRecommender(spec, settings)
     factors = _shared_factors(als, settings)
     l2_tried: dict[float, float] = {}
@@ -246,7 +246,7 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     ranking = choose_ranking(model, train, valid, min_coverage, ranked=ranked)
     model.ranking = ranking.weights
     c = model.settings.collaborative
-    chosen = als.setting if als is not None else _als_setting(c) if c.factors else {}
+    chosen = als.setting if als is not None else als_setting(c) if c.factors else {}
     r = model.ranking
     tuned = Tuned(basis, len(train), chosen, model.settings.l2, ranking.relative_collaborative, r.popularity,
                   r.norm_power, r.new_user_collaborative, r.new_user_prior, min_coverage,
@@ -269,7 +269,8 @@ def _refit_tuned(tuned: Tuned, spec: RecommenderSpec, settings: HybridSettings, 
                                f"({tuned.searched_on}, {tuned.train_ratings} training ratings; now {len(train)})"}
     als = None
     if baselines:
-        als = ALSBaseline(spec, seed=settings.seed, **(tuned.als or _als_setting(settings.collaborative))).fit(train)
+        als_settings = CollaborativeSettings(**tuned.als) if tuned.als else _baseline_settings(settings.collaborative)
+        als = ALSBaseline(spec, als_settings, settings.seed).fit(train)
     model = HybridRecommender(spec, settings).fit(train, factors=_shared_factors(als, settings))
     ranked = validation_inputs(spec, train, valid)
     chosen = RankingWeights(0.0, tuned.popularity, tuned.norm_power, tuned.new_user_collaborative, tuned.new_user_prior)
@@ -333,14 +334,15 @@ def _shared_factors(als: ALSBaseline | None, settings: HybridSettings):
     """The ALS baseline's factors when the collaborative part has its setting and seed (then they
     are the same fit of the same training split), else None: the model fits its own."""
     c = settings.collaborative
-    if als is None or not c.factors or als.seed != settings.seed or als.setting != _als_setting(c):
+    if als is None or not c.factors or als.seed != settings.seed or als.setting != als_setting(c):
         return None
     return als.user_factors, als.item_factors
 
 
-def _als_setting(c: CollaborativeSettings) -> dict:
-    """The ALS baseline at the collaborative part's own settings (no search asked for)."""
-    return als_setting(replace(c, factors=c.factors or ALSBaseline.factors))
+def _baseline_settings(c: CollaborativeSettings) -> CollaborativeSettings:
+    """The ALS baseline at the collaborative part's own settings (no search asked for); a model
+    without collaborative factors: at the search's starting factors."""
+    return replace(c, factors=c.factors or ALS_START["factors"])
 
 
 def _settings_metrics(model: HybridRecommender) -> dict:
