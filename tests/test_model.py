@@ -647,6 +647,36 @@ def test_low_ratings_read_as_dislikes_lower_what_als_predicts_for_them(frame):
     assert predicted[2.0][high].mean() > 0.5
 
 
+@pytest.mark.parametrize("factors", [16, 64])
+def test_als_on_every_core_agrees_with_one_thread_and_leaves_blas_as_it_was(frame, factors):
+    """From ONE_BLAS_THREAD_FROM_FACTORS factors a fit on every core runs BLAS on one thread
+    (implicit's advice; twice as fast on MovieLens): its scores then agree with a one-thread fit's
+    (where BLAS keeps its threads, beside the towers) to the rounding of BLAS's own sums, and
+    BLAS's threads are given back afterwards. Below it the two are the same fit, bit for bit."""
+    from threadpoolctl import threadpool_info
+
+    from recsys_platform.ml.collaborative import ONE_BLAS_THREAD_FROM_FACTORS, als_factors
+    from recsys_platform.ml.encoding import training_rows
+
+    assert 16 < ONE_BLAS_THREAD_FROM_FACTORS <= 64  # the two cases fall on either side
+    users, items, u, i = training_rows(RETAIL, frame)
+    ratings = frame[RETAIL.rating].astype(float).to_numpy()
+    settings = CollaborativeSettings(factors=factors, regularization=100.0, alpha=10.0, iterations=15)
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    every_core = als_factors(u, i, ratings, len(users), len(items), settings, seed=0, threads=0)
+    assert blas_threads() == before
+    one = als_factors(u, i, ratings, len(users), len(items), settings, seed=0, threads=1)
+    scores, expected = (users_f @ items_f.T for users_f, items_f in (every_core, one))
+    if factors < ONE_BLAS_THREAD_FROM_FACTORS:
+        assert all(np.array_equal(a, b) for a, b in zip(every_core, one))
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
 def test_a_grid_with_dislikes_gives_the_collaborative_part_its_choice(frame):
     """A collaborative grid may search `dislikes` too (the benchmark's "ALS + dislikes"): a
     parameter the start lacks is scored whole, the choice reaches the hybrid's collaborative part,

@@ -39,13 +39,18 @@ class CollaborativeSettings:
 # it for 10 more iterations ranked the test split as a 30-iteration fit from scratch did
 # (NDCG@10 0.0906 and 0.0904; 10 from scratch: 0.0931 with narrower lists, 1.4% coverage against 1.7%).
 WARM_ITERATIONS = 1 / 3
+# BLAS runs one thread during a fit on several of implicit's threads from this many factors up
+# (`_one_blas_thread`).
+ONE_BLAS_THREAD_FROM_FACTORS = 32
 
 
 def als_factors(u_index: np.ndarray, i_index: np.ndarray, ratings: np.ndarray, n_users: int, n_items: int,
                 settings: CollaborativeSettings, seed: int, threads: int = 0,
                 start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Implicit-ALS factors of the ratings (each rating's user and item row), (users, items), on
-    `threads` threads (0: every core; the factors are the same either way). `start`: (users,
+    `threads` threads (0: every core). On more than one, with ONE_BLAS_THREAD_FROM_FACTORS or
+    more, BLAS runs one thread meanwhile (`_one_blas_thread`), and the factors then agree with a
+    one-thread fit's to float32 rounding (1e-4 measured), not bit for bit. `start`: (users,
     items) factors to start from (a fit on part of these ratings: the refit), for
     WARM_ITERATIONS of the setting's iterations."""
     import warnings
@@ -56,11 +61,7 @@ def als_factors(u_index: np.ndarray, i_index: np.ndarray, ratings: np.ndarray, n
     if settings.dislikes:
         confidence = np.where(ratings <= settings.dislikes, -confidence, confidence)
     matrix = sp.csr_matrix((confidence, (u_index, i_index)), shape=(n_users, n_items))
-    # implicit warns unless BLAS runs one thread. Measured here (16 factors, scale 1000): the
-    # fit takes 9.3 s with OpenBLAS's 2 threads, 10.2 s limited to 1, with identical factors;
-    # and the limit is process-wide, so it would halve the speed of the towers' batched
-    # inverses while `tuning.choose_l2` fits them beside this (0.74 s -> 1.69 s per call at scale 1000).
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # implicit warns unless BLAS runs one thread: see _one_blas_thread
         warnings.filterwarnings("ignore", message=".*BLAS is configured to use", category=RuntimeWarning)
         als = implicit.cpu.als.AlternatingLeastSquares(
             factors=settings.factors, regularization=settings.regularization,
@@ -68,8 +69,27 @@ def als_factors(u_index: np.ndarray, i_index: np.ndarray, ratings: np.ndarray, n
             random_state=seed, calculate_training_loss=False, num_threads=threads)
     if start is not None:
         als.user_factors, als.item_factors = (np.ascontiguousarray(f, dtype=np.float32) for f in start)
-    als.fit(matrix, show_progress=False)
+    with _one_blas_thread(threads != 1 and settings.factors >= ONE_BLAS_THREAD_FROM_FACTORS):
+        als.fit(matrix, show_progress=False)
     return als.user_factors, als.item_factors
+
+
+def _one_blas_thread(limit: bool):
+    """BLAS limited to one thread while implicit's own threads run (`limit`), as implicit advises
+    (its warning, silenced above): OpenBLAS's threads busy-wait after each product for cores
+    implicit's threads need. Measured here, 30 iterations on all cores, BLAS at its 2 threads ->
+    at 1: 128 factors 0.64 -> 0.08 s on 1,300 ratings (the demo), 1.92 -> 0.94 s on 70,000
+    (MovieLens' size), 21 s either way on 300,000 (the ALS search's sample at scale 1000); 32
+    factors 10.1 -> 8.0 s on 1 M ratings; 64 factors 53 -> 47 s on 2.87 M (scale 1000's training
+    split). At 16 factors it saves little on small data and costs on large (2.87 M: 34 -> 40 s),
+    hence ONE_BLAS_THREAD_FROM_FACTORS. The limit is process-wide, so a fit on one thread beside
+    the towers (`tuning.choose_l2`) keeps BLAS's threads: their batched inverses need them
+    (0.74 s -> 1.69 s per call at scale 1000 limited to one)."""
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas") if limit else nullcontext()
 
 
 def factor_weights(encoder: TowerEncoder, rows, x: sp.csr_matrix, factors: np.ndarray, id_column: str,
