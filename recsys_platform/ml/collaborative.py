@@ -49,8 +49,10 @@ def als_factors(u_index: np.ndarray, i_index: np.ndarray, ratings: np.ndarray, n
                 start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Implicit-ALS factors of the ratings (each rating's user and item row), (users, items), on
     `threads` threads (0: every core). On more than one, with ONE_BLAS_THREAD_FROM_FACTORS or
-    more, BLAS runs one thread meanwhile (`_one_blas_thread`), and the factors then agree with a
-    one-thread fit's to float32 rounding (1e-4 measured), not bit for bit. `start`: (users,
+    more, BLAS runs one thread meanwhile (`_one_blas_thread`): the factors then differ from a
+    one-thread fit's by BLAS's rounding as the solves carry it, not bit for bit (the scores within
+    1e-4 of their largest at regularization 100, tested; more where a solve is ill-conditioned,
+    e.g. 64 factors of 110 items at regularization 10). `start`: (users,
     items) factors to start from (a fit on part of these ratings: the refit), for
     WARM_ITERATIONS of the setting's iterations."""
     import warnings
