@@ -50,18 +50,40 @@ def _postgres_data_dirs() -> set[str]:
     return out
 
 
-@pytest.fixture(scope="session", autouse=True)
-def every_test_stops_what_it_starts():
-    """No embedded PostgreSQL started by this test run outlives it (set up first, checked last)."""
-    before = _postgres_data_dirs()
-    yield
-    left = sorted(_postgres_data_dirs() - before)
+_POSTGRES_BEFORE = pytest.StashKey[set]()
+_POSTGRES_LEFT = pytest.StashKey[list]()
+
+
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session):
+    # The check below runs in the process that sees the whole run: pytest itself, or under
+    # pytest-xdist the controller (a worker's own diff would name the other workers' servers).
+    if not _is_xdist_worker(session.config):
+        session.config.stash[_POSTGRES_BEFORE] = _postgres_data_dirs()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears the session fixtures down
+def pytest_sessionfinish(session):
+    """No embedded PostgreSQL started by this test run outlives it: any left is stopped and fails the run."""
+    if _is_xdist_worker(session.config) or _POSTGRES_BEFORE not in session.config.stash:
+        return
+    left = sorted(_postgres_data_dirs() - session.config.stash[_POSTGRES_BEFORE])
     if left:
         from recsys_platform.vectors.embedded import stop_embedded
 
         for data_dir in left:
             stop_embedded(data_dir)
-        pytest.fail(f"the tests left PostgreSQL running on {left} (now stopped): stop it where it is started")
+        session.config.stash[_POSTGRES_LEFT] = left
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if left := config.stash.get(_POSTGRES_LEFT, None):
+        terminalreporter.write_line(f"FAILED: the tests left PostgreSQL running on {left} (now stopped): "
+                                    "stop it where it is started", red=True, bold=True)
 
 
 def _missing(message: str) -> None:
