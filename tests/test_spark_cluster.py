@@ -7,7 +7,6 @@ build there must equal the local build byte for byte."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -22,12 +21,7 @@ from recsys_platform.batch.engines.spark import build
 from recsys_platform.batch.seed import seed
 from recsys_platform.batch.source import SourceDatabase
 from recsys_platform.storage.object_store import ObjectStore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.browser import free_port
 
 
 def _node_env(tmp: Path) -> dict[str, str]:
@@ -53,14 +47,14 @@ def spark_cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     env = _node_env(tmp)
     spark_class = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-class")
-    port = _free_port()
+    port = free_port()
     master_url = f"spark://127.0.0.1:{port}"
     logs = open(tmp / "cluster.log", "w")  # noqa: SIM115 - the daemons write it for the module's lifetime
     master = subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(port), "--webui-port", str(_free_port())],
+                               "--port", str(port), "--webui-port", str(free_port())],
                               env=env, stdout=logs, stderr=subprocess.STDOUT, cwd=tmp)
     worker = subprocess.Popen([spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                               "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()), master_url],
+                               "--cores", "2", "--memory", "2g", "--webui-port", str(free_port()), master_url],
                               env=env, stdout=logs, stderr=subprocess.STDOUT, cwd=tmp)
     deadline = time.monotonic() + 90
     while "Successfully registered with master" not in (tmp / "cluster.log").read_text():
