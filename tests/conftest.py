@@ -68,7 +68,7 @@ def pytest_sessionstart(session):
 @pytest.hookimpl(trylast=True)  # after pytest's own, which tears the session fixtures down
 def pytest_sessionfinish(session):
     """No embedded PostgreSQL started by this test run outlives it: any left is stopped and fails the run."""
-    if _is_xdist_worker(session.config) or _POSTGRES_BEFORE not in session.config.stash:
+    if _POSTGRES_BEFORE not in session.config.stash:  # an xdist worker: its controller checks
         return
     left = sorted(_postgres_data_dirs() - session.config.stash[_POSTGRES_BEFORE])
     if left:
