@@ -275,9 +275,11 @@ def main() -> int:
         runs.append({"name": name, "ratings": len(frame), "train_recommender_s": total_s, "metrics": m,
                      "als_ndcg_by_setting": run.als_ndcg_by_setting, "ease_ndcg_by_l2": run.ease_ndcg_by_l2,
                      "blend_ndcg_by_weight": run.blend_ndcg_by_weight,
+                     "collaborative_by_setting": run.collaborative_by_setting,
                      "cold_start": cold_start(frame, spec, run), "als_with_dislikes": als_with_dislikes(spec, run)})
         dislikes = runs[-1]["als_with_dislikes"]
-        print(f"{name}: {len(frame):,} ratings, {total_s:.1f} s; chose l2 {m['l2']:g}, {m.get('collaborative')}; "
+        print(f"{name}: {len(frame):,} ratings, {total_s:.1f} s; chose l2 {m['l2']:g}, {m.get('collaborative')} "
+              f"({len(run.collaborative_by_setting)} collaborative settings tried for the hybrid); "
               f"ALS baseline {m['als_params']} ({len(run.als_ndcg_by_setting)} settings tried), "
               f"{len(run.blend_ndcg_by_weight)} ranking settings, EASE l2 {m.get('ease_l2', '-')}; ALS + dislikes "
               f"{dislikes['setting']} ({dislikes['settings_tried']} settings tried)", flush=True)

@@ -521,6 +521,84 @@ def test_factors_computed_beside_the_towers_are_those_of_a_plain_fit(frame):
         hybrid_model(with_ids=False).fit(train, encoded=towers.encode_training(train))
 
 
+def test_the_collaborative_part_searches_its_alpha_again_for_the_hybrid(hybrid):
+    """From the ALS search's choice, the collaborative part's alpha row is climbed on the hybrid's
+    own validation ranking (coverage floor, then NDCG@10); the model kept is the best tried, its
+    setting is the one recorded for the next training, and only alpha differs from the baseline's."""
+    from recsys_platform.ml.evaluation import ALS_GRID, setting_name
+    from recsys_platform.ml.tuning import HYBRID_ROW
+
+    _, run = hybrid
+    assert HYBRID_ROW == "alpha"
+    tried, floor = run.collaborative_by_setting, run.metrics["coverage_floor"]
+    baseline = dict(run.tuned.als)
+    alphas = sorted(ALS_GRID["alpha"])
+    at = alphas.index(baseline["alpha"])
+    # one value at a time from the ALS search's alpha: at least both neighbours
+    assert {setting_name({**baseline, "alpha": a}) for a in alphas[max(0, at - 1):at + 2]} <= set(tried)
+    assert set(tried) <= {setting_name({**baseline, "alpha": a}) for a in alphas}
+    best = max(tried, key=lambda k: (tried[k]["coverage"] >= floor, tried[k]["ndcg"]))
+    assert [k for k, v in tried.items() if v.get("chosen")] == [best] == [run.metrics["collaborative"]]
+    chosen = [v for v in run.blend_ndcg_by_weight.values() if v.get("chosen")][0]
+    assert (chosen["ndcg"], chosen["coverage"]) == (tried[best]["ndcg"], tried[best]["coverage"]), "the blend it was judged by"
+    assert run.tuned.collaborative == {**baseline, "alpha": run.evaluated.settings.collaborative.alpha}
+
+
+def test_the_collaborative_search_moves_to_the_better_ranking(hybrid):
+    """Started at an alpha that ranks worse on validation, the search moves to the better one and
+    keeps that model; the model it started from is left as it was."""
+    from recsys_platform.ml.evaluation import split, validation_inputs
+    from recsys_platform.ml.tuning import choose_collaborative
+
+    frame, _ = hybrid
+    rest, _ = split(frame, 0.2, 0)
+    train_split, valid = split(rest, 0.125, 1)
+    start = HybridRecommender(RETAIL, HybridSettings(collaborative=CollaborativeSettings(16, regularization=100.0, alpha=1.0)))
+    encoded = start.encode_training(train_split)
+    start.fit(train_split, encoded=encoded)
+    weights = start.item_weights
+    choice = choose_collaborative(start, train_split, valid, encoded, 0.0, validation_inputs(RETAIL, train_split, valid),
+                                  (1.0, 10.0))
+    tried = choice.by_setting
+    one, ten = (f"factors=16 regularization=100 alpha={a} iterations=30" for a in (1, 10))
+    assert len(tried) == 2 and tried[ten]["ndcg"] > tried[one]["ndcg"]
+    assert choice.model.settings.collaborative.alpha == 10.0 and tried[ten].get("chosen")
+    assert choice.model.ranking == RankingWeights() and choice.blend[0].norm_power in NORM_POWERS
+    # the value kept was searched at the start's norm power, then whole: its figures are the whole search's
+    assert {v["norm_power"] for v in choice.blend[2].values()} == set(NORM_POWERS)
+    whole = next(v for v in choice.blend[2].values() if v.get("chosen"))
+    assert (whole["ndcg"], whole["coverage"]) == (tried[ten]["ndcg"], tried[ten]["coverage"])
+    assert start.item_weights is weights and start.settings.collaborative.alpha == 1.0
+
+
+def test_a_collaborative_part_tried_on_fitted_towers_is_that_of_a_whole_fit(frame):
+    """`with_collaborative` keeps the towers and fits only the new part: the same vectors as
+    fitting the model at that setting from scratch, and the model it came from unchanged."""
+    from recsys_platform.ml.evaluation import split
+
+    train, _ = split(frame, 0.2, 0)
+    model = hybrid_model(max_iter=30, als_factors=16)
+    encoded = model.encode_training(train)
+    model.fit(train, encoded=encoded)
+    before = model.item_weights.copy()
+    other = CollaborativeSettings(factors=8, regularization=30.0, alpha=5.0, iterations=10)
+    tried = model.with_collaborative(other, encoded)
+    whole = model.with_settings(dim=tried.dim, collaborative=other).fit(train, encoded=encoded)
+    assert tried.dim == model.tower_width + 2 + 8 and tried.settings.l2 == model.settings.l2
+    np.testing.assert_allclose(tried.user_weights, whole.user_weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(tried.item_weights, whole.item_weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(model.item_weights, before)
+
+
+def test_a_sampled_als_search_leaves_the_collaborative_part_at_its_choice(hybrid):
+    """Past `tuning_max_ratings` the ALS search runs on a sample, and the part is not searched
+    again (each setting would be an ALS fit and a blend search of the whole training split)."""
+    frame, _ = hybrid
+    run = train(frame, hybrid_model(als_factors=16), tuning_max_ratings=len(frame) // 4, baselines=False, refit=False)
+    assert run.metrics["als_tuning_ratings"] < len(run.train)
+    assert not run.collaborative_by_setting and run.tuned.collaborative == run.tuned.als
+
+
 def test_the_one_hot_lookup_is_what_sklearn_transforms(trained):
     """`TowerEncoder._one_hot` replaces `OneHotEncoder.transform` for speed: the same columns,
     and a value unseen in training (an id, a category, a missing one) sets none."""
@@ -600,14 +678,14 @@ def test_the_published_model_is_refit_on_every_rating_at_the_settings_chosen(hyb
 
 def test_the_ranking_baselines_are_tuned_over_a_wide_grid(hybrid):
     """ALS is searched over factors, regularization to the hundreds, alpha and iterations; the
-    hybrid's collaborative part is the setting that search chose; EASE is tuned over its L2."""
+    hybrid's collaborative part starts from the setting that search chose; EASE is tuned over its L2."""
     from recsys_platform.ml.evaluation import ALS_GRID, coordinate_search, setting_name
 
     _, run = hybrid
     tried = run.als_ndcg_by_setting
     assert max(ALS_GRID["regularization"]) >= 100
     best = max(tried, key=tried.get)
-    assert run.metrics["als_params"] == best == run.metrics["collaborative"]
+    assert run.metrics["als_params"] == best and best in run.collaborative_by_setting
     chosen = {k: float(v) for k, v in (part.split("=") for part in best.split())}
     for name, values in ALS_GRID.items():  # a peak of the grid: every neighbour was tried and scored lower
         at = list(values).index(chosen[name])
@@ -769,8 +847,9 @@ def test_a_later_training_refits_at_the_last_search_until_the_data_moves(hybrid)
     frame, run = hybrid
     recorded = Tuned.from_json(json.loads(json.dumps(run.metrics["tuned"])), searched_at="v1")
     assert recorded == replace(run.tuned, searched_at="v1") and run.metrics["tuning"].startswith("searched")
-    for damaged in ({**run.metrics["tuned"], "searched_on": "yesterday"}, {"l2": 80.0}, None):
-        assert Tuned.from_json(damaged) is None, "no record, or a damaged one: the training searches"
+    older = {k: v for k, v in run.metrics["tuned"].items() if k != "collaborative"}  # before the part's own search
+    for damaged in ({**run.metrics["tuned"], "searched_on": "yesterday"}, {"l2": 80.0}, None, older):
+        assert Tuned.from_json(damaged) is None, "no record, or a damaged or older one: the training searches"
     settings = run.evaluated.settings  # the searched ones; the search started from hybrid_model's
     start = hybrid_model(als_factors=16)
     again = train(frame.sample(frac=0.9, random_state=1), start, previous=recorded)

@@ -336,14 +336,14 @@ def setting_name(setting: dict) -> str:
     return " ".join(f"{k}={v:g}" for k, v in setting.items())
 
 
-def climb(score, n: int, start: int) -> int:
+def climb(score, n: int, start: int, ahead: int = 2) -> int:
     """Where a climb from position `start` ends in a row of `n` by `score(i)`: it steps to the
-    nearer of the next two positions that scores better while one does, upward first and downward
-    only if upward did not move. Looking two positions ahead carries it across a one-value dip,
-    which noisy validation figures make (`coordinate_search`, `tuning.choose_blend`)."""
+    nearest of the next `ahead` positions that scores better while one does, upward first and
+    downward only if upward did not move. Looking two positions ahead carries it across a
+    one-value dip, which noisy validation figures make (`coordinate_search`, `tuning.choose_blend`)."""
     at = start
     for step in (1, -1):
-        while (better := next((j for j in (at + step, at + 2 * step)
+        while (better := next((j for j in (at + k * step for k in range(1, ahead + 1))
                                if 0 <= j < n and score(j) > score(at)), None)) is not None:
             at = better
         if at != start:

@@ -181,11 +181,12 @@ class HybridRecommender:
         return als_factors(u_index, i_index, frame[self.spec.rating].astype(float).to_numpy(), len(users),
                            len(items), self.settings.collaborative, self.settings.seed, threads)
 
-    def fit_collaborative(self, frame: pd.DataFrame, factors: tuple[np.ndarray, np.ndarray] | None = None,
+    def fit_collaborative(self, frame: pd.DataFrame | None, factors: tuple[np.ndarray, np.ndarray] | None = None,
                           encoded: TrainingEncoding | None = None) -> HybridRecommender:
         """Add the collaborative part (nothing without factors in the settings) to towers fitted
         on the same `frame`. `factors`: what `collaborative_factors(frame)` returned, if it ran
-        already (e.g. beside the towers' fits); `encoded`: the encoding the towers were fitted on."""
+        already (e.g. beside the towers' fits); `encoded`: the encoding the towers were fitted on
+        (then `frame` is not read)."""
         if not self.settings.collaborative.factors:
             return self
         self._check_fitted()
@@ -197,6 +198,21 @@ class HybridRecommender:
             raise ValueError("the encoding given is not the one these towers were fitted on")
         self._attach_factors(encoded, factors)
         return self
+
+    def with_collaborative(self, collaborative: CollaborativeSettings, encoded: TrainingEncoding) -> HybridRecommender:
+        """A model with these towers and another collaborative part (`collaborative`), fitted on
+        `encoded`, the encoding the towers were fitted on. The towers do not depend on the
+        collaborative part, so its settings can be tried on one fit of them
+        (`tuning.choose_collaborative`); the arrays of the towers are shared, not copied."""
+        self._check_fitted()
+        w = self.tower_width
+        settings = replace(self.settings, dim=w + 2 + collaborative.factors, collaborative=collaborative)
+        other = HybridRecommender(self.spec, settings)
+        other.global_mean, other.item_counts = self.global_mean, self.item_counts
+        other.user_encoder, other.item_encoder = self.user_encoder, self.item_encoder
+        other.training_log, other.converged, other.iterations = self.training_log, self.converged, self.iterations
+        other.user_weights, other.item_weights = self.user_weights[:, : w + 1], self.item_weights[:, : w + 1]
+        return other.fit_collaborative(None, encoded=encoded)
 
     def _attach_factors(self, encoded: TrainingEncoding, factors=None, warm=None) -> None:
         """The ALS factors of the encoded ratings (computed here if None, from the `warm`

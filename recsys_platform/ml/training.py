@@ -5,7 +5,8 @@
 1. split the ratings into train / validation / test (seeded, `evaluation.split`);
 2. choose every setting on validation, never on test: the collaborative part's ALS settings
    over a wide grid (the same search tunes the ALS baseline: `evaluation.tune_als`), the towers'
-   L2 on RMSE (`tuning.choose_l2`), the three ranking weights on NDCG@10 at a coverage floor
+   L2 on RMSE (`tuning.choose_l2`), the part's alpha again on the hybrid's own ranking
+   (`tuning.choose_collaborative`), the three ranking weights on NDCG@10 at a coverage floor
    (`tuning.choose_ranking`);
 3. evaluate that model, fitted on the training split, on the test split beside the baselines
    (global mean, biases, popularity, tuned ALS, tuned EASE);
@@ -56,9 +57,11 @@ from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
 from recsys_platform.ml.published import RankingWeights
 from recsys_platform.ml.spec import RecommenderSpec
 from recsys_platform.ml.tuning import (
+    HYBRID_ROW,
     L2_GRID,
     MIN_COVERAGE,
     carry_weights,
+    choose_collaborative,
     choose_l2,
     choose_ranking,
 )
@@ -78,8 +81,8 @@ RETUNE_DAYS = 7.0
 @dataclass(frozen=True)
 class Tuned:
     """What a search chose on validation, as the manifest's metrics keep it (`metrics["tuned"]`):
-    the ALS setting (the collaborative part's and the ALS baseline's; {} with neither), the
-    towers' L2, the ranking weights (the collaborative one relative to the spread of the scores,
+    the ALS baseline's setting ({} without one), the collaborative part's (the same, or another
+    alpha chosen for the hybrid: `tuning.choose_collaborative`; {} without factors), the towers' L2, the ranking weights (the collaborative one relative to the spread of the scores,
     so it carries to a new fit: `tuning.carry_weights`; a new user's too), the coverage floor it
     chose at, how many training ratings the search saw and when, and `basis`: a digest of what
     the search depended on (the spec, the starting settings, the grids and the floor asked for)."""
@@ -87,6 +90,7 @@ class Tuned:
     basis: str
     train_ratings: int
     als: dict
+    collaborative: dict
     l2: float
     relative_collaborative: float
     popularity: float
@@ -150,6 +154,8 @@ class TrainingRun:
     ease_ndcg_by_l2: dict[str, float] = field(default_factory=dict)
     blend_ndcg_by_weight: dict[str, dict] = field(default_factory=dict)  # NDCG@10, coverage, norm power per setting
     new_user_ndcg: dict[str, float] = field(default_factory=dict)  # validation users as new ones, per weights
+    # the hybrid's validation NDCG@10 and coverage per collaborative setting (`tuning.choose_collaborative`)
+    collaborative_by_setting: dict[str, dict] = field(default_factory=dict)
 
 
 def user_sample(spec: RecommenderSpec, frame: pd.DataFrame, max_ratings: int, seed: int) -> pd.DataFrame:
@@ -221,7 +227,7 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
         return _refit_tuned(previous, spec, settings, train, valid, test, baselines, refit, ease_max_items)
     metrics: dict = {"tuning": f"searched on the validation split ({len(train)} training ratings)"}
     ranked = validation_inputs(spec, train, valid)  # the validation users every choice ranks
-    als, als_tried, als_coverage = None, {}, None
+    als, als_tried, als_coverage, hybrid_row = None, {}, None, ()
     if collaborative_grid and (settings.collaborative.factors or baselines):
         search = search_als(spec, train, valid, collaborative_grid, seed=settings.seed, sample_seed=seed,
                             max_ratings=tuning_max_ratings, ranked=ranked)
@@ -230,6 +236,10 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
             metrics["als_tuning_ratings"] = search.searched_ratings
         if settings.collaborative.factors:
             settings = _with_collaborative(settings, als.setting)
+            # searched again for the hybrid unless the ALS search ran on a sample: each of its
+            # settings would be an ALS fit and a blend search of the whole training split
+            if search.searched_ratings == len(train):
+                hybrid_row = collaborative_grid.get(HYBRID_ROW, ())
     elif baselines:
         als = ALSBaseline(spec, _baseline_settings(settings.collaborative), settings.seed).fit(train)
     model = HybridRecommender(spec, settings)
@@ -237,33 +247,40 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     l2_tried: dict[float, float] = {}
     if l2_grid:
         choice = choose_l2(model, train, valid, l2_grid, factors=factors)
-        model, l2_tried = choice.model, choice.validation_rmse
+        model, l2_tried, encoded = choice.model, choice.validation_rmse, choice.encoded
+        del choice
         metrics["validation_rmse_by_l2"] = {str(k): round(v, 4) for k, v in l2_tried.items()}
     else:
-        model.fit(train, factors=factors)
+        encoded = model.encode_training(train)
+        model.fit(train, encoded=encoded, factors=factors)
     if min_coverage is None:  # the searched ALS's coverage (None: no search ran)
         min_coverage = MIN_COVERAGE if als_coverage is None else min(MIN_COVERAGE, als_coverage)
-    ranking = choose_ranking(model, train, valid, min_coverage, ranked=ranked)
+    blend, collaborative_tried = None, {}
+    if len(hybrid_row) > 1:
+        collaborative = choose_collaborative(model, train, valid, encoded, min_coverage, ranked, hybrid_row)
+        model, blend, collaborative_tried = collaborative.model, collaborative.blend, collaborative.by_setting
+    del encoded  # the training split encoded, as large as the split: freed before the evaluation and the refit
+    ranking = choose_ranking(model, train, valid, min_coverage, ranked=ranked, blend=blend)
     model.ranking = ranking.weights
     c = model.settings.collaborative
-    chosen = als.setting if als is not None else als_setting(c) if c.factors else {}
+    part = als_setting(c) if c.factors else {}
     r = model.ranking
-    tuned = Tuned(basis, len(train), chosen, model.settings.l2, ranking.relative_collaborative, r.popularity,
-                  r.norm_power, r.new_user_collaborative, r.new_user_prior, min_coverage,
-                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    tuned = Tuned(basis, len(train), als.setting if als is not None else part, part, model.settings.l2,
+                  ranking.relative_collaborative, r.popularity, r.norm_power, r.new_user_collaborative,
+                  r.new_user_prior, min_coverage, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     metrics, ease_tried = _finish(metrics, tuned, model, als, ranking.ranked, train, valid, test, baselines,
                                   ease_max_items)
     published = _published(model, tuned, ranking.ranked, train, valid, test, refit, metrics)
     return TrainingRun(published, model, train, valid, test, metrics, tuned, ranking.popularity_ndcg_by_weight,
-                       als_tried, ease_tried, ranking.blend_by_setting, ranking.new_user_ndcg)
+                       als_tried, ease_tried, ranking.blend_by_setting, ranking.new_user_ndcg, collaborative_tried)
 
 
 def _refit_tuned(tuned: Tuned, spec: RecommenderSpec, settings: HybridSettings, train: pd.DataFrame,
                  valid: pd.DataFrame, test: pd.DataFrame, baselines: bool, refit: bool,
                  ease_max_items: int) -> TrainingRun:
     """`train_recommender` at the settings of an earlier search: one fit, no grid."""
-    if tuned.als and settings.collaborative.factors:
-        settings = _with_collaborative(settings, tuned.als)
+    if tuned.collaborative and settings.collaborative.factors:
+        settings = _with_collaborative(settings, tuned.collaborative)
     settings = replace(settings, l2=tuned.l2)
     metrics: dict = {"tuning": f"reused the search of {tuned.searched_at or 'an earlier training'} "
                                f"({tuned.searched_on}, {tuned.train_ratings} training ratings; now {len(train)})"}

@@ -254,6 +254,9 @@ def build_model_asset(layout: Layout) -> dg.AssetsDefinition:
         run = config.train(frame, extra_train=implied.rows, previous=last_search(artifacts_store.store))
         model, test, metrics = run.model, run.test, run.metrics
         context.log.info(f"settings: {metrics['tuning']}")
+        if run.collaborative_by_setting:
+            context.log.info(f"collaborative part {metrics['collaborative']} (ALS baseline {metrics['als_params']}); "
+                             f"validation NDCG@10 and coverage by setting: {run.collaborative_by_setting}")
         context.log.info(f"validation NDCG@10 and coverage by setting: "
                          f"{run.blend_ndcg_by_weight or run.popularity_ndcg_by_weight}; chose popularity "
                          f"{model.ranking.popularity}, collaborative {model.ranking.collaborative:.4g}, factor norm "
