@@ -203,7 +203,8 @@ class HybridRecommender:
         """A model with these towers and another collaborative part (`collaborative`), fitted on
         `encoded`, the encoding the towers were fitted on. The towers do not depend on the
         collaborative part, so its settings can be tried on one fit of them
-        (`tuning.choose_collaborative`); the arrays of the towers are shared, not copied."""
+        (`tuning.choose_collaborative`). This model is left as it is: the new one's weights are
+        its towers' with the new part appended (a copy)."""
         self._check_fitted()
         w = self.tower_width
         settings = replace(self.settings, dim=w + 2 + collaborative.factors, collaborative=collaborative)

@@ -82,7 +82,8 @@ RETUNE_DAYS = 7.0
 class Tuned:
     """What a search chose on validation, as the manifest's metrics keep it (`metrics["tuned"]`):
     the ALS baseline's setting ({} without one), the collaborative part's (the same, or another
-    alpha chosen for the hybrid: `tuning.choose_collaborative`; {} without factors), the towers' L2, the ranking weights (the collaborative one relative to the spread of the scores,
+    alpha chosen for the hybrid: `tuning.choose_collaborative`; {} without factors), the towers'
+    L2, the ranking weights (the collaborative one relative to the spread of the scores,
     so it carries to a new fit: `tuning.carry_weights`; a new user's too), the coverage floor it
     chose at, how many training ratings the search saw and when, and `basis`: a digest of what
     the search depended on (the spec, the starting settings, the grids and the floor asked for)."""

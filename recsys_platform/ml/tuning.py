@@ -47,9 +47,10 @@ NEW_USER_PRIOR = (0.5, 1.0, 2.0, 4.0, 8.0)
 # The row of the ALS grid that the collaborative part searches again for the hybrid, on the
 # hybrid's own validation NDCG@10 (`choose_collaborative`). The ALS search chooses for ALS alone;
 # beside the towers and the popularity prior the part can prefer another alpha: on collaborative
-# data at scale 10, 5 (held out 0.380) where ALS chose 10 (0.364); on MovieLens and the other
-# three data sets about the same figures (docs/ml.md). The other rows, and dislikes, moved the
-# held-out figures where validation would choose them no more than two fits of one setting differ.
+# data at scale 10, 5 (held out 0.379) where ALS chose 10 (0.364); on MovieLens and the other
+# three data sets the same alpha (docs/ml.md). Where validation would have chosen them, the other
+# rows and dislikes moved the held-out figures by about 2% either way, as much as two fits of one
+# setting differ.
 HYBRID_ROW = "alpha"
 
 
@@ -328,7 +329,7 @@ def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: p
                          values) -> CollaborativeChoice:
     """The collaborative part of a fitted hybrid, its HYBRID_ROW searched again for the hybrid:
     from its setting (the ALS search's choice), the row's `values` climbed one value at a time
-    (on every data set measured the row has one peak), each value judged as `choose_blend`
+    (the row had one peak on the five data sets of docs/ml.md), each value judged as `choose_blend`
     ranks with it: its lists meet `min_coverage` on validation, then NDCG@10; ties keep the start.
     The towers stay as fitted (`encoded` is their encoding; `HybridRecommender.with_collaborative`),
     so a value costs one ALS fit and one search of the ranking weights. The start's search is
@@ -346,7 +347,7 @@ def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: p
         return candidate, blend, (chosen["coverage"] >= min_coverage, chosen["ndcg"])
 
     at = values.index(getattr(start, HYBRID_ROW))
-    # per value's index: the model (the towers' arrays are shared), its blend and how it ranks
+    # per value's index: the model, its blend and how it ranks
     tried = {at: judged(model, choose_blend(model, train, valid, min_coverage=min_coverage, ranked=ranked))}
     power = tried[at][1][0].norm_power
 
