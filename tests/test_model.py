@@ -879,6 +879,20 @@ def test_a_later_training_refits_at_the_last_search_until_the_data_moves(hybrid)
                                  len(run.train))
 
 
+def test_a_reused_search_refits_the_part_and_the_baseline_each_at_its_own_alpha(hybrid):
+    """The record keeps the collaborative part's setting apart from the ALS baseline's: a training
+    that reuses it fits the part at the part's alpha and the baseline at the baseline's."""
+    from recsys_platform.ml.evaluation import setting_name
+
+    frame, run = hybrid
+    other = 5.0 if run.tuned.collaborative["alpha"] != 5.0 else 20.0
+    recorded = replace(run.tuned, collaborative={**run.tuned.collaborative, "alpha": other})
+    again = train(frame, hybrid_model(als_factors=16), previous=recorded, refit=False)
+    assert again.metrics["tuning"].startswith("reused")
+    assert again.evaluated.settings.collaborative.alpha == other != run.tuned.als["alpha"]
+    assert again.metrics["als_params"] == setting_name(run.tuned.als)
+
+
 def test_a_new_user_is_ranked_with_weights_chosen_for_new_users(hybrid):
     """Validation users embedded from their features alone choose a new user's weights; a user
     vector carries them only when its id is unknown, and the chosen pair is the best tried."""
