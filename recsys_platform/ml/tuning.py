@@ -7,6 +7,7 @@ it was given. The trainer (`training.train_recommender`) applies them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -326,12 +327,12 @@ class CollaborativeChoice:
 
 def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                          encoded: TrainingEncoding, min_coverage: float, ranked: RankingInputs,
-                         values) -> CollaborativeChoice:
+                         values: Iterable[float]) -> CollaborativeChoice:
     """The collaborative part of a fitted hybrid, its HYBRID_ROW searched again for the hybrid:
-    from its setting (the ALS search's choice), the row's `values` climbed one value at a time
-    (the row had one peak on the five data sets of docs/ml.md), each value judged as `choose_blend`
-    ranks with it: its lists meet `min_coverage` on validation, then NDCG@10; ties keep the start.
-    The towers stay as fitted (`encoded` is their encoding; `HybridRecommender.with_collaborative`),
+    from its setting (the ALS search's choice, added to `values` if not among them), the row's
+    values climbed one value at a time (the row had one peak on the five data sets of
+    docs/ml.md), each value judged as `choose_blend` ranks with it: its lists meet `min_coverage`
+    on validation, then NDCG@10; ties keep the start. The towers stay as fitted (`encoded` is their encoding; `HybridRecommender.with_collaborative`),
     so a value costs one ALS fit and one search of the ranking weights. The start's search is
     the whole `choose_blend`; the others search only the norm power the start chose (a third of
     the rankings), and the value kept, if not the start, is searched whole again. `ranked`: the
