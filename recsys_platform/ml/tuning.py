@@ -332,11 +332,12 @@ def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: p
     from its setting (the ALS search's choice, added to `values` if not among them), the row's
     values climbed one value at a time (the row had one peak on the five data sets of
     docs/ml.md), each value judged as `choose_blend` ranks with it: its lists meet `min_coverage`
-    on validation, then NDCG@10; ties keep the start. The towers stay as fitted (`encoded` is their encoding; `HybridRecommender.with_collaborative`),
-    so a value costs one ALS fit and one search of the ranking weights. The start's search is
-    the whole `choose_blend`; the others search only the norm power the start chose (a third of
-    the rankings), and the value kept, if not the start, is searched whole again. `ranked`: the
-    validation users, as `choose_blend` takes them."""
+    on validation, then NDCG@10; ties keep the start. The towers stay as fitted (`encoded` is
+    their encoding; `HybridRecommender.with_collaborative`), so a value costs one ALS fit and one
+    search of the ranking weights. The start's search is the whole `choose_blend`; the others
+    search only the norm power the start chose (a third of the rankings), and the value kept, if
+    not the start, is searched whole again. `ranked`: the validation users, as `choose_blend`
+    takes them."""
     start = model.settings.collaborative
     values = sorted(set(values) | {getattr(start, HYBRID_ROW)})
     figures: dict[str, dict] = {}
