@@ -825,13 +825,18 @@ def test_a_refit_starts_from_the_evaluated_towers_and_needs_fewer_sweeps(hybrid)
 
 
 def test_the_coverage_floor_follows_the_baseline_unless_set(hybrid):
-    """Unset, the ranking floor is the tuned ALS's validation coverage capped at 20%; a floor
-    given is used as it is."""
+    """Unset, the ranking floor is the tuned ALS's validation coverage, however broad its lists
+    (not capped at 20%: on a catalog of its 30 most rated products they cover more); a floor given
+    is used as it is."""
     frame, run = hybrid
     from recsys_platform.ml.evaluation import tune_als
 
-    search = tune_als(run.evaluated.spec, run.train, run.valid)
-    assert run.metrics["coverage_floor"] == pytest.approx(min(0.2, search.validation_coverage))
+    popular = frame[frame["productCode"].isin(frame["productCode"].value_counts().index[:30])]
+    broad = train(popular, hybrid_model(als_factors=16), baselines=False, refit=False)
+    for each in (run, broad):
+        search = tune_als(each.evaluated.spec, each.train, each.valid)
+        assert each.metrics["coverage_floor"] == pytest.approx(search.validation_coverage)
+    assert run.metrics["coverage_floor"] < 0.2 < broad.metrics["coverage_floor"]
     fixed = train(frame, hybrid_model(als_factors=16), min_coverage=0.3, collaborative_grid=None, baselines=False)
     assert fixed.metrics["coverage_floor"] == 0.3
     chosen = [v for v in fixed.blend_ndcg_by_weight.values() if v.get("chosen")][0]

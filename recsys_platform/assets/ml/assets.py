@@ -65,7 +65,7 @@ class ModelConfig(dg.Config):
     retune_share: float = RETUNE_SHARE
     retune_days: float = RETUNE_DAYS
     # The ranking weights are chosen for NDCG among those whose top-10 lists cover this share of
-    # the catalog; unset: the tuned ALS baseline's coverage, at most 20% (train_recommender).
+    # the catalog; unset: the tuned ALS baseline's coverage (train_recommender).
     min_coverage: float | None = None
     l2: float | None = None  # the towers' L2; None: chosen on validation RMSE from L2_GRID (80, 200, 500)
     bias_l2: float | None = 5.0  # the bias columns' L2 (None: l2); see docs/ml.md on the defaults
