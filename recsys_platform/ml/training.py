@@ -207,22 +207,21 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     """Train the hybrid on `frame` (columns of `spec`) with every setting chosen on validation,
     evaluate it on a held-out split against the baselines, and refit it on every rating.
 
-    `settings`: the model's shape and the start of the search. `min_coverage`: the ranking
-    weights are chosen for NDCG@10 among the settings whose top-10 lists cover at least this
-    share of the catalog on validation; None: the coverage the tuned ALS baseline reached there
-    (MIN_COVERAGE, 20%, when no ALS search runs): never narrower lists than the baseline's, as
-    the comparison with it asks, and never a floor that costs more NDCG than the baseline's own
-    lists do. `l2_grid`: the towers' L2 values
-    to try (None: `settings.l2` as it is). `collaborative_grid`: the ALS settings to search (None:
-    `settings.collaborative` as it is; no search either without collaborative factors); the
-    vectors' dimension follows the factors chosen, the towers keep their width. `baselines`:
-    also score tuned ALS and EASE (up to `ease_max_items` items) on the test split. `refit`: return the model refit on every
-    rating (False: the evaluated one). `extra_train`: rows with (at least) the spec's columns
-    that join the training split only, e.g. implied ratings of the stream's interactions
-    (`feedback.training`), so validation and test stay `frame`'s. `previous`: the last search's
-    `Tuned` record; it is reused instead of searching when `Tuned.reusable` (same basis, a
-    training split within `retune_share` of its size, a search at most `retune_days` old; either 0:
-    search every time)."""
+    `settings`: the model's shape and the start of the search. `min_coverage`: the ranking weights
+    are chosen for NDCG@10 among the settings whose top-10 lists cover at least this share of the
+    catalog on validation; None: the coverage the tuned ALS baseline reached there (MIN_COVERAGE,
+    20%, when no ALS search runs): never narrower lists than the baseline's, as the comparison with
+    it asks, and never a floor that costs more NDCG than the baseline's own lists do. `l2_grid`: the
+    towers' L2 values to try (None: `settings.l2` as it is). `collaborative_grid`: the ALS settings
+    to search (None: `settings.collaborative` as it is; no search either without collaborative
+    factors); the vectors' dimension follows the factors chosen, the towers keep their width.
+    `baselines`: also score tuned ALS and EASE (up to `ease_max_items` items) on the test split.
+    `refit`: return the model refit on every rating (False: the evaluated one). `extra_train`: rows
+    with (at least) the spec's columns that join the training split only, e.g. implied ratings of
+    the stream's interactions (`feedback.training`), so validation and test stay `frame`'s.
+    `previous`: the last search's `Tuned` record; it is reused instead of searching when
+    `Tuned.reusable` (same basis, a training split within `retune_share` of its size, a search at
+    most `retune_days` old; either 0: search every time)."""
     train, valid, test = _splits(frame, spec, test_share, valid_share, seed, extra_train)
     basis = search_basis(spec, settings, l2_grid, collaborative_grid, min_coverage)
     if previous is not None and previous.reusable(basis, len(train), retune_share, retune_days):
