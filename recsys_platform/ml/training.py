@@ -57,9 +57,11 @@ from recsys_platform.ml.hybrid import HybridRecommender, HybridSettings
 from recsys_platform.ml.published import RankingWeights
 from recsys_platform.ml.spec import RecommenderSpec
 from recsys_platform.ml.tuning import (
+    BLEND_GRID,
     HYBRID_ROW,
     L2_GRID,
     MIN_COVERAGE,
+    BlendGrid,
     carry_weights,
     choose_collaborative,
     choose_l2,
@@ -129,10 +131,11 @@ class Tuned:
 
 
 def search_basis(spec: RecommenderSpec, settings: HybridSettings, l2_grid, collaborative_grid,
-                 min_coverage: float | None) -> str:
+                 min_coverage: float | None, blend_grid: BlendGrid = BLEND_GRID) -> str:
     """A digest of what a search's choices depend on, besides the data."""
     described = {"spec": asdict(spec), "settings": asdict(settings), "l2_grid": list(l2_grid or []),
-                 "collaborative_grid": collaborative_grid or {}, "min_coverage": min_coverage}
+                 "collaborative_grid": collaborative_grid or {}, "min_coverage": min_coverage,
+                 "blend_grid": blend_grid._asdict()}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -200,6 +203,7 @@ def _splits(frame: pd.DataFrame, spec: RecommenderSpec, test_share: float, valid
 def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: HybridSettings = DEFAULT_SETTINGS, *,
                       test_share: float = 0.2, valid_share: float = 0.1, seed: int = 0,
                       l2_grid=L2_GRID, collaborative_grid: dict | None = ALS_GRID, min_coverage: float | None = None,
+                      blend_grid: BlendGrid = BLEND_GRID,
                       baselines: bool = True, refit: bool = True, extra_train: pd.DataFrame | None = None,
                       tuning_max_ratings: int = TUNING_MAX_RATINGS, ease_max_items: int = EASE_MAX_ITEMS,
                       previous: Tuned | None = None, retune_share: float = RETUNE_SHARE,
@@ -215,15 +219,16 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
     towers' L2 values to try (None: `settings.l2` as it is). `collaborative_grid`: the ALS settings
     to search (None: `settings.collaborative` as it is; no search either without collaborative
     factors); the vectors' dimension follows the factors chosen, the towers keep their width.
-    `baselines`: also score tuned ALS and EASE (up to `ease_max_items` items) on the test split.
-    `refit`: return the model refit on every rating (False: the evaluated one). `extra_train`: rows
-    with (at least) the spec's columns that join the training split only, e.g. implied ratings of
-    the stream's interactions (`feedback.training`), so validation and test stay `frame`'s.
-    `previous`: the last search's `Tuned` record; it is reused instead of searching when
-    `Tuned.reusable` (same basis, a training split within `retune_share` of its size, a search at
-    most `retune_days` old; either 0: search every time)."""
+    `blend_grid`: the collaborative weights, popularity weights and norm powers the ranking's search
+    tries (`tuning.BlendGrid`). `baselines`: also score tuned ALS and EASE (up to `ease_max_items`
+    items) on the test split. `refit`: return the model refit on every rating (False: the evaluated
+    one). `extra_train`: rows with (at least) the spec's columns that join the training split only,
+    e.g. implied ratings of the stream's interactions (`feedback.training`), so validation and test
+    stay `frame`'s. `previous`: the last search's `Tuned` record; it is reused instead of searching
+    when `Tuned.reusable` (same basis, a training split within `retune_share` of its size, a search
+    at most `retune_days` old; either 0: search every time)."""
     train, valid, test = _splits(frame, spec, test_share, valid_share, seed, extra_train)
-    basis = search_basis(spec, settings, l2_grid, collaborative_grid, min_coverage)
+    basis = search_basis(spec, settings, l2_grid, collaborative_grid, min_coverage, blend_grid)
     if previous is not None and previous.reusable(basis, len(train), retune_share, retune_days):
         return _refit_tuned(previous, spec, settings, train, valid, test, baselines, refit, ease_max_items)
     metrics: dict = {"tuning": f"searched on the validation split ({len(train)} training ratings)"}
@@ -261,10 +266,11 @@ def train_recommender(frame: pd.DataFrame, spec: RecommenderSpec, settings: Hybr
         min_coverage = MIN_COVERAGE if als_coverage is None else als_coverage
     blend, collaborative_tried = None, {}
     if len(hybrid_row) > 1:
-        collaborative = choose_collaborative(model, train, valid, encoded, min_coverage, ranked, hybrid_row)
+        collaborative = choose_collaborative(model, train, valid, encoded, min_coverage, ranked, hybrid_row,
+                                             blend_grid)
         model, blend, collaborative_tried = collaborative.model, collaborative.blend, collaborative.by_setting
     del encoded  # the training split encoded, as large as the split: freed before the evaluation and the refit
-    ranking = choose_ranking(model, train, valid, min_coverage, ranked=ranked, blend=blend)
+    ranking = choose_ranking(model, train, valid, min_coverage, ranked=ranked, blend=blend, grid=blend_grid)
     model.ranking = ranking.weights
     c = model.settings.collaborative
     part = als_setting(c) if c.factors else {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,18 @@ BLEND_POPULARITY = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 # the norm grows with an item's ratings, so at 0 the same popular items top every list; at 1 the
 # factors rank by direction and the popularity weight alone says how much popularity counts.
 NORM_POWERS = (0.0, 0.5, 1.0)
+
+
+class BlendGrid(NamedTuple):
+    """The values `choose_blend` searches: collaborative weights (relative to the spread of the
+    scores), popularity weights and norm powers."""
+
+    weights: tuple[float, ...] = BLEND_WEIGHTS
+    popularity: tuple[float, ...] = BLEND_POPULARITY
+    norm_powers: tuple[float, ...] = NORM_POWERS
+
+
+BLEND_GRID = BlendGrid()
 MIN_COVERAGE = 0.2  # top-10 lists should show at least this share of the catalog (validation)
 # A new user's weights (`RankingWeights.new_user_*`): its collaborative weight as a multiple of a
 # known user's, and the weight of the item bias with the popularity prior.
@@ -169,9 +182,8 @@ def choose_popularity_weight(model: HybridRecommender, train: pd.DataFrame, vali
 
 
 def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
-                 weights=BLEND_WEIGHTS, popularity=BLEND_POPULARITY, norm_powers=NORM_POWERS,
-                 min_coverage: float = MIN_COVERAGE, ranked: RankingInputs | None = None,
-                 ) -> tuple[RankingWeights, float, dict[str, dict[str, float]]]:
+                 grid: BlendGrid = BLEND_GRID, min_coverage: float = MIN_COVERAGE,
+                 ranked: RankingInputs | None = None) -> tuple[RankingWeights, float, dict[str, dict[str, float]]]:
     """The ranking's three weights chosen together on `valid`: the collaborative part's weight,
     the popularity weight and the factors' norm power. The best NDCG@10 among the settings whose
     top-10 lists cover at least `min_coverage` of the catalog (the popularity prior and the factor
@@ -185,16 +197,17 @@ def choose_blend(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFr
     (`each_ranked`), and the bar is fixed between the two steps, so what is ranked does not
     depend on which thread finishes first. Returns the weights, the collaborative weight relative
     to that unit, and NDCG@10 and coverage per setting ranked (with its norm power; the chosen one
-    also has `"chosen": True`). `ranked`: as `choose_popularity_weight` takes it."""
+    also has `"chosen": True`). `grid`: the values searched; `ranked`: as
+    `choose_popularity_weight` takes it."""
     ranked = ranked or validation_inputs(model.spec, train, valid)
-    ws = sorted(popularity)
+    ws = sorted(grid.popularity)
     rows = []
-    for power in norm_powers:
+    for power in grid.norm_powers:
         scores = _WeightedScores(model, ranked.users, ranked.items, power)
         base, collaborative = scores.spreads()
         unit = base / (collaborative or 1.0)  # collaborative_unit, from the scores built here anyway
         # Without the collaborative part (c = 0) the norm changes nothing: once, at power 0.
-        rows += [_BlendRow(scores, c, unit, power, ws, min_coverage, ranked) for c in weights if c or not power]
+        rows += [_BlendRow(scores, c, unit, power, ws, min_coverage, ranked) for c in grid.weights if c or not power]
     peaks = each_ranked(lambda row: climb(lambda i: row.key(i)[1], len(ws), len(ws) // 2), rows, ranked)
     bar = max((key[1] for row, i in zip(rows, peaks) if (key := row.key(i))[0]), default=-np.inf)
     chosen = each_ranked(lambda row_peak: _row_best(row_peak[0].key, len(ws), row_peak[1], bar),
@@ -297,15 +310,16 @@ class RankingChoice:
 
 def choose_ranking(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                    min_coverage: float = MIN_COVERAGE, ranked: RankingInputs | None = None,
-                   blend: tuple | None = None) -> RankingChoice:
+                   blend: tuple | None = None, grid: BlendGrid = BLEND_GRID) -> RankingChoice:
     """The ranking weights of a fitted model on `valid`: a known user's, then a new user's
     (`choose_new_user_weights`). The model is left as it was. `ranked`: `validation_inputs(spec,
     train, valid)` if built already; `blend`: what `choose_blend` returned for this model, if it
-    ran already (`choose_collaborative` ranks every model it tries)."""
+    ran already (`choose_collaborative` ranks every model it tries); `grid`: what `choose_blend`
+    searches."""
     ranked = ranked or validation_inputs(model.spec, train, valid)
     blend_tried, tried, relative = {}, {}, 0.0
     if model.settings.collaborative.factors:
-        weights, relative, blend_tried = blend or choose_blend(model, train, valid, min_coverage=min_coverage,
+        weights, relative, blend_tried = blend or choose_blend(model, train, valid, grid, min_coverage=min_coverage,
                                                                ranked=ranked)
     else:
         weights, tried = choose_popularity_weight(model, train, valid, ranked=ranked)
@@ -327,7 +341,7 @@ class CollaborativeChoice:
 
 def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: pd.DataFrame,
                          encoded: TrainingEncoding, min_coverage: float, ranked: RankingInputs,
-                         values: Iterable[float]) -> CollaborativeChoice:
+                         values: Iterable[float], grid: BlendGrid = BLEND_GRID) -> CollaborativeChoice:
     """The collaborative part of a fitted hybrid, its HYBRID_ROW searched again for the hybrid:
     from its setting (the ALS search's choice, added to `values` if not among them), the row's
     values climbed one value at a time (the row had one peak on the five data sets of
@@ -337,7 +351,7 @@ def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: p
     search of the ranking weights. The start's search is the whole `choose_blend`; the others
     search only the norm power the start chose (a third of the rankings), and the value kept, if
     not the start, is searched whole again. `ranked`: the validation users, as `choose_blend`
-    takes them."""
+    takes them; `grid`: what it searches."""
     start = model.settings.collaborative
     values = sorted(set(values) | {getattr(start, HYBRID_ROW)})
     figures: dict[str, dict] = {}
@@ -350,20 +364,20 @@ def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: p
 
     at = values.index(getattr(start, HYBRID_ROW))
     # per value's index: the model, its blend and how it ranks
-    tried = {at: judged(model, choose_blend(model, train, valid, min_coverage=min_coverage, ranked=ranked))}
+    tried = {at: judged(model, choose_blend(model, train, valid, grid, min_coverage=min_coverage, ranked=ranked))}
     power = tried[at][1][0].norm_power
 
     def score(i: int) -> tuple[bool, float]:
         if i not in tried:
             candidate = model.with_collaborative(replace(start, **{HYBRID_ROW: values[i]}), encoded)
-            tried[i] = judged(candidate, choose_blend(candidate, train, valid, min_coverage=min_coverage,
-                                                      ranked=ranked, norm_powers=(power,)))
+            tried[i] = judged(candidate, choose_blend(candidate, train, valid, grid._replace(norm_powers=(power,)),
+                                                      min_coverage=min_coverage, ranked=ranked))
         return tried[i][2]
 
     best = climb(score, len(values), at, ahead=1)
     kept, blend, _ = tried[best]
     if best != at:  # searched at one norm power: search it whole, as the start was
-        kept, blend, _ = judged(kept, choose_blend(kept, train, valid, min_coverage=min_coverage, ranked=ranked))
+        kept, blend, _ = judged(kept, choose_blend(kept, train, valid, grid, min_coverage=min_coverage, ranked=ranked))
     figures[setting_name(als_setting(kept.settings.collaborative))]["chosen"] = True
     return CollaborativeChoice(kept, blend, figures)
 
