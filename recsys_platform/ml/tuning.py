@@ -41,18 +41,6 @@ BLEND_POPULARITY = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 # the norm grows with an item's ratings, so at 0 the same popular items top every list; at 1 the
 # factors rank by direction and the popularity weight alone says how much popularity counts.
 NORM_POWERS = (0.0, 0.5, 1.0)
-
-
-class BlendGrid(NamedTuple):
-    """The values `choose_blend` searches: collaborative weights (relative to the spread of the
-    scores), popularity weights and norm powers."""
-
-    weights: tuple[float, ...] = BLEND_WEIGHTS
-    popularity: tuple[float, ...] = BLEND_POPULARITY
-    norm_powers: tuple[float, ...] = NORM_POWERS
-
-
-BLEND_GRID = BlendGrid()
 MIN_COVERAGE = 0.2  # top-10 lists should show at least this share of the catalog (validation)
 # A new user's weights (`RankingWeights.new_user_*`): its collaborative weight as a multiple of a
 # known user's, and the weight of the item bias with the popularity prior.
@@ -66,6 +54,18 @@ NEW_USER_PRIOR = (0.5, 1.0, 2.0, 4.0, 8.0)
 # rows and dislikes moved the held-out figures by about 2% either way, as much as two fits of one
 # setting differ.
 HYBRID_ROW = "alpha"
+
+
+class BlendGrid(NamedTuple):
+    """The values `choose_blend` searches: collaborative weights (relative to the spread of the
+    scores), popularity weights and norm powers."""
+
+    weights: tuple[float, ...] = BLEND_WEIGHTS
+    popularity: tuple[float, ...] = BLEND_POPULARITY
+    norm_powers: tuple[float, ...] = NORM_POWERS
+
+
+BLEND_GRID = BlendGrid()
 
 
 @dataclass(frozen=True)
