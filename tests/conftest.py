@@ -27,50 +27,55 @@ TEST_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testin
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 
 
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# Every process a test run starts carries this run's mark in its environment, the embedded
+# PostgreSQL servers included, so that the leak guard below stops this run's servers and never
+# another run's on the same machine (a second `pytest` beside CI stopped CI's server mid-run).
+RUN_MARK = "RECSYS_TEST_RUN"
+
+
 def pytest_configure(config):
     # Dummy credentials for the local S3 endpoint, set before Spark forks its Python workers
     # (they inherit the environment of that moment). Tests never reach real AWS.
     for var, value in TEST_AWS_ENV.items():
         os.environ.setdefault(var, value)
+    if not _is_xdist_worker(config):  # a fresh mark per run (an inner run too); workers inherit it
+        os.environ[RUN_MARK] = uuid.uuid4().hex
 
 
 JDBC_JAR = os.environ.get("RECSYS_TEST_JDBC_JAR", "/usr/share/java/mariadb-java-client.jar")
 
 
-def _postgres_data_dirs() -> set[str]:
-    """The data folders of the PostgreSQL servers running on this machine (`postgres -D <dir>`)."""
+def _postgres_data_dirs(run: str | None = None) -> set[str]:
+    """The data folders of the PostgreSQL servers running on this machine (`postgres -D <dir>`);
+    with `run`, only those started by the test run of that mark (RUN_MARK)."""
+    mark = None if run is None else f"{RUN_MARK}={run}".encode()
     out = set()
     for proc in Path("/proc").iterdir():
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            if not (args and args[0].endswith(b"/postgres") and b"-D" in args):
+                continue
+            if mark is not None and mark not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+        except OSError:  # gone meanwhile, or not ours to read
             continue
-        if args and args[0].endswith(b"/postgres") and b"-D" in args:
-            out.add(args[args.index(b"-D") + 1].decode())
+        out.add(args[args.index(b"-D") + 1].decode())
     return out
 
 
-_POSTGRES_BEFORE = pytest.StashKey[set]()
 _POSTGRES_LEFT = pytest.StashKey[list]()
-
-
-def _is_xdist_worker(config) -> bool:
-    return hasattr(config, "workerinput")
-
-
-def pytest_sessionstart(session):
-    # The check below runs in the process that sees the whole run: pytest itself, or under
-    # pytest-xdist the controller (a worker's own diff would name the other workers' servers).
-    if not _is_xdist_worker(session.config):
-        session.config.stash[_POSTGRES_BEFORE] = _postgres_data_dirs()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own, which tears the session fixtures down
 def pytest_sessionfinish(session):
     """No embedded PostgreSQL started by this test run outlives it: any left is stopped and fails the run."""
-    if _POSTGRES_BEFORE not in session.config.stash:  # an xdist worker: its controller checks
+    if _is_xdist_worker(session.config):  # the controller checks, once the whole run is over
         return
-    left = sorted(_postgres_data_dirs() - session.config.stash[_POSTGRES_BEFORE])
+    left = sorted(_postgres_data_dirs(os.environ[RUN_MARK]))
     if left:
         from recsys_platform.vectors.embedded import stop_embedded
 
