@@ -836,6 +836,8 @@ def test_the_ranking_search_tries_only_the_grid_given(hybrid):
     t = run.tuned
     assert (t.relative_collaborative, t.popularity, t.norm_power) in ranked
     assert t.basis != train(frame, hybrid_model(als_factors=16), baselines=False, refit=False).tuned.basis
+    with pytest.raises(ValueError, match="at least one value in each row; popularity has none"):
+        BlendGrid(popularity=())
 
 
 def test_the_coverage_floor_follows_the_baseline_unless_set(hybrid):

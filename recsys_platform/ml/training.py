@@ -135,7 +135,7 @@ def search_basis(spec: RecommenderSpec, settings: HybridSettings, l2_grid, colla
     """A digest of what a search's choices depend on, besides the data."""
     described = {"spec": asdict(spec), "settings": asdict(settings), "l2_grid": list(l2_grid or []),
                  "collaborative_grid": collaborative_grid or {}, "min_coverage": min_coverage,
-                 "blend_grid": blend_grid._asdict()}
+                 "blend_grid": asdict(blend_grid)}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import NamedTuple
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -56,13 +55,19 @@ NEW_USER_PRIOR = (0.5, 1.0, 2.0, 4.0, 8.0)
 HYBRID_ROW = "alpha"
 
 
-class BlendGrid(NamedTuple):
+@dataclass(frozen=True)
+class BlendGrid:
     """The values `choose_blend` searches: collaborative weights (relative to the spread of the
-    scores), popularity weights and norm powers."""
+    scores), popularity weights and norm powers; each row needs at least one."""
 
     weights: tuple[float, ...] = BLEND_WEIGHTS
     popularity: tuple[float, ...] = BLEND_POPULARITY
     norm_powers: tuple[float, ...] = NORM_POWERS
+
+    def __post_init__(self) -> None:
+        empty = [f.name for f in fields(self) if not len(getattr(self, f.name))]
+        if empty:
+            raise ValueError(f"a BlendGrid needs at least one value in each row; {', '.join(empty)} has none")
 
 
 BLEND_GRID = BlendGrid()
@@ -370,7 +375,7 @@ def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: p
     def score(i: int) -> tuple[bool, float]:
         if i not in tried:
             candidate = model.with_collaborative(replace(start, **{HYBRID_ROW: values[i]}), encoded)
-            tried[i] = judged(candidate, choose_blend(candidate, train, valid, grid._replace(norm_powers=(power,)),
+            tried[i] = judged(candidate, choose_blend(candidate, train, valid, replace(grid, norm_powers=(power,)),
                                                       min_coverage=min_coverage, ranked=ranked))
         return tried[i][2]
 
