@@ -89,6 +89,11 @@ class HybridSettings:
         """The towers' own dimensions: the vector less the two bias columns and the factors."""
         return self.dim - 2 - self.collaborative.factors
 
+    def with_collaborative(self, collaborative: CollaborativeSettings) -> HybridSettings:
+        """These settings with another collaborative part: the towers keep their width, and the
+        vectors' dimension follows the part's factors."""
+        return replace(self, dim=self.tower_width + 2 + collaborative.factors, collaborative=collaborative)
+
     @property
     def towers(self) -> solvers.TowerSettings:
         return solvers.TowerSettings(
@@ -207,8 +212,7 @@ class HybridRecommender:
         its towers' with the new part appended (a copy)."""
         self._check_fitted()
         w = self.tower_width
-        settings = replace(self.settings, dim=w + 2 + collaborative.factors, collaborative=collaborative)
-        other = HybridRecommender(self.spec, settings)
+        other = HybridRecommender(self.spec, self.settings.with_collaborative(collaborative))
         other.global_mean, other.item_counts = self.global_mean, self.item_counts
         other.user_encoder, other.item_encoder = self.user_encoder, self.item_encoder
         other.training_log, other.converged, other.iterations = self.training_log, self.converged, self.iterations

@@ -353,8 +353,7 @@ def _published(model: HybridRecommender, tuned: Tuned, ranked, train: pd.DataFra
 
 def _with_collaborative(settings: HybridSettings, setting: dict) -> HybridSettings:
     """`settings` with the collaborative part at an ALS `setting`; the towers keep their width."""
-    tuned = replace(settings.collaborative, **setting)
-    return replace(settings, dim=settings.tower_width + 2 + tuned.factors, collaborative=tuned)
+    return settings.with_collaborative(replace(settings.collaborative, **setting))
 
 
 def _shared_factors(als: ALSBaseline | None, settings: HybridSettings):
