@@ -184,12 +184,10 @@ def narrow_search_times(frame) -> list[dict]:
     its search narrowed to NARROW_ALS_GRID and NARROW_BLEND_GRID, at each of NARROW_L2_GRIDS: the
     seconds, the held-out figures and the choices, to set beside the wide search (the ALS baseline
     is searched on the narrow grid too)."""
-    config, out = ModelConfig(), []
+    out = []
     for l2_grid in NARROW_L2_GRIDS:
         start = time.perf_counter()
-        run = train_recommender(frame, RETAIL, config.settings(), test_share=config.test_share,
-                                valid_share=config.valid_share, seed=config.seed, l2_grid=l2_grid,
-                                collaborative_grid=NARROW_ALS_GRID, blend_grid=NARROW_BLEND_GRID)
+        run = ModelConfig().train(frame, l2_grid=l2_grid, collaborative_grid=NARROW_ALS_GRID, blend_grid=NARROW_BLEND_GRID)
         m = run.metrics
         out.append({"l2_grid": list(l2_grid), "fit_s": time.perf_counter() - start, "l2": m["l2"],
                     "collaborative": m.get("collaborative"), "als_fits": len(run.als_ndcg_by_setting),

@@ -101,16 +101,17 @@ class ModelConfig(dg.Config):
             solver=self.solver, max_iter=self.max_iter, seed=self.seed, collaborative=collaborative)
 
     def train(self, frame: pd.DataFrame, extra_train: pd.DataFrame | None = None, baselines: bool = True,
-              previous: Tuned | None = None) -> TrainingRun:
+              previous: Tuned | None = None, **grids) -> TrainingRun:
         """`train_recommender` on the retail table with these settings (`baselines`: score the ALS and
         EASE baselines on the test split too, as the asset does; `previous`: the last search's
-        choices, `last_search`)."""
+        choices, `last_search`; `grids`: other `l2_grid`, `collaborative_grid` or `blend_grid` than
+        these settings search, as the benchmark's narrow search does)."""
+        grids = {"l2_grid": L2_GRID if self.l2 is None else None,
+                 "collaborative_grid": ALS_GRID if self.tune_collaborative else None, **grids}
         return train_recommender(
             frame, RETAIL, self.settings(), test_share=self.test_share, valid_share=self.valid_share, seed=self.seed,
-            min_coverage=self.min_coverage, l2_grid=L2_GRID if self.l2 is None else None,
-            collaborative_grid=ALS_GRID if self.tune_collaborative else None, refit=self.refit,
-            baselines=baselines, extra_train=extra_train, previous=previous, retune_share=self.retune_share,
-            retune_days=self.retune_days)
+            min_coverage=self.min_coverage, refit=self.refit, baselines=baselines, extra_train=extra_train,
+            previous=previous, retune_share=self.retune_share, retune_days=self.retune_days, **grids)
 
 
 def last_search(store) -> Tuned | None:
