@@ -239,11 +239,16 @@ class _BlendRow:
         if i not in self.figures:
             r = self.ranked.rank(self.scores.rows(self.c * self.unit, self.ws[i]))
             self.figures[i] = {"ndcg": r.ndcg, "coverage": self.ranked.coverage(r), "norm_power": self.power}
-        figures = self.figures[i]
-        return figures["coverage"] >= self.min_coverage, figures["ndcg"], -self.c, -self.ws[i], -self.power
+        return (*_judged(self.figures[i], self.min_coverage), -self.c, -self.ws[i], -self.power)
 
     def name(self, i: int) -> str:
         return f"collaborative={self.c} popularity={self.ws[i]} norm_power={self.power}"
+
+
+def _judged(figures: dict, min_coverage: float) -> tuple[bool, float]:
+    """How a ranking's validation figures rank against another's: lists that meet the coverage
+    floor first, then NDCG@10 (`choose_blend`'s settings, `choose_collaborative`'s parts)."""
+    return figures["coverage"] >= min_coverage, figures["ndcg"]
 
 
 def _row_best(key, n: int, peak: int, bar: float) -> int:
@@ -365,7 +370,7 @@ def choose_collaborative(model: HybridRecommender, train: pd.DataFrame, valid: p
         chosen = next(v for v in blend[2].values() if v.get("chosen"))
         figures[setting_name(als_setting(candidate.settings.collaborative))] = {
             "ndcg": chosen["ndcg"], "coverage": chosen["coverage"]}
-        return candidate, blend, (chosen["coverage"] >= min_coverage, chosen["ndcg"])
+        return candidate, blend, _judged(chosen, min_coverage)
 
     at = values.index(getattr(start, HYBRID_ROW))
     # per value's index: the model, its blend and how it ranks
